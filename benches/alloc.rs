@@ -1,0 +1,378 @@
+//! Allocation benchmarks: collisions under concurrency, and latency.
+//!
+//! `cargo bench --bench alloc` runs everything and prints a Markdown report; `-- collisions`
+//! or `-- latency` runs one part. Worker processes are this binary run again with `--worker`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROCESSES: usize = 32;
+const ALLOCATIONS: usize = 3000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.first().map(String::as_str) {
+        Some("--worker") => worker(&args[1..]),
+        Some("--worker-first") => {
+            let start = Instant::now();
+            if args[1] == "bind" {
+                drop(TcpListener::bind("127.0.0.1:0").expect("bind"));
+            } else {
+                drop(loopcheck::tcp_listener().expect("listener"));
+            }
+            println!("{}", start.elapsed().as_secs_f64() * 1e6);
+        }
+        Some("collisions") => collisions(),
+        Some("latency") => latency(),
+        Some("first-call") => first_call(),
+        None => {
+            latency();
+            first_call();
+            collisions();
+        }
+        Some(other) => {
+            eprintln!("unknown part `{other}`: expected collisions, latency or first-call");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A small deterministic generator, so that runs are comparable without a rand dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pause(&mut self) -> Duration {
+        Duration::from_micros(self.next() % 5_000)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Loopcheck,
+    Portpicker,
+    BindZeroRebind,
+    KeepSocket,
+}
+
+const METHODS: [Method; 4] = [
+    Method::Loopcheck,
+    Method::Portpicker,
+    Method::BindZeroRebind,
+    Method::KeepSocket,
+];
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Loopcheck => "loopcheck::reserve_port",
+            Method::Portpicker => "portpicker::pick_unused_port",
+            Method::BindZeroRebind => "bind(:0), drop, rebind",
+            Method::KeepSocket => "loopcheck::tcp_listener (socket kept)",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Method::Loopcheck => "loopcheck",
+            Method::Portpicker => "portpicker",
+            Method::BindZeroRebind => "bind0",
+            Method::KeepSocket => "keep",
+        }
+    }
+
+    fn from_key(key: &str) -> Method {
+        METHODS
+            .into_iter()
+            .find(|m| m.key() == key)
+            .expect("known method")
+    }
+}
+
+/// One worker: `count` allocations, each followed by 0-5 ms of work before the bind, then
+/// the socket is held 0-5 ms as a test would. Prints `collisions N errors N`.
+fn worker(args: &[String]) {
+    let method = Method::from_key(&args[0]);
+    let count: usize = args[1].parse().expect("count");
+    let mut rng = Rng(std::process::id() as u64 * 2_654_435_761 + 1);
+    let (mut collisions, mut errors) = (0usize, 0usize);
+    // Everyone starts together, as nextest starts a batch of test processes.
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    for _ in 0..count {
+        let result = match method {
+            Method::Loopcheck => match loopcheck::reserve_port() {
+                Ok(lease) => {
+                    std::thread::sleep(rng.pause());
+                    TcpListener::bind(("127.0.0.1", lease.port())).map(|l| (l, Some(lease)))
+                }
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
+            },
+            Method::Portpicker => match portpicker::pick_unused_port() {
+                Some(port) => {
+                    std::thread::sleep(rng.pause());
+                    TcpListener::bind(("127.0.0.1", port)).map(|l| (l, None))
+                }
+                None => {
+                    errors += 1;
+                    continue;
+                }
+            },
+            Method::BindZeroRebind => {
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port());
+                match port {
+                    Ok(port) => {
+                        std::thread::sleep(rng.pause());
+                        TcpListener::bind(("127.0.0.1", port)).map(|l| (l, None))
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                }
+            }
+            Method::KeepSocket => {
+                std::thread::sleep(rng.pause());
+                loopcheck::tcp_listener()
+                    .map(|l| (l, None))
+                    .map_err(std::io::Error::other)
+            }
+        };
+        match result {
+            Ok(held) => {
+                std::thread::sleep(rng.pause());
+                drop(held);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => collisions += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    println!("collisions {collisions} errors {errors}");
+}
+
+fn spawn_self(args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().expect("bench binary"))
+        .arg("--worker")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn worker")
+}
+
+/// Outgoing loopback connections as fast as possible, from several threads, until `stop`:
+/// every one takes an ephemeral source port, and leaves it in TIME_WAIT.
+struct Storm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Storm {
+    fn start() -> Storm {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("storm listener");
+        let addr = listener.local_addr().expect("storm address");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let accept_stop = stop.clone();
+        listener.set_nonblocking(true).expect("non-blocking");
+        threads.push(std::thread::spawn(move || {
+            let mut accepted = 0;
+            while !accept_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => accepted += 1,
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+            accepted
+        }));
+        for _ in 0..2 {
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || connect_until(addr, &stop)));
+        }
+        Storm { stop, threads }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut counts = self.threads.into_iter().map(|t| t.join().unwrap_or(0));
+        let _accepted = counts.next();
+        counts.sum()
+    }
+}
+
+fn connect_until(addr: SocketAddr, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut connections = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            connections += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    connections
+}
+
+fn run_workers(method: Method) -> (usize, usize, Duration) {
+    let count = ALLOCATIONS.to_string();
+    let mut workers: Vec<Child> = (0..PROCESSES)
+        .map(|_| spawn_self(&[method.key(), &count]))
+        .collect();
+    let started = Instant::now();
+    for worker in &mut workers {
+        drop(worker.stdin.take());
+    }
+    let (mut collisions, mut errors) = (0, 0);
+    for worker in workers {
+        let output = worker.wait_with_output().expect("worker output");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut words = text.split_whitespace();
+        let mut field = |name: &str| {
+            assert_eq!(words.next(), Some(name), "worker printed {text:?}");
+            words
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .expect("a count")
+        };
+        collisions += field("collisions");
+        errors += field("errors");
+    }
+    (collisions, errors, started.elapsed())
+}
+
+fn collisions() {
+    println!(
+        "\n### Collisions: {PROCESSES} processes x {ALLOCATIONS} allocations, 0-5 ms between allocation and bind\n"
+    );
+    println!("| method | storm | AddrInUse | per 10,000 | other errors | wall |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for storm in [false, true] {
+        for method in METHODS {
+            let running = storm.then(Storm::start);
+            let (collisions, errors, wall) = run_workers(method);
+            let connections = running.map(Storm::stop);
+            let total = (PROCESSES * ALLOCATIONS) as f64;
+            let storm = connections.map_or("no".to_owned(), |c| format!("{c} connections"));
+            println!(
+                "| {} | {storm} | {collisions} | {:.1} | {errors} | {:.1} s |",
+                method.name(),
+                collisions as f64 * 10_000.0 / total,
+                wall.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn time_each(iterations: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples
+}
+
+fn latency() {
+    const ITERATIONS: usize = 20_000;
+    const ROUNDS: usize = 5;
+    // Warm up the policy, the registry and the lease files of the window.
+    for _ in 0..ITERATIONS {
+        drop(loopcheck::tcp_listener().expect("listener"));
+    }
+    let mut results: Vec<(&str, Vec<Duration>)> = vec![
+        ("bind(127.0.0.1:0)", Vec::new()),
+        ("loopcheck::tcp_listener", Vec::new()),
+        ("loopcheck::reserve_port", Vec::new()),
+        ("portpicker::pick_unused_port", Vec::new()),
+    ];
+    // Rounds interleave the methods so that drift of the machine affects them alike.
+    for _ in 0..ROUNDS {
+        let n = ITERATIONS / ROUNDS;
+        results[0].1.extend(time_each(n, || {
+            drop(TcpListener::bind("127.0.0.1:0").expect("bind"))
+        }));
+        results[1].1.extend(time_each(n, || {
+            drop(loopcheck::tcp_listener().expect("listener"))
+        }));
+        results[2]
+            .1
+            .extend(time_each(n, || drop(loopcheck::reserve_port().expect("port"))));
+        results[3].1.extend(time_each(n / 10, || {
+            std::hint::black_box(portpicker::pick_unused_port());
+        }));
+    }
+    let base = {
+        let samples = &mut results[0].1;
+        samples.sort();
+        percentile(samples, 0.5)
+    };
+    println!("\n### Latency, warm ({ITERATIONS} calls each, {ROUNDS} interleaved rounds)\n");
+    println!("| call | median | p99 | median vs bind |");
+    println!("|---|---:|---:|---:|");
+    for (name, samples) in &mut results {
+        samples.sort();
+        let median = percentile(samples, 0.5);
+        println!(
+            "| {name} | {:.1} us | {:.1} us | {:.2}x |",
+            median.as_secs_f64() * 1e6,
+            percentile(samples, 0.99).as_secs_f64() * 1e6,
+            median.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+}
+
+/// The first call in a fresh process: reads the policy, opens the registry, leases, binds.
+fn first_call() {
+    const PROCESSES: usize = 50;
+    let measure = |what: &str| {
+        let mut samples: Vec<Duration> = (0..PROCESSES)
+            .map(|_| {
+                let output = Command::new(std::env::current_exe().expect("bench binary"))
+                    .args(["--worker-first", what])
+                    .output()
+                    .expect("run worker");
+                let micros: f64 = String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .parse()
+                    .expect("micros");
+                Duration::from_secs_f64(micros / 1e6)
+            })
+            .collect();
+        samples.sort();
+        samples
+    };
+    let bind = measure("bind");
+    let loopcheck = measure("loopcheck");
+    println!("\n### First call in a fresh process ({PROCESSES} processes each)\n");
+    println!("| call | median | p90 |");
+    println!("|---|---:|---:|");
+    for (name, samples) in [
+        ("bind(127.0.0.1:0)", &bind),
+        ("loopcheck::tcp_listener", &loopcheck),
+    ] {
+        println!(
+            "| {name} | {:.1} us | {:.1} us |",
+            percentile(samples, 0.5).as_secs_f64() * 1e6,
+            percentile(samples, 0.9).as_secs_f64() * 1e6
+        );
+    }
+}

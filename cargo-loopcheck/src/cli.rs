@@ -1,0 +1,90 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::term::{ColorWhen, Format};
+
+/// `cargo` as seen by this binary: cargo runs `cargo-loopcheck loopcheck ARGS`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo", version, disable_help_subcommand = true)]
+pub enum Cargo {
+    /// Find zombie listeners, lint hard-coded ports and explain socket failures in tests.
+    Loopcheck(Loopcheck),
+}
+
+/// `cargo loopcheck`.
+#[derive(Debug, Args)]
+#[command(
+    version,
+    about = "Find zombie listeners, lint hard-coded ports and explain socket failures in tests",
+    after_help = "Exit codes: 0 clean, 1 problems found, 2 usage error, 3 could not run.\nDocs: `cargo loopcheck explain CODE` shows a diagnostic code's documentation."
+)]
+pub struct Loopcheck {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub common: Common,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Path to the workspace's Cargo.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+    /// Output format: human text on stderr, or data on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human, value_name = "FORMAT")]
+    pub format: Format,
+    /// Coloring of human output [default: CARGO_TERM_COLOR, else auto].
+    #[arg(long, global = true, value_enum, value_name = "WHEN")]
+    pub color: Option<ColorWhen>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List sockets, marked with leases, this workspace's test binaries and zombies.
+    Ports(PortsArgs),
+    /// Connect to an address and explain the outcome: who answered, or why nobody did.
+    Probe(ProbeArgs),
+    /// Show the documentation of a diagnostic code.
+    Explain(ExplainArgs),
+}
+
+/// `cargo loopcheck ports`.
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    /// Only sockets on this local port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only sockets held by this process (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Every socket in every state on every address, not only listeners on loopback and
+    /// wildcard addresses.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `cargo loopcheck probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The address: `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+    /// How long to wait for the connection, such as `500ms`, `2s`.
+    #[arg(long, default_value = "1s", value_parser = crate::probe::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
+/// `cargo loopcheck explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A code (`LC001`) or its name (`port-in-use`).
+    #[arg(value_name = "CODE")]
+    pub code: String,
+}

@@ -1,0 +1,68 @@
+//! `cargo loopcheck explain CODE`: the documentation of a diagnostic code.
+
+use loopcheck::report::Code;
+use serde::Serialize;
+
+use crate::ExitCode;
+use crate::cli::{Common, ExplainArgs};
+use crate::error::{Error, Result};
+use crate::term::{Format, print_json};
+
+/// `docs/diagnostics.md`, embedded so that `explain` works without the source tree.
+const DIAGNOSTICS: &str = include_str!("../../docs/diagnostics.md");
+
+/// The section of `docs/diagnostics.md` about `code`: from its `## LC001 name` heading to the
+/// next level-2 heading.
+///
+/// ```
+/// use loopcheck::report::Code;
+/// let text = cargo_loopcheck::explain::section(Code::PortInUse).expect("documented");
+/// assert!(text.starts_with("## LC001 port-in-use"));
+/// ```
+pub fn section(code: Code) -> Option<&'static str> {
+    let heading = format!("## {code} {}", code.name());
+    let start = DIAGNOSTICS.match_indices(&heading).find_map(|(i, _)| {
+        let at_line_start = i == 0 || DIAGNOSTICS.as_bytes()[i - 1] == b'\n';
+        let rest = &DIAGNOSTICS[i + heading.len()..];
+        (at_line_start && rest.starts_with(['\n', '\r'])).then_some(i)
+    })?;
+    let body = &DIAGNOSTICS[start + heading.len()..];
+    let end = body
+        .find("\n## ")
+        .map_or(DIAGNOSTICS.len(), |i| start + heading.len() + i + 1);
+    Some(DIAGNOSTICS[start..end].trim_end())
+}
+
+#[derive(Serialize)]
+struct Explanation<'a> {
+    code: Code,
+    name: &'static str,
+    severity: loopcheck::report::Severity,
+    text: &'a str,
+}
+
+/// Runs `explain`: the section goes to stdout, like `rustc --explain`.
+pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
+    let format = common
+        .format
+        .expect_one_of("explain", &[Format::Human, Format::Json])?;
+    let code = Code::parse(&args.code).ok_or_else(|| {
+        let known: Vec<String> = Code::ALL.iter().map(|c| format!("{c} ({})", c.name())).collect();
+        Error::Usage(format!(
+            "unknown diagnostic code `{}`; known codes: {}",
+            args.code,
+            known.join(", ")
+        ))
+    })?;
+    let text = section(code).ok_or_else(|| Error::Usage(format!("{code} has no documentation section")))?;
+    match format {
+        Format::Json => print_json(&Explanation {
+            code,
+            name: code.name(),
+            severity: code.severity(),
+            text,
+        })?,
+        _ => println!("{text}"),
+    }
+    Ok(ExitCode::OK)
+}

@@ -1,0 +1,69 @@
+//! `cargo loopcheck`: the command-line face of [`loopcheck`].
+//!
+//! Every command is a function of this library; `main.rs` only calls [`main`]. The commands
+//! and their flags are documented in `docs/cli.md` and by `cargo loopcheck --help`.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+mod error;
+mod exit;
+pub mod explain;
+pub mod ports;
+pub mod probe;
+pub mod term;
+pub mod workspace;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+pub use error::{Error, Result};
+pub use exit::ExitCode;
+
+use crate::cli::{Cargo, Command};
+use crate::term::Term;
+
+/// Runs `cargo loopcheck` with the process's arguments and returns its exit code.
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(run(std::env::args_os()))
+}
+
+/// Runs `cargo loopcheck` with `args` (the program name first) and returns its exit code.
+///
+/// ```
+/// use cargo_loopcheck::{ExitCode, run};
+///
+/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC001"]), ExitCode::OK);
+/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC999"]), ExitCode::USAGE);
+/// ```
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let Cargo::Loopcheck(args) = match Cargo::try_parse_from(args) {
+        Ok(args) => args,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::USAGE
+            } else {
+                ExitCode::OK
+            };
+        }
+    };
+    let term = Term::new(args.common.color);
+    let result = match &args.command {
+        Command::Ports(ports) => ports::run(&args.common, ports, &term),
+        Command::Probe(probe) => probe::run(&args.common, probe, &term),
+        Command::Explain(explain) => explain::run(&args.common, explain),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            term.error_chain(&err);
+            err.exit_code()
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! `cargo loopcheck ports`: the socket table, aware of tests.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use loopcheck::diagnose::{Provenance, classify};
+use loopcheck::lease::{LeaseInfo, LeaseStatus};
+use loopcheck::scan::{ScanOptions, SocketEntry, SocketTable};
+use serde::Serialize;
+
+use crate::ExitCode;
+use crate::cli::{Common, PortsArgs};
+use crate::error::{Error, Result};
+use crate::term::{Format, Term, print_json};
+use crate::workspace::Workspace;
+
+/// One row of `cargo loopcheck ports --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortRow {
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// The local address.
+    pub local: SocketAddr,
+    /// The peer, for connected sockets.
+    pub remote: Option<SocketAddr>,
+    /// `listen`, `established`, `time_wait`, ...
+    pub state: &'static str,
+    /// The first process holding the socket, if visible.
+    pub pid: Option<u32>,
+    /// That process's command line.
+    pub command: Option<String>,
+    /// That process's executable.
+    pub exe: Option<PathBuf>,
+    /// Its user.
+    pub user: Option<String>,
+    /// The `LOOPCHECK_TEST` it carries.
+    pub test: Option<String>,
+    /// The loopcheck lease of the port, if any.
+    pub lease: Option<LeaseRow>,
+    /// Whether the holder is a leftover of a test run (LC002).
+    pub zombie: bool,
+    /// Why it is a zombie.
+    pub zombie_reason: Option<String>,
+    /// The package of this workspace whose test binary holds the socket.
+    pub workspace_package: Option<String>,
+}
+
+/// The lease column of a row.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseRow {
+    /// `held`, `free` or `stale`.
+    pub status: LeaseStatus,
+    /// The holder's pid.
+    pub pid: Option<u32>,
+    /// The test the holder worked for.
+    pub test: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PortsReport {
+    sockets: Vec<PortRow>,
+    limitations: Vec<String>,
+}
+
+/// Builds the rows for `table`, marking leases, zombies and the workspace's binaries.
+pub fn rows(table: &SocketTable, leases: &[LeaseInfo], workspace: Option<&Workspace>) -> Vec<PortRow> {
+    let leases: BTreeMap<u16, &LeaseInfo> = leases.iter().map(|l| (l.port, l)).collect();
+    table
+        .sockets
+        .iter()
+        .map(|socket| {
+            let owner = table.owners(socket).next();
+            let provenance = owner.map(classify);
+            let (zombie, zombie_reason) = match &provenance {
+                Some(Provenance::Zombie { reason }) => (true, Some(reason.clone())),
+                _ => (false, None),
+            };
+            let lease = leases
+                .get(&socket.local.port())
+                .filter(|l| l.status != LeaseStatus::Free)
+                .map(|l| LeaseRow {
+                    status: l.status,
+                    pid: l.record.as_ref().map(|r| r.pid),
+                    test: l.record.as_ref().and_then(|r| r.test.clone()),
+                });
+            let workspace_package = match (workspace, owner.and_then(|o| o.exe.as_deref())) {
+                (Some(ws), Some(exe)) => ws.package_of_binary(exe).map(str::to_owned),
+                _ => None,
+            };
+            PortRow {
+                protocol: socket.protocol.as_str(),
+                local: socket.local,
+                remote: socket.remote,
+                state: socket.state.as_str(),
+                pid: owner.map(|o| o.pid),
+                command: owner.map(|o| o.command()),
+                exe: owner.and_then(|o| o.exe.clone()),
+                user: owner.and_then(|o| o.user.clone()),
+                test: owner.and_then(|o| o.loopcheck_test.clone()),
+                lease,
+                zombie,
+                zombie_reason,
+                workspace_package,
+            }
+        })
+        .collect()
+}
+
+fn selected(socket: &SocketEntry, args: &PortsArgs) -> bool {
+    let ip = socket.local.ip();
+    let local_scope = ip.is_loopback() || ip.is_unspecified() || is_mapped_loopback(socket.local);
+    (args.all || (socket.is_listener() && local_scope))
+        && (args.port.is_empty() || args.port.contains(&socket.local.port()))
+        && (args.pid.is_empty() || socket.pids.iter().any(|p| args.pid.contains(p)))
+}
+
+fn is_mapped_loopback(addr: SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some_and(|ip| ip.is_loopback()),
+        SocketAddr::V4(_) => false,
+    }
+}
+
+/// Runs `ports`.
+pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
+    let format = common
+        .format
+        .expect_one_of("ports", &[Format::Human, Format::Json])?;
+    // Outside a workspace the table is still useful; with an explicit manifest it must load.
+    let workspace = match Workspace::load(common.manifest_path.as_deref()) {
+        Ok(ws) => Some(ws),
+        Err(err) if common.manifest_path.is_some() => return Err(err),
+        Err(_) => None,
+    };
+    let options = ScanOptions {
+        listen_only: !args.all,
+        ports: (!args.port.is_empty()).then(|| args.port.clone()),
+        ..ScanOptions::all()
+    };
+    let mut table = loopcheck::scan::scan_with(&options).map_err(Error::Scan)?;
+    table.sockets.retain(|s| selected(s, args));
+    let leases = loopcheck::lease::leases().unwrap_or_default();
+    let rows = rows(&table, &leases, workspace.as_ref());
+    match format {
+        Format::Json => print_json(&PortsReport {
+            sockets: rows,
+            limitations: table.limitations,
+        })?,
+        _ => print_table(term, &rows, &table.limitations).map_err(Error::Output)?,
+    }
+    Ok(ExitCode::OK)
+}
+
+fn print_table(term: &Term, rows: &[PortRow], limitations: &[String]) -> std::io::Result<()> {
+    let mut out = term.stderr();
+    let header = anstyle::Style::new().bold();
+    let warn = anstyle::AnsiColor::Yellow.on_default().bold();
+    let widths = (
+        rows.iter()
+            .map(|r| r.local.to_string().len())
+            .max()
+            .unwrap_or(5)
+            .max(5),
+        rows.iter().map(|r| r.state.len()).max().unwrap_or(5).max(5),
+    );
+    writeln!(
+        out,
+        "{header}{:<5} {:<w0$} {:<w1$} {:>7}  {:<40} NOTE{header:#}",
+        "PROTO",
+        "LOCAL",
+        "STATE",
+        "PID",
+        "COMMAND",
+        w0 = widths.0,
+        w1 = widths.1
+    )?;
+    for row in rows {
+        let pid = row.pid.map_or("-".to_owned(), |p| p.to_string());
+        let mut command = row.command.clone().unwrap_or_else(|| "(owner hidden)".into());
+        if command.chars().count() > 40 {
+            command = command.chars().take(39).collect::<String>() + "…";
+        }
+        let mut notes = Vec::new();
+        if let Some(lease) = &row.lease {
+            let test = lease.test.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
+            let status = match lease.status {
+                LeaseStatus::Held => "leased",
+                LeaseStatus::Stale => "stale lease",
+                LeaseStatus::Free => "free",
+            };
+            notes.push(format!("{status}{test}"));
+        }
+        if let Some(package) = &row.workspace_package {
+            notes.push(format!("test binary of {package}"));
+        }
+        if let Some(remote) = row.remote {
+            notes.push(format!("to {remote}"));
+        }
+        let note = notes.join("; ");
+        let zombie = if row.zombie {
+            format!("{warn}zombie{warn:#} ")
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{:<5} {:<w0$} {:<w1$} {pid:>7}  {command:<40} {zombie}{note}",
+            row.protocol,
+            row.local.to_string(),
+            row.state,
+            w0 = widths.0,
+            w1 = widths.1
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no sockets match)")?;
+    }
+    for limitation in limitations {
+        writeln!(out, "{warn}note{warn:#}: {limitation}")?;
+    }
+    Ok(())
+}

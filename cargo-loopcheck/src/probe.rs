@@ -1,0 +1,91 @@
+//! `cargo loopcheck probe ADDR`: connect and explain, the telnet of this tool.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use loopcheck::report::Severity;
+
+use crate::ExitCode;
+use crate::cli::{Common, ProbeArgs};
+use crate::error::{Error, Result};
+use crate::term::{Format, Term, print_json};
+
+/// Parses a duration such as `250ms`, `2s` or `1m`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cargo_loopcheck::probe::parse_duration;
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+/// assert!(parse_duration("2 weeks").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as `500ms`, `2s` or `1m`"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!("`{text}` has no unit: write `500ms`, `2s` or `1m`")),
+    }
+}
+
+/// The addresses `text` stands for, in the order a client tries them.
+fn resolve(text: &str) -> Result<Vec<SocketAddr>> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let usage = |why: String| {
+        Error::Usage(format!(
+            "cannot probe `{text}`: {why}; write HOST:PORT, such as `127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`"
+        ))
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| usage("no port".into()))?;
+    port.parse::<u16>()
+        .map_err(|_| usage(format!("`{port}` is not a port")))?;
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("`{host}` does not resolve ({e})")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(usage(format!("`{host}` resolves to no address")));
+    }
+    Ok(addrs)
+}
+
+/// Runs `probe`. Exit code 0 when something answered, 1 otherwise.
+pub fn run(common: &Common, args: &ProbeArgs, term: &Term) -> Result<u8> {
+    let format = common
+        .format
+        .expect_one_of("probe", &[Format::Human, Format::Json])?;
+    let addrs = resolve(&args.addr)?;
+    // Like a client, try each address in turn and report the first that answers.
+    let mut diagnoses = addrs.iter().map(|&addr| loopcheck::probe(addr, args.timeout));
+    let first = diagnoses.next().expect("resolve returns at least one address");
+    let mut diagnosis = if first.severity == Severity::Info {
+        first
+    } else {
+        diagnoses.find(|d| d.severity == Severity::Info).unwrap_or(first)
+    };
+    if addrs.len() > 1 {
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        diagnosis.evidence.push(format!(
+            "`{}` resolves to {}, tried in that order",
+            args.addr,
+            list.join(", ")
+        ));
+    }
+    match format {
+        Format::Json => print_json(&diagnosis)?,
+        _ => term.diagnosis(&diagnosis),
+    }
+    Ok(if diagnosis.severity == Severity::Info {
+        ExitCode::OK
+    } else {
+        ExitCode::FOUND
+    })
+}

@@ -1,0 +1,90 @@
+use std::io;
+use std::path::PathBuf;
+
+/// What can go wrong while handing out a port or reading the host's port policy.
+///
+/// Messages are lower-case and name the value at fault; the underlying cause, if any, is
+/// available through [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `LOOPCHECK_PORT_RANGE` (or another setting) holds a value that cannot be used.
+    #[error(
+        "invalid `{variable}` value `{value}`: {reason}; expected `LO-HI` with 1024 <= LO <= HI <= 65535, for example `LOOPCHECK_PORT_RANGE=20000-29999`"
+    )]
+    InvalidRange {
+        /// The environment variable that was read.
+        variable: &'static str,
+        /// The value as found.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The allocation range left no port that is outside the kernel's ephemeral and reserved
+    /// ranges.
+    #[error(
+        "no port is left for allocation: {range} lies entirely inside the ephemeral or reserved ports ({ephemeral}); set `LOOPCHECK_PORT_RANGE` to a range outside them"
+    )]
+    EmptyRange {
+        /// The configured range, `LO-HI`.
+        range: String,
+        /// The kernel ranges it collides with.
+        ephemeral: String,
+    },
+
+    /// Every port of the allocation range is leased, or could not be bound.
+    #[error(
+        "no free port in {range}: {leased} leased by live processes, {unbindable} in use by other programs, {unusable} with unusable lease files; release leases or widen the range with `LOOPCHECK_PORT_RANGE`"
+    )]
+    Exhausted {
+        /// The allocation range, as `LO-HI[,LO-HI..]`.
+        range: String,
+        /// Ports whose lease is held by a live process (this one included).
+        leased: usize,
+        /// Ports that are not leased but could not be bound.
+        unbindable: usize,
+        /// Ports whose lease file could not be opened or repaired.
+        unusable: usize,
+    },
+
+    /// The lease registry directory is unsafe or unusable.
+    #[error("lease directory `{}` is unsafe: {reason}", path.display())]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// An I/O operation on the lease registry failed.
+    #[error("cannot {action} `{}`", path.display())]
+    Registry {
+        /// What was being done, such as `create directory`.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A socket operation failed.
+    #[error("cannot {action} {addr}")]
+    Socket {
+        /// What was being done, such as `bind`.
+        action: &'static str,
+        /// The address involved.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `reserve_ports(0)` or a similar request that cannot be met by its shape.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+/// `Result` with [`Error`] as its error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

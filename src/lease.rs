@@ -1,0 +1,602 @@
+//! The cross-process lease registry.
+//!
+//! One small file per port in a per-user directory. A process leases a port by holding an OS
+//! file lock on that port's file (`flock` on Unix, `LockFileEx` on Windows), so the kernel
+//! releases the lease the moment the holder exits or is killed: no daemon, no clean-up. The
+//! file's content is only a record for diagnostics (who holds the port, for which test); the
+//! lock alone decides.
+//!
+//! Files are never deleted: removing a lock file while another process opens it would let two
+//! processes lock two different files for the same port. Reusing them also keeps file creation
+//! (about a millisecond on ext4) off the allocation path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The environment variable that overrides the registry directory.
+pub const DIR_VAR: &str = "LOOPCHECK_DIR";
+
+/// The environment variable naming the test a process works for (set by the harness).
+pub const TEST_VAR: &str = "LOOPCHECK_TEST";
+
+/// The environment variable naming the run directory of `cargo loopcheck test`.
+pub const RUN_DIR_VAR: &str = "LOOPCHECK_RUN_DIR";
+
+/// Records are padded to this size so that rewriting one never needs a truncate.
+const RECORD_SIZE: usize = 512;
+
+/// Offset of the state word in a record: records start with `{"state":"held"`.
+const STATE_OFFSET: u64 = 10;
+
+/// The registry directory this process uses: `LOOPCHECK_DIR`, else
+/// `$XDG_RUNTIME_DIR/loopcheck`, else `<temp>/loopcheck-<uid>`.
+///
+/// The directory is not created or checked by this function.
+///
+/// ```
+/// let dir = loopcheck::lease::registry_dir();
+/// assert!(dir.is_absolute() || std::env::var_os("LOOPCHECK_DIR").is_some());
+/// ```
+pub fn registry_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(DIR_VAR).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(runtime).join("loopcheck");
+    }
+    match crate::sys::current_uid() {
+        Some(uid) => std::env::temp_dir().join(format!("loopcheck-{uid}")),
+        None => std::env::temp_dir().join("loopcheck"),
+    }
+}
+
+/// A validated registry directory.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// The registry of this process, created and checked on first use.
+    pub(crate) fn get() -> Result<&'static Registry> {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        if let Some(registry) = REGISTRY.get() {
+            return Ok(registry);
+        }
+        let registry = Registry::open(registry_dir())?;
+        Ok(REGISTRY.get_or_init(|| registry))
+    }
+
+    /// Creates `dir` (mode 0700) if needed and refuses it if it is not safe to use.
+    pub(crate) fn open(dir: PathBuf) -> Result<Registry> {
+        let meta = match fs::symlink_metadata(&dir) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                create_private_dir(&dir)?;
+                fs::symlink_metadata(&dir).map_err(|source| Error::Registry {
+                    action: "inspect",
+                    path: dir.clone(),
+                    source,
+                })?
+            }
+            Err(source) => {
+                return Err(Error::Registry {
+                    action: "inspect",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        check_dir(&dir, &meta)?;
+        Ok(Registry { dir })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, port: u16) -> PathBuf {
+        self.dir.join(port.to_string())
+    }
+
+    /// Tries to lease `port`: never blocks.
+    pub(crate) fn try_acquire(&self, port: u16) -> Attempt {
+        let path = self.path_of(port);
+        let file = match open_lease_file(&path) {
+            Ok(file) => file,
+            Err(_) => match repair(&path) {
+                Ok(file) => file,
+                Err(_) => return Attempt::Unusable,
+            },
+        };
+        match file.try_lock() {
+            Ok(()) => Attempt::Acquired(Lease { file, port }),
+            Err(fs::TryLockError::WouldBlock) => Attempt::Held,
+            Err(fs::TryLockError::Error(_)) => Attempt::Unusable,
+        }
+    }
+
+    /// Every lease file of the registry, with its state, sorted by port.
+    pub(crate) fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| Error::Registry {
+            action: "list",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut leases: Vec<LeaseInfo> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u16>().ok())
+            .filter_map(|port| self.inspect(port))
+            .collect();
+        leases.sort_by_key(|lease| lease.port);
+        Ok(leases)
+    }
+
+    /// The state of one port's lease, or `None` when it has no usable lease file.
+    pub(crate) fn inspect(&self, port: u16) -> Option<LeaseInfo> {
+        let path = self.path_of(port);
+        let file = open_existing(&path).ok()?;
+        let record = read_record(&file);
+        let locked = match file.try_lock_shared() {
+            Ok(()) => false,
+            Err(fs::TryLockError::WouldBlock) => true,
+            Err(fs::TryLockError::Error(_)) => return None,
+        };
+        drop(file);
+        let status = match (&record, locked) {
+            (_, true) => LeaseStatus::Held,
+            (Some(record), false) if record.state == RecordState::Held => LeaseStatus::Stale,
+            (_, false) => LeaseStatus::Free,
+        };
+        Some(LeaseInfo {
+            port,
+            status,
+            record,
+            path,
+        })
+    }
+}
+
+/// The outcome of one attempt to lease a port.
+pub(crate) enum Attempt {
+    Acquired(Lease),
+    /// A live process holds the lease.
+    Held,
+    /// The lease file could not be opened, repaired or locked.
+    Unusable,
+}
+
+/// A held lease: the port is ours until this is dropped.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    file: File,
+    port: u16,
+}
+
+impl Lease {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Writes who holds the lease, for diagnostics. Failing to write does not void the lease.
+    pub(crate) fn write_record(&self, ip: IpAddr) {
+        let record = LeaseRecord {
+            state: RecordState::Held,
+            port: self.port,
+            ip: Some(ip),
+            pid: own_pid(),
+            test: current_test(),
+            run_id: run_id().map(str::to_owned),
+            since_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let Ok(mut bytes) = serde_json::to_vec(&record) else {
+            return;
+        };
+        if bytes.len() < RECORD_SIZE - 1 {
+            bytes.resize(RECORD_SIZE - 1, b' ');
+        }
+        bytes.push(b'\n');
+        let _ = write_at(&self.file, &bytes, 0);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Marks the record released before the lock goes with the file, so a reader that finds
+        // the lock free and the record still `held` knows the holder died.
+        let _ = write_at(&self.file, b"free", STATE_OFFSET);
+    }
+}
+
+/// The test this process or thread works for: the harness's context, `LOOPCHECK_TEST`, or the
+/// name libtest gives the thread running a test.
+pub(crate) fn current_test() -> Option<String> {
+    static FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
+    if let Some(test) = FROM_ENV.get_or_init(|| std::env::var(TEST_VAR).ok().filter(|t| !t.is_empty())) {
+        return Some(test.clone());
+    }
+    let thread = std::thread::current();
+    thread.name().filter(|name| *name != "main").map(str::to_owned)
+}
+
+/// This process's id, asked of the kernel once: `getpid` is a real syscall on Linux.
+fn own_pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// The run id of `cargo loopcheck test`: the name of `LOOPCHECK_RUN_DIR`.
+pub(crate) fn run_id() -> Option<&'static str> {
+    static RUN_ID: OnceLock<Option<String>> = OnceLock::new();
+    RUN_ID
+        .get_or_init(|| {
+            let dir = PathBuf::from(std::env::var_os(RUN_DIR_VAR)?);
+            Some(dir.file_name()?.to_str()?.to_owned())
+        })
+        .as_deref()
+}
+
+/// What a lease file says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Whether the holder had the lease when it last wrote.
+    pub state: RecordState,
+    /// The leased port.
+    pub port: u16,
+    /// The address the holder was given, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// The holder's process id. A process with this pid that started after
+    /// [`since_ms`](LeaseRecord::since_ms) is not the holder: the pid was reused.
+    pub pid: u32,
+    /// The test that asked for the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// The `cargo loopcheck test` run the holder belonged to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// When the lease was taken, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// The state word of a [`LeaseRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Written when the lease is taken.
+    Held,
+    /// Written when the lease is given back.
+    Free,
+}
+
+/// The state of one port's lease, as another process sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseStatus {
+    /// A live process holds the lock.
+    Held,
+    /// Nobody holds it; the last holder gave it back.
+    Free,
+    /// Nobody holds it, but the record says `held`: the holder died without releasing it.
+    /// The port is leasable again at once (diagnostic code LC015).
+    Stale,
+}
+
+/// One port's lease as found in the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseInfo {
+    /// The port.
+    pub port: u16,
+    /// Whether it is held.
+    pub status: LeaseStatus,
+    /// The record of the last holder; `None` if the file is empty or corrupt.
+    pub record: Option<LeaseRecord>,
+    /// The lease file.
+    pub path: PathBuf,
+}
+
+/// Every lease in this user's registry, sorted by port.
+///
+/// ```
+/// let port = loopcheck::reserve_port()?;
+/// let leases = loopcheck::lease::leases()?;
+/// let mine = leases.iter().find(|l| l.port == port.port()).expect("our own lease is listed");
+/// assert_eq!(mine.status, loopcheck::lease::LeaseStatus::Held);
+/// assert_eq!(mine.record.as_ref().map(|r| r.pid), Some(std::process::id()));
+/// # Ok::<(), loopcheck::Error>(())
+/// ```
+pub fn leases() -> Result<Vec<LeaseInfo>> {
+    Registry::get()?.leases()
+}
+
+/// The lease of one port, if the registry has a file for it.
+pub fn lease_of(port: u16) -> Result<Option<LeaseInfo>> {
+    Ok(Registry::get()?.inspect(port))
+}
+
+/// The registry directory after checking that it is safe: exists (or was created with mode
+/// 0700), is a real directory, is owned by this user and is not writable by others.
+pub fn checked_registry_dir() -> Result<PathBuf> {
+    Ok(Registry::get()?.dir().to_path_buf())
+}
+
+fn read_record(file: &File) -> Option<LeaseRecord> {
+    let mut buf = [0u8; RECORD_SIZE];
+    let len = read_at(file, &mut buf, 0).ok()?;
+    let line = buf[..len].split(|&b| b == b'\n').next()?;
+    serde_json::from_slice(line.trim_ascii()).ok()
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => Ok(()),
+        // Another process created it first; it is checked like any existing directory.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Registry {
+            action: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn check_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+    let unsafe_dir = |reason: String| Error::UnsafeDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir(format!(
+            "it is a symbolic link; remove it or point `{DIR_VAR}` at a private directory"
+        )));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir(format!(
+            "it is not a directory; remove it or set `{DIR_VAR}`"
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Some(uid) = crate::sys::current_uid()
+            && meta.uid() != uid
+        {
+            return Err(unsafe_dir(format!(
+                "it is owned by uid {}, not by this user (uid {uid}); set `{DIR_VAR}` to a directory of your own",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(unsafe_dir(format!(
+                "other users can write to it (mode {:o}); run `chmod 700 {}` or set `{DIR_VAR}`",
+                meta.mode() & 0o7777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn lease_file_options(create: bool) -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(create);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options
+}
+
+fn open_lease_file(path: &Path) -> io::Result<File> {
+    lease_file_options(true).open(path)
+}
+
+fn open_existing(path: &Path) -> io::Result<File> {
+    lease_file_options(false).open(path)
+}
+
+/// Replaces whatever stands at a lease path (a symlink, a directory, a file with the wrong
+/// permissions) by a fresh lease file. Only this user can write to the registry, so whatever
+/// stands there is this user's own debris.
+fn repair(path: &Path) -> io::Result<File> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        fs::remove_dir(path)?;
+    } else {
+        fs::remove_file(path)?;
+    }
+    open_lease_file(path)
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let written = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[written..];
+        offset += written as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> (tempfile::TempDir, Registry) {
+        let root = tempfile::tempdir().unwrap();
+        let registry = Registry::open(root.path().join("leases")).unwrap();
+        (root, registry)
+    }
+
+    fn acquire(registry: &Registry, port: u16) -> Lease {
+        match registry.try_acquire(port) {
+            Attempt::Acquired(lease) => lease,
+            _ => panic!("port {port} should be leasable"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_root, registry) = registry();
+        let mode = fs::metadata(registry.dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_lease_excludes_others_until_dropped() {
+        let (_root, registry) = registry();
+        let lease = acquire(&registry, 20001);
+        assert!(matches!(registry.try_acquire(20001), Attempt::Held));
+        lease.write_record("127.0.0.1".parse().unwrap());
+        let info = registry.inspect(20001).unwrap();
+        assert_eq!(info.status, LeaseStatus::Held);
+        let record = info.record.unwrap();
+        assert_eq!(
+            (record.pid, record.state, record.port),
+            (std::process::id(), RecordState::Held, 20001)
+        );
+        drop(lease);
+        assert_eq!(registry.inspect(20001).unwrap().status, LeaseStatus::Free);
+        drop(acquire(&registry, 20001));
+    }
+
+    #[test]
+    fn a_lock_released_without_the_free_mark_is_stale() {
+        let (_root, registry) = registry();
+        let lease = acquire(&registry, 20002);
+        lease.write_record("127.0.0.1".parse().unwrap());
+        // What a killed holder leaves behind: the record still says `held`, the lock is gone.
+        let file = lease.file.try_clone().unwrap();
+        std::mem::forget(lease);
+        file.unlock().unwrap();
+        assert_eq!(registry.inspect(20002).unwrap().status, LeaseStatus::Stale);
+        drop(acquire(&registry, 20002));
+    }
+
+    #[test]
+    fn corrupt_and_truncated_files_are_repaired() {
+        let (_root, registry) = registry();
+        for (port, junk) in [
+            (20003u16, &b"\0\xff garbage"[..]),
+            (20004, b"{\"state\":\"he"),
+            (20005, b""),
+        ] {
+            fs::write(registry.path_of(port), junk).unwrap();
+            let info = registry.inspect(port).unwrap();
+            assert_eq!((info.status, info.record), (LeaseStatus::Free, None));
+            let lease = acquire(&registry, port);
+            lease.write_record("127.0.0.1".parse().unwrap());
+            assert_eq!(registry.inspect(port).unwrap().record.unwrap().port, port);
+        }
+        // A record longer than the padding, then a shorter one over it, reads back cleanly.
+        let long = vec![b'x'; 3 * RECORD_SIZE];
+        fs::write(registry.path_of(20006), &long).unwrap();
+        let lease = acquire(&registry, 20006);
+        lease.write_record("127.0.0.1".parse().unwrap());
+        assert_eq!(registry.inspect(20006).unwrap().record.unwrap().port, 20006);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_or_directory_in_place_of_a_lease_file_is_replaced() {
+        let (root, registry) = registry();
+        let outside = root.path().join("outside");
+        fs::write(&outside, "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, registry.path_of(20007)).unwrap();
+        fs::create_dir(registry.path_of(20008)).unwrap();
+        for port in [20007, 20008] {
+            let lease = acquire(&registry, port);
+            lease.write_record("127.0.0.1".parse().unwrap());
+            assert!(fs::symlink_metadata(registry.path_of(port)).unwrap().is_file());
+        }
+        assert_eq!(
+            fs::read_to_string(&outside).unwrap(),
+            "keep",
+            "the symlink's target is never written"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unsafe_directories_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = Registry::open(link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let file = root.path().join("file");
+        fs::write(&file, "").unwrap();
+        let err = Registry::open(file).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Registry::open(shared).unwrap_err().to_string();
+        assert!(
+            err.contains("other users can write") && err.contains("chmod 700"),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_owned_by_another_user_is_refused() {
+        let uid = crate::sys::current_uid().unwrap();
+        let foreign = if uid == 0 {
+            // Root can make a directory that belongs to somebody else.
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("foreign");
+            fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+            (Some(root), dir)
+        } else {
+            (None, PathBuf::from("/"))
+        };
+        let err = Registry::open(foreign.1.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("owned by uid") && err.contains("LOOPCHECK_DIR"),
+            "{err}"
+        );
+    }
+}

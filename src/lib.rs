@@ -1,0 +1,92 @@
+//! Race-free loopback ports and sockets for tests, coordinated across processes.
+//!
+//! A test that binds a fixed port fails when anything else holds it; a test that asks
+//! `portpicker` for a number can lose that number to another process before it binds; under
+//! `cargo nextest run` every test is its own process, so in-process locks coordinate nothing.
+//! loopcheck hands out ports through a lease registry shared by every process of the user:
+//!
+//! - **race-free**: [`tcp_listener`] and [`udp_socket`] return sockets bound while the port is
+//!   leased; [`reserve_port`] returns a [`PortLease`] that keeps the number from every other
+//!   loopcheck user until it is dropped;
+//! - **outside the ephemeral range**: the kernel never picks the port as the source port of an
+//!   outgoing connection (see [`policy`]);
+//! - **released when the holder dies**: a lease is an OS file lock, so even a test killed with
+//!   `SIGKILL` gives its ports back at once (see [`lease`]);
+//! - **isolated addresses**: on Linux each process gets its own `127.X.Y.Z` ([`loopback_ip`]).
+//!
+//! # Getting a socket
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//!
+//! let listener = loopcheck::tcp_listener()?;
+//! let addr = listener.local_addr()?;
+//! let mut client = TcpStream::connect(addr)?;
+//! let (mut server, _) = listener.accept()?;
+//! server.write_all(b"hello")?;
+//! let mut reply = String::new();
+//! drop(server);
+//! client.read_to_string(&mut reply)?;
+//! assert_eq!(reply, "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Getting a number
+//!
+//! For code that binds by itself, such as a server started as a child process or configured
+//! through a file, lease a port and keep the lease while the server runs:
+//!
+//! ```
+//! let lease = loopcheck::reserve_port()?;
+//! let config = format!("listen = \"127.0.0.1:{}\"", lease.port());
+//! // ... start the server with `config`; keep `lease` alive until the test ends.
+//! # assert!(config.contains(&lease.port().to_string()));
+//! # Ok::<(), loopcheck::Error>(())
+//! ```
+//!
+//! Migrating from `portpicker` is one changed import: [`pick_unused_port`] has the same
+//! signature and keeps its lease until the process exits. To hand a bound socket to a child
+//! server instead of a number, see [`activation`] (Unix).
+//!
+//! # Configuration
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `LOOPCHECK_DIR` | lease registry directory (default `$XDG_RUNTIME_DIR/loopcheck`, else `<temp>/loopcheck-<uid>`) |
+//! | `LOOPCHECK_PORT_RANGE` | `LO-HI` allocation range; the kernel's ephemeral and reserved ports are still left out |
+//! | `LOOPCHECK_TEST` | the test a process works for, recorded in its leases |
+//! | `LOOPCHECK_RUN_DIR` | set by `cargo loopcheck test`; its name is recorded as the run id |
+//!
+//! # Platforms
+//!
+//! Linux is complete. On macOS and the BSDs the ephemeral range comes from `sysctl`, and only
+//! `127.0.0.1` is used unless other loopback addresses are aliased. On Windows the dynamic and
+//! excluded port ranges come from `netsh`, and leases of sockets handed out as std types are
+//! kept until the process exits.
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod alloc;
+mod error;
+mod sys;
+
+#[cfg(unix)]
+pub mod activation;
+pub mod diagnose;
+pub mod lease;
+pub mod policy;
+pub mod report;
+pub mod scan;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+pub use alloc::{
+    PortLease, loopback_ip, pick_unused_port, reserve_port, reserve_ports, reserve_udp_port, tcp_listener,
+    udp_socket,
+};
+pub use diagnose::{diagnose, probe};
+pub use error::{Error, Result};
+pub use report::Diagnosis;
+pub use scan::{SocketTable, scan};

@@ -1,0 +1,374 @@
+//! Allocation across real processes: distinct ports, no `AddrInUse`, leases freed by death.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use loopcheck::lease::{LeaseStatus, lease_of};
+use loopcheck::policy::PortPolicy;
+use support::{say, wait_for_parent};
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The entry point of child processes; does nothing when run as a plain test.
+#[test]
+fn child_entry() {
+    let Some(role) = support::role() else { return };
+    match role.as_str() {
+        "hold" => hold_and_bind(),
+        "report" => report(),
+        "serve-inherited" => serve_inherited(),
+        "no-ipv6" => no_ipv6(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Leases ports the three ways, binds each reserved number after a delay of 0-5 ms as a
+/// child server would, and holds everything until the parent says go.
+fn hold_and_bind() {
+    let count: usize = std::env::var("PORTS").unwrap().parse().unwrap();
+    let reserved = loopcheck::reserve_ports(count).unwrap();
+    let listeners: Vec<TcpListener> = (0..count).map(|_| loopcheck::tcp_listener().unwrap()).collect();
+    let udp: Vec<UdpSocket> = (0..count).map(|_| loopcheck::udp_socket().unwrap()).collect();
+    let mut failures = Vec::new();
+    let mut bound = Vec::new();
+    for (i, lease) in reserved.iter().enumerate() {
+        let pause = (std::process::id() as u64 * 7919 + i as u64 * 104729) % 5_000;
+        std::thread::sleep(Duration::from_micros(pause));
+        match TcpListener::bind(("127.0.0.1", lease.port())) {
+            Ok(listener) => bound.push(listener),
+            Err(err) => failures.push(format!("{}:{err}", lease.port())),
+        }
+        if loopcheck::policy::ipv6_available()
+            && let Err(err) = TcpListener::bind(("::1", lease.port()))
+        {
+            failures.push(format!("[::1]:{}:{err}", lease.port()));
+        }
+    }
+    let mut ports: Vec<u16> = reserved.iter().map(|l| l.port()).collect();
+    ports.extend(listeners.iter().map(|l| l.local_addr().unwrap().port()));
+    ports.extend(udp.iter().map(|s| s.local_addr().unwrap().port()));
+    say(format!(
+        "ports {}",
+        ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" ")
+    ));
+    say(format!("failures {}", failures.len()));
+    for failure in failures {
+        say(format!("failure {failure}"));
+    }
+    wait_for_parent();
+}
+
+/// Prints what `reserve_port` and `tcp_listener` return under the child's environment.
+fn report() {
+    let lease = loopcheck::reserve_port();
+    match &lease {
+        Ok(lease) => say(format!("ok {}", lease.port())),
+        Err(err) => say(format!("err {err}")),
+    }
+    let listener = loopcheck::tcp_listener();
+    match &listener {
+        Ok(listener) => say(format!("ok {}", listener.local_addr().unwrap())),
+        Err(err) => say(format!("err {err}")),
+    }
+    wait_for_parent();
+    drop((lease, listener));
+}
+
+/// A server that takes its listener from `LISTEN_FDS` with the `listenfd` crate.
+fn serve_inherited() {
+    let mut fds = listenfd::ListenFd::from_env();
+    let listener = fds.take_tcp_listener(0).unwrap().expect("a listener at fd 3");
+    say(format!("listening {}", listener.local_addr().unwrap()));
+    let (mut stream, _) = listener.accept().unwrap();
+    stream.write_all(b"hello from the child").unwrap();
+}
+
+/// Runs inside a fresh network namespace: brings loopback up without IPv6, then allocates.
+fn no_ipv6() {
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    if !up.is_ok_and(|s| s.success()) {
+        say("skip `ip link set lo up` failed");
+        return;
+    }
+    if std::fs::write("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1").is_err() {
+        say("skip cannot disable IPv6 on lo");
+        return;
+    }
+    say(format!("ipv6 {}", loopcheck::policy::ipv6_available()));
+    report();
+}
+
+fn ports_of(line: &str) -> Vec<u16> {
+    line.strip_prefix("ports ")
+        .unwrap()
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn concurrent_processes_get_distinct_ports_and_bind_them() {
+    const CHILDREN: usize = 12;
+    const PORTS: usize = 15;
+    let mut children: Vec<_> = (0..CHILDREN)
+        .map(|_| support::spawn("hold", &[("PORTS", &PORTS.to_string())]))
+        .collect();
+    let mine = loopcheck::reserve_ports(PORTS).unwrap();
+    let mut seen: HashSet<u16> = mine.iter().map(|l| l.port()).collect();
+    let policy = PortPolicy::current().unwrap();
+    for child in &mut children {
+        let ports = ports_of(&child.line(CHILD_TIMEOUT));
+        assert_eq!(ports.len(), 3 * PORTS);
+        for port in ports {
+            assert!(seen.insert(port), "port {port} was handed out twice");
+            assert!(
+                policy.is_allocatable(port) && !policy.is_ephemeral(port),
+                "{port} is outside the policy"
+            );
+        }
+        let failures = child.line(CHILD_TIMEOUT);
+        let details: Vec<String> = (0..failures["failures ".len()..].parse::<usize>().unwrap())
+            .map(|_| child.line(CHILD_TIMEOUT))
+            .collect();
+        assert_eq!(
+            failures, "failures 0",
+            "binding a reserved port failed: {details:?}"
+        );
+    }
+    for child in children {
+        assert!(child.wait(CHILD_TIMEOUT).success());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_holder_killed_with_sigkill_frees_its_port_at_once() {
+    for _ in 0..5 {
+        let mut holder = support::spawn("report", &[]);
+        let port: u16 = holder.line(CHILD_TIMEOUT)["ok ".len()..].parse().unwrap();
+        let _listener = holder.line(CHILD_TIMEOUT);
+        assert_eq!(lease_of(port).unwrap().unwrap().status, LeaseStatus::Held);
+
+        holder.child.kill().unwrap();
+        holder.child.wait().unwrap();
+        let lease = lease_of(port).unwrap().unwrap();
+        assert_eq!(
+            lease.status,
+            LeaseStatus::Stale,
+            "the kill left the record, not the lock"
+        );
+        assert_eq!(lease.record.unwrap().pid, holder.pid());
+
+        // A process restricted to exactly that port gets it straight away.
+        let range = format!("{port}-{port}");
+        let mut next = support::spawn("report", &[("LOOPCHECK_PORT_RANGE", &range)]);
+        assert_eq!(next.line(CHILD_TIMEOUT), format!("ok {port}"));
+        assert!(next.wait(CHILD_TIMEOUT).success());
+    }
+}
+
+#[test]
+fn exhausting_the_range_names_it_and_the_holders() {
+    let held = loopcheck::reserve_port().unwrap();
+    let port = held.port();
+    let range = format!("{port}-{port}");
+    let mut child = support::spawn("report", &[("LOOPCHECK_PORT_RANGE", &range)]);
+    let reply = child.line(CHILD_TIMEOUT);
+    assert!(
+        reply.starts_with(&format!("err no free port in {port}: 1 leased by live processes")),
+        "{reply}"
+    );
+    assert!(reply.contains("LOOPCHECK_PORT_RANGE"), "{reply}");
+}
+
+#[test]
+fn bad_range_values_are_reported_with_the_variable_and_form() {
+    for value in ["garbage", "3000-2000", "80-90", "20000-70000", "40000-40010"] {
+        let mut child = support::spawn("report", &[("LOOPCHECK_PORT_RANGE", value)]);
+        let reply = child.line(CHILD_TIMEOUT);
+        assert!(
+            reply.starts_with("err ") && reply.contains("LOOPCHECK_PORT_RANGE"),
+            "{value}: {reply}"
+        );
+        assert!(reply.contains(value), "{value}: {reply}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn unsafe_registry_directories_are_refused_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let target = root.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let file = root.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    for (dir, expected) in [(&link, "symbolic link"), (&file, "not a directory")] {
+        let mut child = support::spawn("report", &[("LOOPCHECK_DIR", dir.to_str().unwrap())]);
+        let reply = child.line(CHILD_TIMEOUT);
+        assert!(
+            reply.starts_with("err lease directory") && reply.contains(expected),
+            "{reply}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fresh_registry_directory_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a").join("registry");
+    let mut child = support::spawn("report", &[("LOOPCHECK_DIR", dir.to_str().unwrap())]);
+    assert!(child.line(CHILD_TIMEOUT).starts_with("ok "));
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn allocated_ports_avoid_the_ephemeral_and_reserved_ranges() {
+    let policy = PortPolicy::current().unwrap();
+    let leases = loopcheck::reserve_ports(200).unwrap();
+    for lease in &leases {
+        assert!(
+            !policy.is_ephemeral(lease.port()),
+            "{} is ephemeral",
+            lease.port()
+        );
+        assert!(!policy.reserved.iter().any(|r| r.contains(lease.port())));
+        assert!(lease.port() >= 1024);
+    }
+}
+
+#[test]
+fn sockets_are_on_this_processes_loopback_address() {
+    let ip = loopcheck::loopback_ip();
+    assert!(ip.is_loopback());
+    if cfg!(target_os = "linux") {
+        assert_ne!(
+            ip,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "Linux gives each process its own address"
+        );
+    }
+    let listener = loopcheck::tcp_listener().unwrap();
+    assert_eq!(listener.local_addr().unwrap().ip(), ip);
+    let udp = loopcheck::udp_socket().unwrap();
+    assert_eq!(udp.local_addr().unwrap().ip(), ip);
+}
+
+#[test]
+fn a_lease_turns_into_sockets_and_stays_held_while_they_live() {
+    let lease = loopcheck::reserve_port().unwrap();
+    let (port, addr) = (lease.port(), lease.addr());
+    assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], port)));
+    let listener = lease.into_listener().unwrap();
+    assert_eq!(listener.local_addr().unwrap(), addr);
+    assert_eq!(lease_of(port).unwrap().unwrap().status, LeaseStatus::Held);
+
+    let udp_lease = loopcheck::reserve_udp_port().unwrap();
+    let udp_port = udp_lease.port();
+    let socket = udp_lease.into_udp_socket().unwrap();
+    assert_eq!(socket.local_addr().unwrap().port(), udp_port);
+    assert_eq!(lease_of(udp_port).unwrap().unwrap().status, LeaseStatus::Held);
+
+    let released = loopcheck::reserve_port().unwrap();
+    let released_port = released.port();
+    released.release();
+    assert_eq!(
+        lease_of(released_port).unwrap().unwrap().status,
+        LeaseStatus::Free
+    );
+}
+
+#[test]
+fn pick_unused_port_keeps_its_lease() {
+    let port = loopcheck::pick_unused_port().unwrap();
+    TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let lease = lease_of(port).unwrap().unwrap();
+    assert_eq!(lease.status, LeaseStatus::Held);
+    assert_eq!(lease.record.unwrap().pid, std::process::id());
+}
+
+#[test]
+fn the_lease_record_names_the_test() {
+    let lease = loopcheck::reserve_port().unwrap();
+    let record = lease_of(lease.port()).unwrap().unwrap().record.unwrap();
+    // libtest names each test's thread after the test.
+    assert_eq!(record.test.as_deref(), Some("the_lease_record_names_the_test"));
+    assert_eq!(record.ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_child_server_inherits_a_bound_listener() {
+    use std::os::fd::AsFd;
+    let listener = loopcheck::tcp_listener().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut command = support::command("serve-inherited");
+    loopcheck::activation::pass_sockets(&mut command, [listener.as_fd()]).unwrap();
+    drop(listener);
+    let mut child = support::start(command);
+    assert_eq!(child.line(CHILD_TIMEOUT), format!("listening {addr}"));
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(CHILD_TIMEOUT)).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "hello from the child");
+    assert!(child.wait(CHILD_TIMEOUT).success());
+}
+
+/// A host without IPv6, made for real: a network namespace whose loopback has IPv6 disabled.
+/// Needs root, `unshare` and `ip`; skipped with the reason otherwise.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_host_without_ipv6_still_allocates() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n");
+    let tools = [("unshare", "--version"), ("ip", "-V")]
+        .iter()
+        .all(|(tool, version)| {
+            std::process::Command::new(tool)
+                .arg(version)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !(root.unwrap_or(false) && tools) {
+        eprintln!("skipped: needs root, `unshare` and `ip` (iproute2) to build a host without IPv6");
+        return;
+    }
+    let mut command = std::process::Command::new("unshare");
+    command
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(support::ROLE_VAR, "no-ipv6")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = support::start(command);
+    let first = child.line(CHILD_TIMEOUT);
+    if let Some(reason) = first.strip_prefix("skip ") {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    assert_eq!(first, "ipv6 false");
+    assert!(child.line(CHILD_TIMEOUT).starts_with("ok "));
+    assert!(child.line(CHILD_TIMEOUT).starts_with("ok 127."));
+    assert!(child.wait(CHILD_TIMEOUT).success());
+}
