@@ -122,6 +122,26 @@ fn main() {
             }),
         ),
     ];
+    let mut rows = rows;
+    // The CLI, when `LOOPCHECK_CLI` names a built `cargo-loopcheck` (see benches/scan.sh):
+    // outside a workspace it is scan plus leases; inside one it also runs `cargo metadata`.
+    if let Some(cli) = std::env::var_os("LOOPCHECK_CLI") {
+        let cli = cli.to_str().expect("utf-8 path").to_owned();
+        let outside = std::env::temp_dir();
+        rows.push((
+            "`cargo loopcheck ports --format json`, outside a workspace (spawned)",
+            time(runs, || {
+                spawn_in(&outside, &cli, &["loopcheck", "ports", "--format", "json"])
+            }),
+        ));
+        let inside = std::env::current_dir().expect("current directory");
+        rows.push((
+            "`cargo loopcheck ports --format json`, in this workspace (spawned)",
+            time(runs, || {
+                spawn_in(&inside, &cli, &["loopcheck", "ports", "--format", "json"])
+            }),
+        ));
+    }
     let ss_median = median(&ss);
     for (name, samples) in &rows {
         let m = median(samples);
@@ -169,7 +189,16 @@ fn make_time_wait(count: usize) -> usize {
 }
 
 fn spawn(program: &str, args: &[&str]) {
+    spawn_in(
+        &std::env::current_dir().expect("current directory"),
+        program,
+        args,
+    );
+}
+
+fn spawn_in(dir: &std::path::Path, program: &str, args: &[&str]) {
     let output = Command::new(program)
+        .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())

@@ -142,12 +142,18 @@ pub fn udp_socket() -> Result<UdpSocket> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn reserve_port() -> Result<PortLease> {
-    reserve(Protocols::Tcp)
+    reserve(Protocols::Tcp, IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// Like [`reserve_port`], for UDP: the port is UDP-bindable on `127.0.0.1` and `[::1]`.
 pub fn reserve_udp_port() -> Result<PortLease> {
-    reserve(Protocols::Udp)
+    reserve(Protocols::Udp, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Like [`reserve_port`], with [`loopback_ip`] as the lease's address: for a `SocketAddr`
+/// that a test binds by itself.
+pub(crate) fn reserve_on_loopback() -> Result<PortLease> {
+    reserve(Protocols::Tcp, loopback_ip())
 }
 
 /// Leases `n` distinct ports, as [`reserve_port`] does.
@@ -243,8 +249,7 @@ enum Protocols {
     Udp,
 }
 
-fn reserve(protocols: Protocols) -> Result<PortLease> {
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+fn reserve(protocols: Protocols, ip: IpAddr) -> Result<PortLease> {
     let (lease, ()) = allocate(|port| probe(port, protocols))?;
     lease.write_record(ip);
     Ok(PortLease { ip, lease })
@@ -399,7 +404,10 @@ mod held {
         // SAFETY: `stat` is valid for writes; fstat on a closed fd fails with EBADF.
         let rc = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
         // SAFETY: fstat returned 0, so it initialised `stat`.
-        #[allow(clippy::unnecessary_cast, reason = "st_ino is narrower than u64 on some platforms")]
+        #[allow(
+            clippy::unnecessary_cast,
+            reason = "st_ino is narrower than u64 on some platforms"
+        )]
         (rc == 0).then(|| unsafe { stat.assume_init() }.st_ino as u64)
     }
 

@@ -71,6 +71,16 @@ impl Diagnoser {
         }
     }
 
+    /// Who holds `addr` right now, without connecting: LC001 (or LC002) naming the listener,
+    /// or LC005 when nothing listens. Informational when a live, ordinary process holds it.
+    pub fn status(&self, addr: SocketAddr) -> Diagnosis {
+        let mut diagnosis = Port::scan(addr).answered(None);
+        if diagnosis.code == Code::PortInUse {
+            diagnosis.severity = Severity::Info;
+        }
+        diagnosis
+    }
+
     /// See [`probe`].
     pub fn probe(&self, addr: SocketAddr, timeout: Duration) -> Diagnosis {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -419,7 +429,7 @@ impl Port {
                 format!("{addr} is in use by {who}{conflict} ({err})"),
                 fix,
             );
-            for owner in &owners {
+            for owner in owners.iter().filter(|o| o.pid != std::process::id()) {
                 if let Provenance::WorkspaceBinary { target_dir } = classify(owner) {
                     d.evidence.push(format!(
                         "pid {} runs a binary built in {} and its parent still runs: it is a live server of that workspace (such as `cargo run` or a suite in another terminal), not a leftover",
@@ -765,7 +775,7 @@ fn is_test_binary(exe: Option<&Path>) -> bool {
     in_deps && hashed
 }
 
-fn process_ref(process: &ProcessInfo, role: &str) -> ProcessRef {
+pub(crate) fn process_ref(process: &ProcessInfo, role: &str) -> ProcessRef {
     ProcessRef {
         pid: process.pid,
         command: process.command(),
@@ -790,6 +800,32 @@ mod tests {
         assert!(!overlaps(ip("127.0.0.2"), ip("127.0.0.1")));
         assert!(!overlaps(ip("::1"), ip("127.0.0.1")));
         assert!(!overlaps(ip("0.0.0.0"), ip("::1")));
+    }
+
+    #[test]
+    fn unavailable_addresses_and_denied_ports_are_explained() {
+        let err = io::Error::from(io::ErrorKind::AddrNotAvailable);
+        let d = not_available("10.9.8.7:4000".parse().unwrap(), &err);
+        assert_eq!(d.code, Code::LoopbackUnavailable);
+        assert!(d.summary.contains("not an address of this host"), "{d}");
+        let d = not_available("127.3.2.1:4000".parse().unwrap(), &err);
+        assert!(d.summary.contains("not configured"), "{d}");
+
+        let err = io::Error::from(io::ErrorKind::PermissionDenied);
+        let d = permission_denied("127.0.0.1:80".parse().unwrap(), &err, None);
+        assert_eq!(d.code, Code::PermissionDenied);
+        if unprivileged_port_start() > 80 {
+            assert!(d.summary.contains("privileged"), "{d}");
+        }
+        let mut policy = PortPolicy::current().unwrap().clone();
+        policy.reserved = vec![crate::policy::PortRange::new(50000, 50059)];
+        let d = permission_denied("127.0.0.1:50010".parse().unwrap(), &err, Some(&policy));
+        assert!(
+            d.summary.contains("excluded or reserved range 50000-50059"),
+            "{d}"
+        );
+        let d = permission_denied("127.0.0.1:40000".parse().unwrap(), &err, Some(&policy));
+        assert!(d.fix.contains("security policy"), "{d}");
     }
 
     #[test]

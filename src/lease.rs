@@ -220,6 +220,9 @@ impl Drop for Lease {
 /// The test this process or thread works for: the harness's context, `LOOPCHECK_TEST`, or the
 /// name libtest gives the thread running a test.
 pub(crate) fn current_test() -> Option<String> {
+    if let Some(test) = crate::harness::current() {
+        return Some(test.to_owned());
+    }
     static FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
     if let Some(test) = FROM_ENV.get_or_init(|| std::env::var(TEST_VAR).ok().filter(|t| !t.is_empty())) {
         return Some(test.clone());
@@ -316,6 +319,19 @@ pub struct LeaseInfo {
 /// ```
 pub fn leases() -> Result<Vec<LeaseInfo>> {
     Registry::get()?.leases()
+}
+
+/// The leases of the given ports that have a lease file, sorted by port: cheaper than
+/// [`leases`] when only a few ports matter.
+pub fn leases_of(ports: impl IntoIterator<Item = u16>) -> Result<Vec<LeaseInfo>> {
+    let registry = Registry::get()?;
+    let mut ports: Vec<u16> = ports.into_iter().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports
+        .into_iter()
+        .filter_map(|port| registry.inspect(port))
+        .collect())
 }
 
 /// The lease of one port, if the registry has a file for it.

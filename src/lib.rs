@@ -70,6 +70,7 @@
 
 mod alloc;
 mod error;
+mod harness;
 mod sys;
 
 #[cfg(unix)]
@@ -90,3 +91,9 @@ pub use diagnose::{diagnose, probe};
 pub use error::{Error, Result};
 pub use report::Diagnosis;
 pub use scan::{SocketTable, scan};
+
+/// What `#[loopback_test]` expands into. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, run, run_with_timeout};
+}

@@ -66,3 +66,35 @@ pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
     }
     Ok(ExitCode::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_exactly_one_section_in_order() {
+        let mut last = 0;
+        for code in Code::ALL {
+            let text = section(code).unwrap_or_else(|| panic!("{code} has no section"));
+            assert!(
+                text.len() > 200,
+                "{code}'s section is too short to explain anything"
+            );
+            assert_eq!(DIAGNOSTICS.matches(&format!("\n## {code} ")).count(), 1, "{code}");
+            let at = DIAGNOSTICS.find(&format!("\n## {code} ")).unwrap();
+            assert!(at > last, "{code} is out of order");
+            last = at;
+        }
+    }
+
+    #[test]
+    fn a_section_ends_before_the_next_code() {
+        let text = section(Code::PortInUse).unwrap();
+        assert!(!text.contains("## LC002"));
+        assert!(
+            section(Code::StaleLease)
+                .unwrap()
+                .starts_with("## LC015 stale-lease")
+        );
+    }
+}

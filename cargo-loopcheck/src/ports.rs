@@ -1,6 +1,6 @@
 //! `cargo loopcheck ports`: the socket table, aware of tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,12 +67,14 @@ struct PortsReport {
 /// Builds the rows for `table`, marking leases, zombies and the workspace's binaries.
 pub fn rows(table: &SocketTable, leases: &[LeaseInfo], workspace: Option<&Workspace>) -> Vec<PortRow> {
     let leases: BTreeMap<u16, &LeaseInfo> = leases.iter().map(|l| (l.port, l)).collect();
+    // One process often holds many sockets; classifying reads its parent from /proc.
+    let mut provenances: HashMap<u32, Provenance> = HashMap::new();
     table
         .sockets
         .iter()
         .map(|socket| {
             let owner = table.owners(socket).next();
-            let provenance = owner.map(classify);
+            let provenance = owner.map(|o| provenances.entry(o.pid).or_insert_with(|| classify(o)).clone());
             let (zombie, zombie_reason) = match &provenance {
                 Some(Provenance::Zombie { reason }) => (true, Some(reason.clone())),
                 _ => (false, None),
@@ -128,12 +130,6 @@ pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
     let format = common
         .format
         .expect_one_of("ports", &[Format::Human, Format::Json])?;
-    // Outside a workspace the table is still useful; with an explicit manifest it must load.
-    let workspace = match Workspace::load(common.manifest_path.as_deref()) {
-        Ok(ws) => Some(ws),
-        Err(err) if common.manifest_path.is_some() => return Err(err),
-        Err(_) => None,
-    };
     let options = ScanOptions {
         listen_only: !args.all,
         ports: (!args.port.is_empty()).then(|| args.port.clone()),
@@ -141,7 +137,26 @@ pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
     };
     let mut table = loopcheck::scan::scan_with(&options).map_err(Error::Scan)?;
     table.sockets.retain(|s| selected(s, args));
-    let leases = loopcheck::lease::leases().unwrap_or_default();
+    // `cargo metadata` costs tens of milliseconds: ask it only when a socket's owner was
+    // built by cargo, or when the user named a manifest (which must then load).
+    let built_by_cargo = table.processes.values().any(|p| {
+        p.exe
+            .as_deref()
+            .and_then(loopcheck::diagnose::cargo_target_dir)
+            .is_some()
+    });
+    let workspace = if common.manifest_path.is_some() || built_by_cargo {
+        match Workspace::load(common.manifest_path.as_deref()) {
+            Ok(ws) => Some(ws),
+            Err(err) if common.manifest_path.is_some() => return Err(err),
+            // Outside a workspace the table is still useful.
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let leases =
+        loopcheck::lease::leases_of(table.sockets.iter().map(|s| s.local.port())).unwrap_or_default();
     let rows = rows(&table, &leases, workspace.as_ref());
     match format {
         Format::Json => print_json(&PortsReport {

@@ -7,7 +7,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 pub const ROLE_VAR: &str = "LOOPCHECK_TEST_ROLE";
@@ -16,7 +17,8 @@ pub const ROLE_VAR: &str = "LOOPCHECK_TEST_ROLE";
 pub struct Role {
     pub child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    /// Tagged lines of the child's stdout, read on a thread so that waiting is bounded.
+    lines: Receiver<String>,
 }
 
 /// The command that runs this binary's `child_entry` test in `role`.
@@ -46,7 +48,18 @@ pub fn start(mut command: Command) -> Role {
     let mut child = command.spawn().expect("spawn child");
     let stdin = child.stdin.take();
     let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    Role { child, stdin, stdout }
+    let (sender, lines) = channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if let Some(tagged) = line.trim_end().strip_prefix('@')
+                && sender.send(tagged.to_owned()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    Role { child, stdin, lines }
 }
 
 impl Role {
@@ -54,23 +67,15 @@ impl Role {
         self.child.id()
     }
 
-    /// The next line the child prints that starts with one of the role's tags, skipping
-    /// libtest's own lines. Panics after `timeout` or at end of output.
+    /// The next line the child prints with the `@` tag of [`say`], skipping libtest's own
+    /// lines. Panics after `timeout` or at the end of the child's output.
     pub fn line(&mut self, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut line = String::new();
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "child {} printed no tagged line in time",
-                self.pid()
-            );
-            line.clear();
-            let read = self.stdout.read_line(&mut line).expect("read child output");
-            assert!(read > 0, "child {} ended without a tagged line", self.pid());
-            if let Some(tagged) = line.trim_end().strip_prefix('@') {
-                return tagged.to_owned();
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("child {} printed no tagged line in {timeout:?}", self.pid())
             }
+            Err(RecvTimeoutError::Disconnected) => panic!("child {} ended without a tagged line", self.pid()),
         }
     }
 

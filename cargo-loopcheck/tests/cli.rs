@@ -1,0 +1,248 @@
+//! The real `cargo-loopcheck` binary, run as a user would.
+
+use std::net::TcpStream;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use cargo_loopcheck::ExitCode;
+
+fn cargo_loopcheck(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+    command
+        .arg("loopcheck")
+        .args(args)
+        .env_remove("CARGO_TERM_COLOR")
+        .env_remove("NO_COLOR");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    cargo_loopcheck(args).output().expect("run cargo-loopcheck")
+}
+
+fn code(output: &Output) -> u8 {
+    output.status.code().expect("exited normally") as u8
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn help_is_stable() {
+    for command in ["", "ports", "probe", "explain"] {
+        let args: Vec<&str> = [command, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let output = run(&args);
+        assert_eq!(code(&output), ExitCode::OK);
+        let name = if command.is_empty() {
+            "help".to_owned()
+        } else {
+            format!("help_{command}")
+        };
+        insta::assert_snapshot!(name, String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    for args in [
+        &["no-such-command"][..],
+        &["ports", "--no-such-flag"],
+        &["ports", "--format", "github"],
+        &["probe", "not-an-address"],
+        &["probe", "127.0.0.1:99999"],
+        &["probe", "127.0.0.1:80", "--timeout", "forever"],
+        &["explain", "LC999"],
+        &["--color", "sometimes", "explain", "LC001"],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains("error"), "{args:?}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn a_bad_manifest_path_could_not_run() {
+    let output = run(&["ports", "--manifest-path", "/nonexistent/Cargo.toml"]);
+    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot read the workspace at `/nonexistent/Cargo.toml`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn explain_prints_the_section_of_a_code_or_name() {
+    let by_code = run(&["explain", "LC002"]);
+    assert_eq!(code(&by_code), ExitCode::OK);
+    assert!(String::from_utf8_lossy(&by_code.stdout).starts_with("## LC002 zombie-listener"));
+    let by_name = run(&["explain", "zombie-listener"]);
+    assert_eq!(by_name.stdout, by_code.stdout);
+    let as_json = json(&run(&["explain", "lc015", "--format", "json"]));
+    assert_eq!(as_json["code"], "LC015");
+    assert_eq!(as_json["severity"], "info");
+    let unknown = stderr(&run(&["explain", "LC999"]));
+    assert!(
+        unknown.contains("unknown diagnostic code `LC999`") && unknown.contains("LC001 (port-in-use)"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn probe_names_the_process_that_answers() {
+    let listener = loopcheck::tcp_listener().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let output = run(&["probe", &addr.to_string(), "--format", "json"]);
+    assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
+    let diagnosis = json(&output);
+    assert_eq!(diagnosis["code"], "LC001");
+    assert_eq!(diagnosis["severity"], "info");
+    assert_eq!(diagnosis["processes"][0]["pid"], std::process::id());
+    assert!(
+        diagnosis["processes"][0]["command"]
+            .as_str()
+            .unwrap()
+            .contains("cli-")
+    );
+}
+
+#[test]
+fn probe_explains_a_refusal_and_exits_with_1() {
+    let lease = loopcheck::reserve_port().unwrap();
+    let output = run(&["probe", &lease.addr().to_string()]);
+    assert_eq!(code(&output), ExitCode::FOUND);
+    let text = stderr(&output);
+    assert!(
+        text.starts_with(&format!("error[LC005]: nothing listens on {}", lease.addr())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("leased by pid {}", std::process::id())),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when stderr is not a terminal: {text}"
+    );
+}
+
+#[test]
+fn probe_tries_every_address_a_name_resolves_to() {
+    let lease = loopcheck::reserve_port().unwrap();
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", lease.port())).unwrap();
+    let output = run(&[
+        "probe",
+        &format!("localhost:{}", lease.port()),
+        "--format",
+        "json",
+    ]);
+    let diagnosis = json(&output);
+    // Whatever order `localhost` resolves in, the IPv4 listener answers.
+    assert_eq!(code(&output), ExitCode::OK, "{diagnosis}");
+    assert_eq!(diagnosis["addr"], format!("127.0.0.1:{}", lease.port()));
+}
+
+#[test]
+fn color_follows_the_flag_and_cargo_term_color() {
+    let lease = loopcheck::reserve_port().unwrap();
+    let addr = lease.addr().to_string();
+    let always = run(&["probe", &addr, "--color", "always"]);
+    assert!(stderr(&always).contains("\x1b["), "{}", stderr(&always));
+    let from_env = cargo_loopcheck(&["probe", &addr])
+        .env("CARGO_TERM_COLOR", "always")
+        .output()
+        .unwrap();
+    assert!(stderr(&from_env).contains("\x1b["));
+    let flag_wins = cargo_loopcheck(&["probe", &addr, "--color", "never"])
+        .env("CARGO_TERM_COLOR", "always")
+        .output()
+        .unwrap();
+    assert!(!stderr(&flag_wins).contains('\x1b'));
+}
+
+#[test]
+fn ports_lists_a_listener_with_its_pid_and_lease() {
+    let listener = loopcheck::tcp_listener().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port().to_string();
+    let output = run(&["ports", "--port", &port, "--format", "json"]);
+    assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
+    let report = json(&output);
+    let rows = report["sockets"].as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["local"] == addr.to_string())
+        .expect("our listener is listed");
+    assert_eq!(row["protocol"], "tcp");
+    assert_eq!(row["state"], "listen");
+    assert_eq!(row["pid"], std::process::id());
+    assert_eq!(row["zombie"], false);
+    assert_eq!(row["lease"]["status"], "held");
+    assert_eq!(row["lease"]["pid"], std::process::id());
+    assert_eq!(
+        row["lease"]["test"],
+        "ports_lists_a_listener_with_its_pid_and_lease"
+    );
+    // This test binary belongs to the cargo-loopcheck package of this workspace.
+    assert_eq!(row["workspace_package"], "cargo-loopcheck");
+
+    let human = run(&["ports", "--port", &port]);
+    let text = stderr(&human);
+    assert!(text.lines().next().unwrap().starts_with("PROTO"), "{text}");
+    assert!(
+        text.contains(&addr.to_string()) && text.contains("leased ports_lists_a_listener"),
+        "{text}"
+    );
+    assert!(human.stdout.is_empty(), "human output goes to stderr");
+}
+
+#[test]
+fn ports_filters_by_pid_and_shows_connections_with_all() {
+    let listener = loopcheck::tcp_listener().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let pid = std::process::id().to_string();
+    let port = addr.port().to_string();
+    let listeners = json(&run(&[
+        "ports", "--pid", &pid, "--port", &port, "--format", "json",
+    ]));
+    assert!(
+        listeners["sockets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "listen")
+    );
+    let all = json(&run(&[
+        "ports", "--all", "--pid", &pid, "--port", &port, "--format", "json",
+    ]));
+    let states: Vec<&str> = all["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"listen") && states.contains(&"established"),
+        "{states:?}"
+    );
+    let nobody = json(&run(&[
+        "ports", "--pid", "1", "--port", &port, "--format", "json",
+    ]));
+    assert_eq!(nobody["sockets"].as_array().unwrap().len(), 0);
+}

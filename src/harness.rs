@@ -1,0 +1,701 @@
+//! The runtime of `#[loopback_test]`: per-test context, allocation of the arguments, the body
+//! under `catch_unwind`, the diagnosis of a failure, the leak check and the run record.
+//!
+//! The macro only parses and emits calls to [`run`] or [`run_with_timeout`]; every decision
+//! is made here, so it is tested without the macro.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::fmt::Debug;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::PortLease;
+use crate::diagnose::Diagnoser;
+use crate::lease::{RUN_DIR_VAR, TEST_VAR};
+use crate::report::{Code, Diagnosis};
+use crate::scan::{ProcessInfo, ScanOptions};
+
+thread_local! {
+    static CURRENT: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// The `#[loopback_test]` running on this thread, if any.
+pub(crate) fn current() -> Option<&'static str> {
+    CURRENT.with(Cell::get)
+}
+
+/// What `leaks = "..."` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaks {
+    /// Print leaks as warnings (the default).
+    Warn,
+    /// Fail a test that otherwise passed when it leaks.
+    Fail,
+}
+
+/// The static description of one test, built by the macro.
+#[derive(Debug, Clone, Copy)]
+pub struct Test {
+    /// `module_path!()::name`.
+    pub name: &'static str,
+    /// `timeout = "..."`.
+    pub timeout: Option<Duration>,
+    /// `leaks = "..."`.
+    pub leaks: Leaks,
+    /// The test carries `#[should_panic]`: a panic is its success, so no diagnosis is printed.
+    pub should_panic: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// One argument handed to the test.
+#[derive(Debug, Clone, Serialize)]
+struct Given {
+    protocol: Protocol,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The state of one running test: what it was given and the leases it holds.
+#[derive(Debug)]
+pub struct Context {
+    test: Test,
+    given: Vec<Given>,
+    leases: Vec<PortLease>,
+}
+
+impl Context {
+    fn new(test: Test) -> Context {
+        CURRENT.with(|c| c.set(Some(test.name)));
+        if one_test_per_process() {
+            // SAFETY: nextest runs exactly one test per process, and this runs before the test
+            // body starts any thread; libtest's own thread only waits for the result.
+            unsafe { std::env::set_var(TEST_VAR, test.name) };
+        }
+        Context {
+            test,
+            given: Vec::new(),
+            leases: Vec::new(),
+        }
+    }
+
+    fn give(&mut self, protocol: Protocol, port: u16, addrs: Vec<SocketAddr>) {
+        self.given.push(Given {
+            protocol,
+            port,
+            addrs,
+        });
+    }
+
+    fn fail(&self, what: &str, err: crate::Error) -> ! {
+        panic!(
+            "loopcheck could not allocate {what} for `{}`: {err}",
+            self.test.name
+        )
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(None));
+    }
+}
+
+/// Whether this process runs one test only: nextest's process-per-test mode.
+fn one_test_per_process() -> bool {
+    std::env::var_os("NEXTEST").is_some_and(|v| v == "1")
+        && std::env::var("NEXTEST_EXECUTION_MODE").map_or(true, |m| m == "process-per-test")
+}
+
+/// A type `#[loopback_test]` can hand to a test as an argument.
+#[diagnostic::on_unimplemented(
+    message = "`#[loopback_test]` cannot provide a `{Self}`",
+    label = "unsupported argument type",
+    note = "arguments can be u16, SocketAddr, std::net::TcpListener, std::net::UdpSocket, loopcheck::PortLease, arrays of them, and tokio's TcpListener or UdpSocket with loopcheck's `tokio` feature"
+)]
+pub trait Arg: Sized {
+    /// Allocates the value, registering its address with `cx`. Panics (failing the test) when
+    /// nothing can be allocated.
+    fn allocate(cx: &mut Context) -> Self;
+}
+
+fn loopback_pair(port: u16) -> Vec<SocketAddr> {
+    let mut addrs = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    if crate::policy::ipv6_available() {
+        addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
+    }
+    addrs
+}
+
+impl Arg for u16 {
+    fn allocate(cx: &mut Context) -> Self {
+        let lease = crate::reserve_port().unwrap_or_else(|e| cx.fail("a port", e));
+        let port = lease.port();
+        cx.give(Protocol::Tcp, port, loopback_pair(port));
+        cx.leases.push(lease);
+        port
+    }
+}
+
+impl Arg for SocketAddr {
+    fn allocate(cx: &mut Context) -> Self {
+        let lease = crate::alloc::reserve_on_loopback().unwrap_or_else(|e| cx.fail("an address", e));
+        let addr = lease.addr();
+        cx.give(Protocol::Tcp, addr.port(), vec![addr]);
+        cx.leases.push(lease);
+        addr
+    }
+}
+
+impl Arg for PortLease {
+    fn allocate(cx: &mut Context) -> Self {
+        let lease = crate::reserve_port().unwrap_or_else(|e| cx.fail("a port lease", e));
+        cx.give(Protocol::Tcp, lease.port(), loopback_pair(lease.port()));
+        lease
+    }
+}
+
+fn local_addr<S>(socket: &S) -> Option<SocketAddr>
+where
+    for<'s> socket2::SockRef<'s>: From<&'s S>,
+{
+    socket2::SockRef::from(socket).local_addr().ok()?.as_socket()
+}
+
+impl Arg for TcpListener {
+    fn allocate(cx: &mut Context) -> Self {
+        let listener = crate::tcp_listener().unwrap_or_else(|e| cx.fail("a TcpListener", e));
+        if let Some(addr) = local_addr(&listener) {
+            cx.give(Protocol::Tcp, addr.port(), vec![addr]);
+        }
+        listener
+    }
+}
+
+impl Arg for UdpSocket {
+    fn allocate(cx: &mut Context) -> Self {
+        let socket = crate::udp_socket().unwrap_or_else(|e| cx.fail("a UdpSocket", e));
+        if let Some(addr) = local_addr(&socket) {
+            cx.give(Protocol::Udp, addr.port(), vec![addr]);
+        }
+        socket
+    }
+}
+
+impl<T: Arg, const N: usize> Arg for [T; N] {
+    fn allocate(cx: &mut Context) -> Self {
+        std::array::from_fn(|_| T::allocate(cx))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Arg for tokio::net::TcpListener {
+    fn allocate(cx: &mut Context) -> Self {
+        let listener = crate::tokio::tcp_listener().unwrap_or_else(|e| cx.fail("a tokio TcpListener", e));
+        if let Ok(addr) = listener.local_addr() {
+            cx.give(Protocol::Tcp, addr.port(), vec![addr]);
+        }
+        listener
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Arg for tokio::net::UdpSocket {
+    fn allocate(cx: &mut Context) -> Self {
+        let socket = crate::tokio::udp_socket().unwrap_or_else(|e| cx.fail("a tokio UdpSocket", e));
+        if let Ok(addr) = socket.local_addr() {
+            cx.give(Protocol::Udp, addr.port(), vec![addr]);
+        }
+        socket
+    }
+}
+
+/// What a test body returns: `()` or any `Result<_, E: Debug>`.
+pub trait Outcome {
+    /// The failure message, as libtest would print it, or `None` on success.
+    fn failure(&self) -> Option<String>;
+}
+
+impl Outcome for () {
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<T, E: Debug> Outcome for Result<T, E> {
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(|e| format!("{e:?}"))
+    }
+}
+
+/// Runs a test on this thread: `setup` allocates the arguments and returns the body.
+pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R {
+    let mut cx = Context::new(test);
+    let body = setup(&mut cx);
+    let started = Instant::now();
+    let tid = thread_id();
+    let result = catch_unwind(AssertUnwindSafe(body));
+    cx.finish(result, &[tid], started.elapsed())
+}
+
+/// Runs a test with a time limit: the body runs on a thread of its own, and the test fails
+/// when it has not returned in time (the thread is left to finish by itself).
+pub fn run_with_timeout<R, B>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R
+where
+    R: Outcome + Send + 'static,
+    B: FnOnce() -> R + Send + 'static,
+{
+    let timeout = test.timeout.unwrap_or(Duration::MAX);
+    let mut cx = Context::new(test);
+    let body = setup(&mut cx);
+    let started = Instant::now();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let name = test.name;
+    let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        CURRENT.with(|c| c.set(Some(name)));
+        let _ = sender.send(Message::Tid(thread_id()));
+        let result = catch_unwind(AssertUnwindSafe(body));
+        let _ = sender.send(Message::Done(result));
+    });
+    if let Err(err) = spawned {
+        panic!("loopcheck could not start a thread for `{name}`: {err}");
+    }
+    let tid = match receiver.recv() {
+        Ok(Message::Tid(tid)) => tid,
+        _ => None,
+    };
+    match receiver.recv_timeout(timeout.saturating_sub(started.elapsed())) {
+        Ok(Message::Done(result)) => cx.finish(result, &[tid], started.elapsed()),
+        _ => {
+            let message = format!("test `{name}` timed out after {}", humanize(timeout));
+            cx.report(&Failure::TimedOut(message.clone()), &[tid], started.elapsed());
+            panic!("{message}");
+        }
+    }
+}
+
+/// What the body's thread tells the test's thread: its id first, then how the body ended.
+enum Message<R> {
+    Tid(Option<u32>),
+    Done(std::thread::Result<R>),
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// How a test body failed.
+enum Failure {
+    Panicked(String),
+    Returned(String),
+    TimedOut(String),
+}
+
+impl Failure {
+    fn message(&self) -> &str {
+        match self {
+            Failure::Panicked(m) | Failure::Returned(m) | Failure::TimedOut(m) => m,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Failure::Panicked(_) | Failure::Returned(_) => "failed",
+            Failure::TimedOut(_) => "timed_out",
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+}
+
+impl Context {
+    /// Diagnoses, checks for leaks and records; then hands back the body's result, or fails
+    /// the test when it leaked with `leaks = "fail"`.
+    fn finish<R: Outcome>(
+        &self,
+        result: std::thread::Result<R>,
+        tids: &[Option<u32>],
+        elapsed: Duration,
+    ) -> R {
+        let failure = match &result {
+            Err(payload) if !self.test.should_panic => {
+                Some(Failure::Panicked(panic_message(payload.as_ref())))
+            }
+            Ok(value) => value.failure().map(Failure::Returned),
+            Err(_) => None,
+        };
+        let leaks = match &failure {
+            Some(failure) => self.report(failure, tids, elapsed),
+            None => self.report_success(tids, elapsed, result.is_err()),
+        };
+        match result {
+            Err(payload) => resume_unwind(payload),
+            Ok(value) => {
+                if self.test.leaks == Leaks::Fail && !leaks.is_empty() && failure.is_none() {
+                    let codes: Vec<String> = leaks
+                        .iter()
+                        .map(|d| format!("{} {}", d.code, d.summary))
+                        .collect();
+                    panic!(
+                        "test `{}` leaked (leaks = \"fail\"): {}",
+                        self.test.name,
+                        codes.join("; ")
+                    );
+                }
+                value
+            }
+        }
+    }
+
+    fn report_success(&self, tids: &[Option<u32>], elapsed: Duration, panicked: bool) -> Vec<Diagnosis> {
+        let leaks = self.leaks(tids);
+        self.print_leaks(&leaks);
+        let outcome = if panicked {
+            "panicked_as_expected"
+        } else {
+            "passed"
+        };
+        self.record(outcome, None, &[], &leaks, elapsed);
+        leaks
+    }
+
+    fn report(&self, failure: &Failure, tids: &[Option<u32>], elapsed: Duration) -> Vec<Diagnosis> {
+        let diagnoses = self.diagnose(failure.message());
+        if !diagnoses.is_empty() {
+            let mut text = format!("\nloopcheck: `{}` failed; its addresses:\n", self.test.name);
+            for diagnosis in &diagnoses {
+                text.push_str(&diagnosis.to_string());
+                text.push('\n');
+            }
+            eprint!("{text}");
+        }
+        let leaks = self.leaks(tids);
+        self.print_leaks(&leaks);
+        self.record(
+            failure.outcome(),
+            Some(failure.message()),
+            &diagnoses,
+            &leaks,
+            elapsed,
+        );
+        leaks
+    }
+
+    /// The diagnosis of every address the test was given, guided by the failure message.
+    fn diagnose(&self, message: &str) -> Vec<Diagnosis> {
+        let kind = symptom(message);
+        let diagnoser = Diagnoser::default();
+        let own = std::process::id();
+        self.given
+            .iter()
+            .flat_map(|given| given.addrs.iter())
+            .map(|&addr| match kind {
+                Some(kind) => diagnoser.diagnose(&io::Error::from(kind), addr),
+                None => diagnoser.status(addr),
+            })
+            // The test's own listener at its own address is what it was given, not a cause.
+            .filter(|d| !(d.code == Code::PortInUse && d.holder().is_some_and(|p| p.pid == own)))
+            .collect()
+    }
+
+    /// LC012 for every given address still listening, LC013 for every child of the test's
+    /// threads still running.
+    fn leaks(&self, tids: &[Option<u32>]) -> Vec<Diagnosis> {
+        let mut leaks = Vec::new();
+        for given in &self.given {
+            for &addr in &given.addrs {
+                if still_bound(given.protocol, addr) {
+                    leaks.push(leaked_listener(self.test.name, given.protocol, addr));
+                }
+            }
+        }
+        for pid in children(tids) {
+            if let Some(child) = ProcessInfo::read(pid).filter(|p| p.state != Some('Z')) {
+                let mut d = Diagnosis::new(
+                    Code::LeakedChild,
+                    None,
+                    format!(
+                        "test `{}` ended and its child pid {} `{}` is still running",
+                        self.test.name,
+                        child.pid,
+                        child.command()
+                    ),
+                    "keep the `Child` and end it before the test returns (`child.kill()` then `child.wait()`, for example in a guard's `Drop`)",
+                );
+                d.processes.push(crate::diagnose::process_ref(&child, "child"));
+                leaks.push(d);
+            }
+        }
+        leaks
+    }
+
+    fn print_leaks(&self, leaks: &[Diagnosis]) {
+        if leaks.is_empty() {
+            return;
+        }
+        let mut text = String::new();
+        for leak in leaks {
+            text.push_str(&leak.to_string());
+            text.push('\n');
+        }
+        eprint!("{text}");
+    }
+
+    /// Writes one JSON record into `LOOPCHECK_RUN_DIR`, atomically: a temporary file renamed
+    /// into place, so a reader never sees half a record.
+    fn record(
+        &self,
+        outcome: &str,
+        message: Option<&str>,
+        diagnoses: &[Diagnosis],
+        leaks: &[Diagnosis],
+        elapsed: Duration,
+    ) {
+        let Some(dir) = std::env::var_os(RUN_DIR_VAR).map(PathBuf::from) else {
+            return;
+        };
+        let record = Record {
+            name: self.test.name,
+            outcome,
+            message,
+            ports: self.given.iter().map(|g| g.port).collect(),
+            given: &self.given,
+            diagnoses,
+            leaks,
+            duration_ms: elapsed.as_millis() as u64,
+            pid: std::process::id(),
+            binary: std::env::current_exe().ok(),
+        };
+        if let Err(err) = write_record(&dir, &record) {
+            eprintln!(
+                "loopcheck: cannot write the run record of `{}` into {}: {err}",
+                self.test.name,
+                dir.display()
+            );
+        }
+    }
+}
+
+/// One test's record in `LOOPCHECK_RUN_DIR`.
+#[derive(Serialize)]
+struct Record<'a> {
+    name: &'a str,
+    outcome: &'a str,
+    message: Option<&'a str>,
+    ports: Vec<u16>,
+    given: &'a [Given],
+    diagnoses: &'a [Diagnosis],
+    leaks: &'a [Diagnosis],
+    duration_ms: u64,
+    pid: u32,
+    binary: Option<PathBuf>,
+}
+
+fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    let safe: String = record
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let unique = format!(
+        "{safe}-{}-{}",
+        record.pid,
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    );
+    let temporary = dir.join(format!(".{unique}.tmp"));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, dir.join(format!("{unique}.json")))
+}
+
+/// The socket error a failure message speaks of, if any.
+fn symptom(message: &str) -> Option<io::ErrorKind> {
+    let m = message.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    if any(&[
+        "address already in use",
+        "addrinuse",
+        "os error 98)",
+        "os error 48)",
+        "os error 10048)",
+    ]) {
+        Some(io::ErrorKind::AddrInUse)
+    } else if any(&[
+        "connection refused",
+        "connectionrefused",
+        "os error 111)",
+        "os error 61)",
+        "os error 10061)",
+    ]) {
+        Some(io::ErrorKind::ConnectionRefused)
+    } else if any(&[
+        "cannot assign requested address",
+        "can't assign requested address",
+        "addrnotavailable",
+        "os error 99)",
+        "os error 49)",
+    ]) {
+        Some(io::ErrorKind::AddrNotAvailable)
+    } else if any(&["permission denied", "os error 13)", "os error 10013)"]) {
+        Some(io::ErrorKind::PermissionDenied)
+    } else if any(&["timed out", "timedout", "deadline has elapsed", "os error 110)"]) {
+        Some(io::ErrorKind::TimedOut)
+    } else if any(&[
+        "connection reset",
+        "early eof",
+        "unexpected end of file",
+        "unexpectedeof",
+        "broken pipe",
+    ]) {
+        Some(io::ErrorKind::ConnectionReset)
+    } else {
+        None
+    }
+}
+
+/// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the
+/// cheapest question: only when it fails is the socket table read.
+fn still_bound(protocol: Protocol, addr: SocketAddr) -> bool {
+    let failed = match protocol {
+        // std sets SO_REUSEADDR, so TIME_WAIT leftovers do not count, only a listener.
+        Protocol::Tcp => TcpListener::bind(addr).err(),
+        Protocol::Udp => UdpSocket::bind(addr).err(),
+    };
+    failed.is_some_and(|e| e.kind() == io::ErrorKind::AddrInUse)
+}
+
+fn leaked_listener(test: &str, protocol: Protocol, addr: SocketAddr) -> Diagnosis {
+    let table = crate::scan::scan_with(&ScanOptions {
+        tcp: protocol == Protocol::Tcp,
+        udp: protocol == Protocol::Udp,
+        listen_only: true,
+        ports: Some(vec![addr.port()]),
+        ..ScanOptions::all()
+    })
+    .ok();
+    let holder = table.as_ref().and_then(|t| {
+        t.listeners_on(addr.port())
+            .filter(|s| s.local.ip() == addr.ip() || s.local.ip().is_unspecified())
+            .find_map(|s| t.owners(s).next())
+    });
+    let own = holder.is_some_and(|p| p.pid == std::process::id());
+    let who = match holder {
+        Some(p) if own => format!(
+            "this test process (pid {}): a thread or task still holds the socket",
+            p.pid
+        ),
+        Some(p) => format!("pid {} `{}`", p.pid, p.command()),
+        None => "a process whose owner is hidden".to_owned(),
+    };
+    let mut d = Diagnosis::new(
+        Code::LeakedListener,
+        Some(addr),
+        format!("test `{test}` ended and {addr} is still bound, by {who}"),
+        "stop the server before the test returns: keep its handle (a thread's JoinHandle with a shutdown signal, a `Child`) and end it, so the next test starts clean",
+    );
+    if let Some(p) = holder {
+        d.processes.push(crate::diagnose::process_ref(p, "listener"));
+    }
+    d
+}
+
+/// The thread id of the caller (Linux), to find the children it spawns.
+fn thread_id() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions.
+        u32::try_from(unsafe { libc::gettid() }).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Live child processes started by the given threads of this process (Linux): the kernel lists
+/// a task's children in `/proc/self/task/TID/children`, which attributes each child to the
+/// test whose thread spawned it even when tests share the process. Under nextest's
+/// process-per-test mode every thread of the process counts.
+fn children(tids: &[Option<u32>]) -> Vec<u32> {
+    let paths: Vec<PathBuf> = if one_test_per_process() {
+        std::fs::read_dir("/proc/self/task")
+            .map(|entries| {
+                entries
+                    .filter_map(|e| Some(e.ok()?.path().join("children")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        tids.iter()
+            .flatten()
+            .map(|tid| PathBuf::from(format!("/proc/self/task/{tid}/children")))
+            .collect()
+    };
+    let mut pids: Vec<u32> = paths
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_messages_name_their_symptom() {
+        let cases = [
+            (
+                "called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, message: \"Address already in use\" }",
+                Some(io::ErrorKind::AddrInUse),
+            ),
+            (
+                "Connection refused (os error 111)",
+                Some(io::ErrorKind::ConnectionRefused),
+            ),
+            ("deadline has elapsed", Some(io::ErrorKind::TimedOut)),
+            ("early eof", Some(io::ErrorKind::ConnectionReset)),
+            ("assertion `left == right` failed\n  left: 1\n right: 2", None),
+        ];
+        for (message, kind) in cases {
+            assert_eq!(symptom(message), kind, "{message}");
+        }
+    }
+
+    #[test]
+    fn outcomes_report_errors_like_libtest() {
+        assert_eq!(().failure(), None);
+        assert_eq!(Ok::<(), String>(()).failure(), None);
+        assert_eq!(Err::<(), _>("boom").failure().as_deref(), Some("\"boom\""));
+    }
+}
