@@ -185,13 +185,36 @@ pub fn reserve_ports(n: usize) -> Result<Vec<PortLease>> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn pick_unused_port() -> Option<u16> {
-    static KEPT: Mutex<Vec<PortLease>> = Mutex::new(Vec::new());
     let lease = reserve_port().ok()?;
     let port = lease.port();
+    release_at_exit();
     KEPT.lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(lease);
     Some(port)
+}
+
+/// Leases of [`pick_unused_port`], kept until the process exits.
+static KEPT: Mutex<Vec<PortLease>> = Mutex::new(Vec::new());
+
+/// Marks the leases this process keeps until exit as returned when it exits normally, so that
+/// only a holder that died leaves a stale lease (LC015) behind. The kernel frees the locks
+/// either way.
+fn release_at_exit() {
+    #[cfg(unix)]
+    {
+        extern "C" fn release() {
+            if let Ok(mut kept) = KEPT.try_lock() {
+                kept.clear();
+            }
+            held::release_all();
+        }
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: `release` only takes locks without blocking and writes to files it owns.
+        REGISTERED.call_once(|| unsafe {
+            libc::atexit(release);
+        });
+    }
 }
 
 /// This test's loopback address.
@@ -414,9 +437,18 @@ mod held {
     pub(super) fn hold_while_open(lease: Lease, socket: &impl AsRawFd) {
         let fd = socket.as_raw_fd();
         let Some(inode) = inode(fd) else { return };
+        super::release_at_exit();
         HELD.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Held { lease, fd, inode });
+    }
+
+    /// Gives back every held lease; called at normal process exit.
+    pub(super) fn release_all() {
+        // try_lock: a thread that exits the process while holding the lock must not hang it.
+        if let Ok(mut held) = HELD.try_lock() {
+            held.clear();
+        }
     }
 
     pub(super) fn release_closed_sockets() {

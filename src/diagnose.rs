@@ -81,6 +81,20 @@ impl Diagnoser {
         diagnosis
     }
 
+    /// The diagnosis of `addr` for a failure whose message spoke of `kind`, or `None` when
+    /// the address shows nothing that explains it (the harness asks this about every address
+    /// a failed test was given, most of which are innocent).
+    pub fn explain_symptom(&self, kind: io::ErrorKind, addr: SocketAddr) -> Option<Diagnosis> {
+        if kind == io::ErrorKind::AddrInUse {
+            let port = Port::scan(addr);
+            if !port.sockets().any(|s| overlaps(s.local.ip(), addr.ip())) {
+                return None;
+            }
+            return Some(port.in_use(&io::Error::from(kind)));
+        }
+        Some(self.diagnose(&io::Error::from(kind), addr))
+    }
+
     /// See [`probe`].
     pub fn probe(&self, addr: SocketAddr, timeout: Duration) -> Diagnosis {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -430,7 +444,13 @@ impl Port {
                 fix,
             );
             for owner in owners.iter().filter(|o| o.pid != std::process::id()) {
-                if let Provenance::WorkspaceBinary { target_dir } = classify(owner) {
+                if owner.ppid == Some(std::process::id()) {
+                    d.evidence.push(format!(
+                        "pid {} is a child of this process (pid {}): this test or one beside it started it",
+                        owner.pid,
+                        std::process::id()
+                    ));
+                } else if let Provenance::WorkspaceBinary { target_dir } = classify(owner) {
                     d.evidence.push(format!(
                         "pid {} runs a binary built in {} and its parent still runs: it is a live server of that workspace (such as `cargo run` or a suite in another terminal), not a leftover",
                         owner.pid,
@@ -839,4 +859,43 @@ mod tests {
         assert!(!is_test_binary(Some(Path::new("/w/target/debug/alloc"))));
         assert!(!is_test_binary(Some(Path::new("/usr/bin/python3"))));
     }
+}
+
+/// A listener held by a leftover of a test run (LC002).
+#[derive(Debug, Clone)]
+pub struct ZombieListener {
+    /// The listening socket.
+    pub socket: SocketEntry,
+    /// The process holding it.
+    pub process: ProcessInfo,
+    /// Why it counts as a leftover.
+    pub reason: String,
+}
+
+/// Every listener in `table` whose holder [`classify`] calls a zombie, one entry per process
+/// and address.
+///
+/// ```
+/// let table = loopcheck::scan::scan_with(&loopcheck::scan::ScanOptions::listeners())?;
+/// for zombie in loopcheck::diagnose::zombie_listeners(&table) {
+///     println!("{} held by pid {}: {}", zombie.socket.local, zombie.process.pid, zombie.reason);
+/// }
+/// # Ok::<(), loopcheck::scan::ScanError>(())
+/// ```
+pub fn zombie_listeners(table: &SocketTable) -> Vec<ZombieListener> {
+    let mut verdicts: std::collections::HashMap<u32, Provenance> = std::collections::HashMap::new();
+    let mut zombies = Vec::new();
+    for socket in table.sockets.iter().filter(|s| s.is_listener()) {
+        for process in table.owners(socket) {
+            let verdict = verdicts.entry(process.pid).or_insert_with(|| classify(process));
+            if let Provenance::Zombie { reason } = verdict {
+                zombies.push(ZombieListener {
+                    socket: socket.clone(),
+                    process: process.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    zombies
 }

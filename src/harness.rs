@@ -410,9 +410,9 @@ impl Context {
         self.given
             .iter()
             .flat_map(|given| given.addrs.iter())
-            .map(|&addr| match kind {
-                Some(kind) => diagnoser.diagnose(&io::Error::from(kind), addr),
-                None => diagnoser.status(addr),
+            .filter_map(|&addr| match kind {
+                Some(kind) => diagnoser.explain_symptom(kind, addr),
+                None => Some(diagnoser.status(addr)),
             })
             // The test's own listener at its own address is what it was given, not a cause.
             .filter(|d| !(d.code == Code::PortInUse && d.holder().is_some_and(|p| p.pid == own)))

@@ -139,6 +139,25 @@ impl Registry {
         Ok(leases)
     }
 
+    /// Marks the record of a stale lease free, under the lease's lock so that no holder is
+    /// overwritten; returns the lease as it was, or `None` if it was not stale (any more).
+    pub(crate) fn reclaim(&self, port: u16) -> Option<LeaseInfo> {
+        let path = self.path_of(port);
+        let file = open_existing(&path).ok()?;
+        file.try_lock().ok()?;
+        let record = read_record(&file)?;
+        if record.state != RecordState::Held {
+            return None;
+        }
+        write_at(&file, b"free", STATE_OFFSET).ok()?;
+        Some(LeaseInfo {
+            port,
+            status: LeaseStatus::Stale,
+            record: Some(record),
+            path,
+        })
+    }
+
     /// The state of one port's lease, or `None` when it has no usable lease file.
     pub(crate) fn inspect(&self, port: u16) -> Option<LeaseInfo> {
         let path = self.path_of(port);
@@ -332,6 +351,24 @@ pub fn leases_of(ports: impl IntoIterator<Item = u16>) -> Result<Vec<LeaseInfo>>
         .into_iter()
         .filter_map(|port| registry.inspect(port))
         .collect())
+}
+
+/// Reclaims every stale lease of this user's registry: its record is marked free, so it is
+/// reported once. The ports were free already; only the records change. Returns the stale
+/// leases as they were found.
+///
+/// ```
+/// let reclaimed = loopcheck::lease::reclaim_stale()?;
+/// assert!(reclaimed.iter().all(|l| l.status == loopcheck::lease::LeaseStatus::Stale));
+/// # Ok::<(), loopcheck::Error>(())
+/// ```
+pub fn reclaim_stale() -> Result<Vec<LeaseInfo>> {
+    let registry = Registry::get()?;
+    let stale = registry
+        .leases()?
+        .into_iter()
+        .filter(|l| l.status == LeaseStatus::Stale);
+    Ok(stale.filter_map(|lease| registry.reclaim(lease.port)).collect())
 }
 
 /// The lease of one port, if the registry has a file for it.

@@ -89,6 +89,61 @@ pub use alloc::{
 };
 pub use diagnose::{diagnose, probe};
 pub use error::{Error, Result};
+/// Makes a test whose arguments are race-free loopback ports, addresses and sockets.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+///
+/// use loopcheck::{PortLease, loopback_test};
+///
+/// #[loopback_test]
+/// fn binds_both_families(port: u16) -> std::io::Result<()> {
+///     let _v4 = TcpListener::bind(("127.0.0.1", port))?;
+///     let _v6 = TcpListener::bind(("::1", port));
+///     Ok(())
+/// }
+///
+/// #[loopback_test]
+/// fn echoes(listener: TcpListener) {
+///     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+///     let (mut server, _) = listener.accept().unwrap();
+///     server.write_all(b"ping").unwrap();
+///     drop(server);
+///     let mut text = String::new();
+///     client.read_to_string(&mut text).unwrap();
+///     assert_eq!(text, "ping");
+/// }
+///
+/// #[loopback_test]
+/// fn distinct(ports: [u16; 3], addr: SocketAddr, socket: UdpSocket, lease: PortLease) {
+///     assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
+///     socket.send_to(b"hi", addr).unwrap();
+///     drop(lease.into_listener().unwrap());
+/// }
+///
+/// #[loopback_test(timeout = "10s", leaks = "fail")]
+/// #[ignore = "shows the options"]
+/// fn with_options(addr: SocketAddr) {
+///     drop(TcpListener::bind(addr).unwrap());
+/// }
+///
+/// #[loopback_test]
+/// #[should_panic(expected = "boom")]
+/// fn panics(_port: u16) {
+///     panic!("boom");
+/// }
+///
+/// #[loopback_test(tokio)]
+/// async fn accepts(listener: tokio::net::TcpListener) {
+///     let addr = listener.local_addr().unwrap();
+///     let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+///     client.unwrap();
+///     accepted.unwrap();
+/// }
+/// # fn main() {}
+/// ```
+pub use loopcheck_macros::loopback_test;
 pub use report::Diagnosis;
 pub use scan::{SocketTable, scan};
 

@@ -51,12 +51,24 @@ fn child_entry() {
             ));
             wait_for_parent();
         }
+        "parent-of-listener" => {
+            // Stays alive as the listener's parent, like `cargo run` above a dev server.
+            let mut grandchild = support::command("listen-linger");
+            grandchild.stdin(Stdio::null()).stdout(Stdio::inherit());
+            let mut grandchild = grandchild.spawn().unwrap();
+            wait_for_parent();
+            let _ = grandchild.kill();
+            let _ = grandchild.wait();
+        }
         "orphan-parent" => {
             // Starts a listener that outlives this process: its parent is gone, as with a
             // server leaked by a test binary that has exited.
             let mut grandchild = support::command("listen-linger");
             grandchild.stdin(Stdio::null()).stdout(Stdio::inherit());
-            #[allow(clippy::zombie_processes, reason = "the point is to exit without waiting, leaving an orphan")]
+            #[allow(
+                clippy::zombie_processes,
+                reason = "the point is to exit without waiting, leaving an orphan"
+            )]
             grandchild.spawn().unwrap();
         }
         other => panic!("unknown role {other}"),
@@ -103,15 +115,34 @@ fn a_port_held_by_a_child_names_the_child() {
     assert_eq!(holder.pid, pid);
     assert!(holder.command.contains("child_entry"), "{}", holder.command);
     assert!(diagnosis.summary.contains(&format!("pid {pid}")), "{diagnosis}");
-    // The child runs a binary from this workspace's target directory and its parent (this
-    // test) is alive: a live server, not a zombie.
     assert!(
-        diagnosis.evidence.iter().any(|e| e.contains("live server")),
+        diagnosis
+            .evidence
+            .iter()
+            .any(|e| e.contains(&format!("pid {pid} is a child of this process"))),
         "{diagnosis}"
     );
     let json = serde_json::to_value(&diagnosis).unwrap();
     assert_eq!(json["code"], "LC001");
     assert_eq!(json["processes"][0]["pid"], pid);
+}
+
+#[test]
+fn a_workspace_binary_whose_parent_lives_is_no_zombie() {
+    let mut parent = support::spawn("parent-of-listener", &[]);
+    let (addr, pid) = listening(&parent.line(CHILD_TIMEOUT));
+    let err = TcpListener::bind(addr).unwrap_err();
+    let diagnosis = loopcheck::diagnose(&err, addr);
+    assert!(parent.wait(CHILD_TIMEOUT).success());
+    assert_eq!(diagnosis.code, Code::PortInUse, "{diagnosis}");
+    assert_eq!(diagnosis.holder().map(|p| p.pid), Some(pid));
+    assert!(
+        diagnosis
+            .evidence
+            .iter()
+            .any(|e| e.contains("its parent still runs: it is a live server of that workspace")),
+        "{diagnosis}"
+    );
 }
 
 #[test]
@@ -150,8 +181,10 @@ fn an_orphaned_listener_from_a_target_dir_is_a_zombie() {
 
 #[test]
 fn time_wait_leftovers_are_told_apart() {
-    let listener = loopcheck::tcp_listener().unwrap();
-    let addr = listener.local_addr().unwrap();
+    // The lease outlives the listener: nobody else takes the port while it is examined.
+    let lease = loopcheck::reserve_port().unwrap();
+    let addr = lease.addr();
+    let listener = TcpListener::bind(addr).unwrap();
     let client = TcpStream::connect(addr).unwrap();
     let (server, _) = listener.accept().unwrap();
     // The side that closes first keeps the port in TIME_WAIT.

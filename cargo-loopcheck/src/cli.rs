@@ -25,9 +25,9 @@ pub struct Loopcheck {
     /// Settings shared by every command.
     #[command(flatten)]
     pub common: Common,
-    /// What to do.
+    /// What to do; `check` when omitted.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Flags every command takes.
@@ -47,12 +47,28 @@ pub struct Common {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Preflight: zombie listeners, stale leases, host problems and lint findings (the default).
+    Check,
+    /// Lint test code for hard-coded ports, wildcard binds and racy port picking.
+    Lint,
+    /// Check the host: loopback, `localhost`, port ranges, firewall on lo, the lease registry.
+    Doctor,
     /// List sockets, marked with leases, this workspace's test binaries and zombies.
     Ports(PortsArgs),
     /// Connect to an address and explain the outcome: who answered, or why nobody did.
     Probe(ProbeArgs),
+    /// End zombie listeners left by this workspace's tests (a dry run without --yes).
+    Reap(ReapArgs),
     /// Show the documentation of a diagnostic code.
     Explain(ExplainArgs),
+}
+
+/// `cargo loopcheck reap`.
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// End them: SIGTERM, then SIGKILL to those still running after 3 seconds.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `cargo loopcheck ports`.

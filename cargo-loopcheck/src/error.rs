@@ -28,6 +28,10 @@ pub enum Error {
     #[error(transparent)]
     Loopcheck(#[from] loopcheck::Error),
 
+    /// The platform cannot do what was asked.
+    #[error("not supported on this platform: {0}")]
+    Unsupported(&'static str),
+
     /// Writing output failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),

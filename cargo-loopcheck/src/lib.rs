@@ -5,14 +5,20 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod cli;
+pub mod doctor;
 mod error;
 mod exit;
 pub mod explain;
+pub mod lint;
 pub mod ports;
 pub mod probe;
+pub mod reap;
+pub mod render;
 pub mod term;
 pub mod workspace;
+pub mod zombies;
 
 use std::ffi::OsString;
 
@@ -54,8 +60,12 @@ where
         }
     };
     let term = Term::new(args.common.color);
-    let result = match &args.command {
+    let result = match args.command.as_ref().unwrap_or(&Command::Check) {
+        Command::Check => check::run(&args.common, &term),
+        Command::Lint => check::run_lint(&args.common, &term),
+        Command::Doctor => doctor::run(&args.common, &term),
         Command::Ports(ports) => ports::run(&args.common, ports, &term),
+        Command::Reap(reap) => reap::run(&args.common, reap, &term),
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
     };

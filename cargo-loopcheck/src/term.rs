@@ -179,8 +179,7 @@ pub fn write_finding(out: &mut impl Write, finding: &Finding) -> std::io::Result
         let column = finding.column.map(|c| format!(":{c}")).unwrap_or_default();
         writeln!(out, "  {ARROW}-->{ARROW:#} {file}{line}{column}")?;
     }
-    if let Some(pid) = finding.pid {
-        let command = finding.command.as_deref().unwrap_or("?");
+    if let (Some(pid), Some(command)) = (finding.pid, &finding.command) {
         writeln!(
             out,
             "   {ARROW}={ARROW:#} {EMPHASIS}note{EMPHASIS:#}: pid {pid} `{command}`"
@@ -195,9 +194,15 @@ pub fn write_finding(out: &mut impl Write, finding: &Finding) -> std::io::Result
     Ok(())
 }
 
-/// Writes `value` as pretty JSON to stdout, followed by a newline.
+/// Writes `value` as pretty JSON to stdout, followed by a newline. A closed pipe (`| head`)
+/// is not an error: the reader has what it wanted.
 pub fn print_json(value: &impl Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(|e| Error::Output(e.into()))?;
-    writeln!(out).map_err(Error::Output)
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out));
+    match written {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output(err)),
+        _ => Ok(()),
+    }
 }

@@ -39,7 +39,7 @@ fn json(output: &Output) -> serde_json::Value {
 
 #[test]
 fn help_is_stable() {
-    for command in ["", "ports", "probe", "explain"] {
+    for command in ["", "check", "lint", "doctor", "ports", "probe", "reap", "explain"] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()
             .filter(|a| !a.is_empty())
@@ -245,4 +245,104 @@ fn ports_filters_by_pid_and_shows_connections_with_all() {
         "ports", "--pid", "1", "--port", &port, "--format", "json",
     ]));
     assert_eq!(nobody["sockets"].as_array().unwrap().len(), 0);
+}
+
+fn demo() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/demo/Cargo.toml")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn check_is_the_default_and_finds_every_planted_problem_of_the_demo() {
+    let demo = demo();
+    let output = run(&["--manifest-path", &demo, "--format", "json"]);
+    assert_eq!(code(&output), ExitCode::FOUND, "{}", stderr(&output));
+    let report = json(&output);
+    let mut lint: Vec<(String, u64, u64)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["file"].is_string())
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_owned(),
+                f["line"].as_u64().unwrap(),
+                f["port"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    lint.sort();
+    assert_eq!(
+        lint,
+        [
+            ("LC010".into(), 17, 8080),
+            ("LC010".into(), 19, 8080),
+            ("LC011".into(), 25, 0),
+            ("LC014".into(), 34, 0)
+        ]
+    );
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["file"].is_string())
+            .all(|f| f["file"] == "tests/echo.rs")
+    );
+    assert!(
+        report["doctor"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "localhost")
+    );
+    assert!(report["summary"]["errors"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn lint_renders_github_annotations_and_sarif() {
+    let demo = demo();
+    let github = run(&["lint", "--manifest-path", &demo, "--format", "github"]);
+    assert_eq!(code(&github), ExitCode::FOUND);
+    let text = String::from_utf8_lossy(&github.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("::error file=tests/echo.rs,line=17,col="),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("::warning file=tests/echo.rs,line=34")
+                && l.contains("title=LC014 racy-allocation")),
+        "{text}"
+    );
+
+    let sarif = json(&run(&["lint", "--manifest-path", &demo, "--format", "sarif"]));
+    assert_eq!(sarif["version"], "2.1.0");
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "tests/echo.rs")
+    );
+}
+
+#[test]
+fn formats_that_a_command_lacks_are_usage_errors() {
+    for args in [
+        &["doctor", "--format", "sarif"][..],
+        &["probe", "127.0.0.1:1", "--format", "github"],
+        &["reap", "--format", "github"],
+        &["explain", "LC001", "--format", "sarif"],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains("does not support `--format"), "{args:?}: {}", stderr(&output));
+    }
 }

@@ -1,0 +1,205 @@
+//! Lint throughput: lines of Rust test code per second, on one core and on all of them.
+//!
+//! Generates a package of `FILES` test files of about `LINES` lines each (network tests with a
+//! mix of flagged and clean lines), then times `lint_source` over all of it on one thread (files
+//! already in memory), and `lint_workspace` on the package (reading files, all cores), each the
+//! median of three runs, beside proc-macro2's lexing alone (the floor). Prints a Markdown table.
+//! Run with `cargo bench -j1 -p cargo-loopcheck --bench lint`; `LINT_BENCH_FILES` and
+//! `LINT_BENCH_LINES` change the corpus size.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use cargo_loopcheck::lint::{LintConfig, Scope, lint_source, lint_workspace, test_sources};
+use cargo_loopcheck::workspace::Workspace;
+
+const FILES: usize = 2_000;
+const LINES: usize = 500;
+const RUNS: usize = 3;
+
+/// One block of realistic test code, about 40 lines; `n` varies names and ports.
+fn block(out: &mut String, n: usize) {
+    let port = 20_000 + n % 10_000;
+    let _ = write!(
+        out,
+        r#"
+/// Serves a request on a kept listener and checks the echo (`127.0.0.1:0`).
+#[test]
+fn echoes_{n}() {{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {{
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let len = stream.read(&mut buf).unwrap();
+        stream.write_all(&buf[..len]).unwrap();
+    }});
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(b"ping {n}").unwrap();
+    let mut reply = Vec::with_capacity(16);
+    client.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply.len(), {len}, "reply of test {{}}", {n});
+    handle.join().unwrap();
+}}
+
+#[test]
+fn talks_to_a_fixed_port_{n}() {{
+    // The server of this test always listens here.
+    let server = TcpListener::bind("127.0.0.1:{port}").unwrap();
+    let config = Config {{ host: "localhost", port: {port}, retries: 3 }};
+    let url = format!("http://localhost:{{}}/items/{{}}", config.port, {n});
+    assert!(url.starts_with("http://"), "bad url {{url}}");
+    let timeout = Duration::from_millis({millis});
+    let _ = (server, timeout, Some(Ipv4Addr::LOCALHOST));
+}}
+
+#[tokio::test]
+async fn picks_a_port_{n}() -> Result<(), Box<dyn std::error::Error>> {{
+    let port = portpicker::pick_unused_port().expect("a free port");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let wildcard = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    match listener.local_addr()?.port() {{
+        p if p == port => Ok(()),
+        other => Err(format!("bound {{other}}, wanted {{port}}").into()),
+    }}
+}}
+"#,
+        len = 4 + n % 7,
+        millis = 100 + n % 900,
+    );
+}
+
+fn file_source(index: usize, lines: usize) -> String {
+    let mut out = String::from(
+        "//! Generated network tests.\n\nuse std::io::{Read, Write};\nuse std::net::{Ipv4Addr, TcpListener, TcpStream};\nuse std::time::Duration;\n\nstruct Config {\n    host: &'static str,\n    port: u16,\n    retries: u32,\n}\n",
+    );
+    let mut n = index * 1_000;
+    while out.lines().count() < lines {
+        block(&mut out, n);
+        n += 1;
+    }
+    out
+}
+
+fn rate(lines: usize, elapsed: Duration) -> String {
+    format!("{:.0}", lines as f64 / elapsed.as_secs_f64())
+}
+
+fn main() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (files, lines_per_file) = (env("LINT_BENCH_FILES", FILES), env("LINT_BENCH_LINES", LINES));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("tests")).unwrap();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"corpus\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("src/lib.rs"), "").unwrap();
+    let mut sources = Vec::with_capacity(files);
+    for index in 0..files {
+        let source = file_source(index, lines_per_file);
+        let name = format!("tests/net_{index:04}.rs");
+        std::fs::write(root.join(&name), &source).unwrap();
+        sources.push((name, source));
+    }
+    let lines: usize = sources.iter().map(|(_, s)| s.lines().count()).sum();
+    let bytes: usize = sources.iter().map(|(_, s)| s.len()).sum();
+
+    let config = LintConfig::default();
+    // Warm up: page in the code, and check the corpus is what it claims.
+    let sample = lint_source(&sources[0].0, &sources[0].1, Scope::TestFile, &config).unwrap();
+    assert!(sample.len() > 10, "the corpus has findings");
+
+    // The median of `RUNS` runs: the machine may be shared.
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let mut findings = 0;
+    let lex = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                for (_, source) in &sources {
+                    let tokens: proc_macro2::TokenStream = source.parse().unwrap();
+                    drop(tokens);
+                    proc_macro2::extra::invalidate_current_thread_spans();
+                }
+                start.elapsed()
+            })
+            .collect(),
+    );
+    let single = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                findings = 0;
+                for (name, source) in &sources {
+                    findings += lint_source(name, source, Scope::TestFile, &config).unwrap().len();
+                }
+                start.elapsed()
+            })
+            .collect(),
+    );
+
+    let workspace = Workspace::load(Some(&root.join("Cargo.toml"))).expect("cargo metadata");
+    let start = Instant::now();
+    let sources_found = test_sources(&workspace).len();
+    let discovery = start.elapsed();
+    assert_eq!(sources_found, files + 1);
+    let parallel = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                let (parallel_findings, errors) = lint_workspace(&workspace, &config);
+                let elapsed = start.elapsed();
+                assert!(errors.is_empty(), "{errors:?}");
+                assert_eq!(parallel_findings.len(), findings);
+                elapsed
+            })
+            .collect(),
+    );
+
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let command = "cargo bench -j1 -p cargo-loopcheck --bench lint";
+    println!();
+    println!(
+        "Lint throughput: {files} test files, {lines} lines ({:.1} MiB), {findings} findings.",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!();
+    println!("Median of {RUNS} runs.");
+    println!();
+    println!("| run | threads | lines | seconds | lines/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| `lint_source`, files in memory | 1 | {lines} | {:.3} | {} |",
+        single.as_secs_f64(),
+        rate(lines, single)
+    );
+    println!(
+        "| `lint_workspace`, reading files | {threads} | {lines} | {:.3} | {} |",
+        parallel.as_secs_f64(),
+        rate(lines, parallel)
+    );
+    println!(
+        "| proc-macro2 lexing alone, for reference | 1 | {lines} | {:.3} | {} |",
+        lex.as_secs_f64(),
+        rate(lines, lex)
+    );
+    println!(
+        "| `test_sources` (discovery only) | 1 | {lines} | {:.3} | {} |",
+        discovery.as_secs_f64(),
+        rate(lines, discovery)
+    );
+    println!();
+    println!("Command: `{command}`");
+}

@@ -1,0 +1,276 @@
+//! `cargo loopcheck lint`: hard-coded ports (LC010), wildcard binds (LC011) and racy port
+//! allocation (LC014) in test code.
+//!
+//! The lint reads test code only: every file under a package's `tests/` and `benches/` (and its
+//! test and bench targets, wherever they live), and in `src/` the `#[cfg(test)]` items, the
+//! functions marked with an attribute ending in `test` (`#[test]`, `#[tokio::test]`,
+//! `#[loopback_test]`), and the files of `#[cfg(test)] mod x;`. Files are lexed into token trees
+//! (proc-macro2) rather than parsed into syntax trees, which is several times faster; comments
+//! and doc comments are never read as code.
+//!
+//! ```
+//! use cargo_loopcheck::lint::{LintConfig, Scope, lint_source};
+//!
+//! let source = r#"
+//! #[test]
+//! fn serves() {
+//!     let listener = std::net::TcpListener::bind("127.0.0.1:8080").unwrap();
+//! }
+//! "#;
+//! let findings = lint_source("tests/serve.rs", source, Scope::TestFile, &LintConfig::default())?;
+//! assert_eq!(findings.len(), 1);
+//! assert_eq!(findings[0].code.to_string(), "LC010");
+//! assert_eq!(findings[0].message, "hard-coded port 8080 in `TcpListener::bind`");
+//! assert_eq!((findings[0].line, findings[0].column, findings[0].port), (Some(4), Some(48), Some(8080)));
+//! # Ok::<(), cargo_loopcheck::lint::LintError>(())
+//! ```
+//!
+//! A finding is suppressed by `// loopcheck:allow(LC010)` or `// loopcheck:allow(hard-coded-port)`
+//! (several codes separated by commas) on its line or the line before, and by the `allow` and
+//! `allow-ports` keys of `[workspace.metadata.loopcheck]` and `[package.metadata.loopcheck]`
+//! ([`LintConfig`]).
+
+mod addr;
+mod config;
+mod eval;
+mod files;
+mod items;
+mod rules;
+mod suppress;
+mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use loopcheck::report::Finding;
+
+pub use config::LintConfig;
+pub use files::test_sources;
+
+use crate::workspace::Workspace;
+
+/// How much of a file is test code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// All of it: files under `tests/` and `benches/`, test and bench targets, and the files of
+    /// `#[cfg(test)] mod x;`.
+    TestFile,
+    /// Only `#[cfg(test)]` items and functions with an attribute whose path ends in `test`
+    /// (`#[test]`, `#[tokio::test]`, `#[loopback_test]`): files under `src/`.
+    Source,
+}
+
+/// Why a file could not be linted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LintError {
+    /// The file cannot be split into Rust tokens: unbalanced delimiters, an unterminated
+    /// string or comment. Other syntax errors are left to the compiler; the file is linted.
+    #[error("cannot parse `{file}` at line {line}, column {column}: {message}")]
+    Parse {
+        /// The file, as given to [`lint_source`].
+        file: String,
+        /// The line of the error, from 1.
+        line: u32,
+        /// The column of the error, from 1.
+        column: u32,
+        /// What the parser expected.
+        message: String,
+    },
+
+    /// The file could not be read.
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A `loopcheck` metadata table has a bad value.
+    #[error("invalid {}: {message}", place(table, key))]
+    Config {
+        /// The table, such as `[package.metadata.loopcheck]`.
+        table: String,
+        /// The key, such as `allow-ports`; empty when the table itself is wrong.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn place(table: &str, key: &str) -> String {
+    if key.is_empty() {
+        format!("`{table}`")
+    } else {
+        format!("`{key}` in `{table}`")
+    }
+}
+
+/// The findings in `source`, sorted by line and column.
+///
+/// `file` is the path relative to the workspace root, as findings show it; `scope` says how much
+/// of the file is test code. Findings suppressed by a `loopcheck:allow` comment or by `config`
+/// are left out.
+///
+/// # Errors
+///
+/// [`LintError::Parse`] when `source` cannot be split into Rust tokens.
+pub fn lint_source(
+    file: &str,
+    source: &str,
+    scope: Scope,
+    config: &LintConfig,
+) -> Result<Vec<Finding>, LintError> {
+    // Test code in `src/` always carries an attribute that names `test`.
+    if scope == Scope::Source && !source.contains("test") {
+        return Ok(Vec::new());
+    }
+    let hits = rules::lint(source, scope == Scope::TestFile).map_err(|error| LintError::Parse {
+        file: file.to_owned(),
+        line: error.line,
+        column: error.column,
+        message: error.message,
+    })?;
+    let suppressions = suppress::Suppressions::new(source);
+    let mut findings: Vec<Finding> = hits
+        .into_iter()
+        .filter(|hit| !suppressions.allows(hit.code, hit.line))
+        .map(|hit| {
+            let mut finding = Finding::new(hit.code, hit.message);
+            finding.file = Some(file.to_owned());
+            finding.line = Some(hit.line);
+            finding.column = Some(hit.column);
+            finding.port = hit.port;
+            finding.suggestion = Some(hit.suggestion);
+            finding
+        })
+        .filter(|finding| !config.allows(finding))
+        .collect();
+    findings.sort_by_key(|f| (f.line, f.column, f.code, f.port));
+    Ok(findings)
+}
+
+/// Lints every test source of `workspace` ([`test_sources`]), files in parallel.
+///
+/// Each package is linted with `config` merged with the `loopcheck` tables of
+/// `[workspace.metadata]` and of its `[package.metadata]`. Returns the findings, sorted by file,
+/// line and column, and the files (or manifests, for bad metadata) that could not be linted with
+/// the reason.
+pub fn lint_workspace(workspace: &Workspace, config: &LintConfig) -> (Vec<Finding>, Vec<(PathBuf, String)>) {
+    let mut errors = Vec::new();
+    let mut packages: Vec<(PathBuf, LintConfig)> = Vec::new();
+    for package in &workspace.packages {
+        let manifest = package.manifest_path.as_std_path();
+        let dir = manifest.parent().unwrap_or(manifest).to_path_buf();
+        let own = match LintConfig::from_metadata(&workspace.metadata, &package.metadata) {
+            Ok(own) => own,
+            Err(error) => {
+                errors.push((manifest.to_path_buf(), error.to_string()));
+                LintConfig::default()
+            }
+        };
+        packages.push((dir, config.merged(&own)));
+    }
+    // The innermost package owns a file: compare the deepest directories first.
+    packages.sort_by_key(|(dir, _)| std::cmp::Reverse(dir.components().count()));
+    let config_of = |path: &Path| {
+        packages
+            .iter()
+            .find(|(dir, _)| path.starts_with(dir))
+            .map_or(config, |(_, config)| config)
+    };
+
+    let sources = test_sources(workspace);
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new((Vec::new(), Vec::new()));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(sources.len())
+        .max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut findings = Vec::new();
+                let mut failures = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, file_scope)) = sources.get(index) else {
+                        break;
+                    };
+                    let relative = relative_path(&workspace.root, path);
+                    let result = std::fs::read_to_string(path)
+                        .map_err(|source| LintError::Read {
+                            path: path.clone(),
+                            source,
+                        })
+                        .and_then(|source| lint_source(&relative, &source, *file_scope, config_of(path)));
+                    match result {
+                        Ok(found) => findings.extend(found),
+                        Err(error) => failures.push((path.clone(), error_chain(&error))),
+                    }
+                }
+                let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+                results.0.extend(findings);
+                results.1.extend(failures);
+            });
+        }
+    });
+    let (mut findings, failures) = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    errors.extend(failures);
+    findings.sort_by(|a, b| {
+        (&a.file, a.line, a.column, a.code, a.port).cmp(&(&b.file, b.line, b.column, b.code, b.port))
+    });
+    errors.sort();
+    (findings, errors)
+}
+
+/// The workspace's own settings, `[workspace.metadata.loopcheck]`, for a command to add its flags
+/// to before calling [`lint_workspace`] (which adds each package's table itself).
+///
+/// # Errors
+///
+/// [`Error::Usage`](crate::Error::Usage) naming the table and key of a bad value.
+pub fn config(workspace: &Workspace) -> crate::Result<LintConfig> {
+    LintConfig::from_metadata(&workspace.metadata, &serde_json::Value::Null)
+        .map_err(|error| crate::Error::Usage(error.to_string()))
+}
+
+/// The second list of [`lint_workspace`], as reports show it: files relative to the workspace
+/// root.
+pub fn file_errors(workspace: &Workspace, errors: Vec<(PathBuf, String)>) -> Vec<crate::render::FileError> {
+    errors
+        .into_iter()
+        .map(|(path, error)| crate::render::FileError {
+            file: relative_path(&workspace.root, &path),
+            error,
+        })
+        .collect()
+}
+
+/// `path` relative to `root` with `/` separators, or as it is when outside `root`.
+fn relative_path(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if relative.is_absolute() {
+        relative.display().to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

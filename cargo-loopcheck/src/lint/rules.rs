@@ -1,0 +1,1020 @@
+//! The rules: one walk over a file's token trees, looking only at test code.
+//!
+//! The file is lexed with proc-macro2 (comments are dropped, doc comments become attributes,
+//! which are skipped) and never parsed into a syntax tree: lexing alone is about six times faster
+//! than `syn::parse_file` (measured on the bench corpus), and the rules only need items,
+//! attributes, calls, macro arguments, tuples, struct fields and `let`s, which token trees show.
+
+use std::collections::{HashMap, HashSet};
+
+use loopcheck::report::Code;
+use proc_macro2::{Delimiter, Ident, Literal, TokenStream};
+
+use super::addr::{self, ArgRef, HostKind};
+use super::eval::{Binding, Env, IntLit, strip};
+use super::items::{Signature, items, param_names, pattern_names, signature};
+use super::tokens::{
+    Pos, Tok, last_two, path_end, path_pos, path_sep, pos, segments, shown, skip_angle, split_commas,
+    string_text, tree,
+};
+
+/// A finding before it is tied to a file.
+#[derive(Debug, Clone)]
+pub(crate) struct Hit {
+    pub(crate) code: Code,
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+    pub(crate) port: Option<u16>,
+    pub(crate) message: String,
+    pub(crate) suggestion: String,
+}
+
+/// Where and why a file cannot be read as Rust tokens.
+#[derive(Debug)]
+pub(crate) struct ParseError {
+    pub(crate) line: u32,
+    pub(crate) column: u32,
+    pub(crate) message: String,
+}
+
+/// Lints `source`; `test` says whether all of it is test code. Spans are freed before
+/// returning, so nothing of the file stays in proc-macro2's per-thread source map.
+pub(crate) fn lint(source: &str, test: bool) -> Result<Vec<Hit>, ParseError> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let commented;
+    let source = if source.starts_with("#!") && !source.starts_with("#![") {
+        // A shebang line: keep lines and columns, hide the line from the lexer.
+        commented = format!("//{}", &source[2..]);
+        &commented
+    } else {
+        source
+    };
+    let result = match source.parse::<TokenStream>() {
+        Ok(stream) => {
+            let toks = tree(stream);
+            let mut facts = Facts::default();
+            facts.module(&toks, test);
+            let mut linter = Linter::new(facts);
+            linter.module(&toks, test);
+            Ok(linter.hits)
+        }
+        Err(error) => {
+            let at = pos(error.span());
+            Err(ParseError {
+                line: at.line.max(1),
+                column: at.column,
+                message: "unbalanced delimiters or an unterminated literal".to_owned(),
+            })
+        }
+    };
+    proc_macro2::extra::invalidate_current_thread_spans();
+    result
+}
+
+/// `port`, `with_port`, `set_port`, `http_port`; not `pick_unused_port` and its kin.
+fn is_port_name(name: &str) -> bool {
+    name == "port"
+        || (name.ends_with("_port")
+            && !["free", "unused", "open", "local", "pick"]
+                .iter()
+                .any(|w| name.contains(w)))
+}
+
+/// Calls whose first argument is an address to listen on.
+fn is_bind_name(name: &str) -> bool {
+    matches!(
+        name,
+        "bind" | "try_bind" | "bind_addr" | "listen" | "serve" | "run"
+    )
+}
+
+/// Keywords that can stand before a parenthesized expression or tuple.
+fn is_keyword(ident: &Ident) -> bool {
+    [
+        "if", "match", "return", "in", "while", "let", "else", "break", "yield", "mut", "move", "as", "for",
+        "loop", "unsafe", "async", "ref",
+    ]
+    .iter()
+    .any(|k| ident == k)
+}
+
+/// A well-known macro whose arguments are expressions, and the index of its format string.
+fn known_macro(name: &str) -> Option<Option<usize>> {
+    Some(match name {
+        "format" | "format_args" | "print" | "println" | "eprint" | "eprintln" | "panic" | "todo"
+        | "unimplemented" | "unreachable" | "anyhow" | "bail" | "eyre" | "format_err" | "info" | "debug"
+        | "warn" | "error" | "trace" => Some(0),
+        "write" | "writeln" | "assert" | "debug_assert" | "ensure" => Some(1),
+        "assert_eq" | "assert_ne" | "debug_assert_eq" | "debug_assert_ne" => Some(2),
+        "vec" | "dbg" | "join" | "try_join" => None,
+        _ => return None,
+    })
+}
+
+/// The racy port-allocation function named by a resolved path.
+fn is_racy(path: &[String]) -> bool {
+    let [krate, .., last] = path else {
+        return false;
+    };
+    let allocates = ["free", "unused", "open_port", "available", "select"]
+        .iter()
+        .any(|word| last.contains(word));
+    match krate.as_str() {
+        "portpicker" | "port_check" | "port_scanner" | "freeport" | "openport" | "port_selector" => allocates,
+        "get_port" | "find_port" => true,
+        "netutils" => last == "free_port",
+        _ => false,
+    }
+}
+
+/// What a glob import of a racy crate brings into scope.
+fn glob_exports(krate: &str) -> &'static [&'static str] {
+    match krate {
+        "portpicker" => &["pick_unused_port", "is_free", "is_free_tcp", "is_free_udp"],
+        "port_check" => &[
+            "free_local_port",
+            "free_local_ipv4_port",
+            "free_local_ipv6_port",
+            "free_local_port_in_range",
+            "free_local_ipv4_port_in_range",
+            "free_local_ipv6_port_in_range",
+            "is_local_port_free",
+            "is_local_ipv4_port_free",
+            "is_local_ipv6_port_free",
+        ],
+        "port_scanner" => &[
+            "request_open_port",
+            "local_port_available",
+            "local_ports_available",
+            "local_ports_available_range",
+        ],
+        "freeport" => &["get_free_port"],
+        "openport" => &["pick_unused_port", "pick_random_unused_port", "is_free"],
+        "port_selector" => &[
+            "random_free_port",
+            "random_free_tcp_port",
+            "random_free_udp_port",
+            "select_free_port",
+            "select_from_given_port",
+            "is_free",
+            "is_free_tcp",
+            "is_free_udp",
+        ],
+        "get_port" => &["TcpPort", "UdpPort"],
+        _ => &[],
+    }
+}
+
+/// `use` declarations of a file: local name to full path.
+#[derive(Default)]
+struct Imports {
+    names: HashMap<String, Vec<String>>,
+    globs: Vec<Vec<String>>,
+}
+
+impl Imports {
+    /// Adds the use tree `toks` (after `use`, without the `;`).
+    fn add(&mut self, toks: &[Tok], prefix: &mut Vec<String>) {
+        let depth = prefix.len();
+        let mut i = if path_sep(toks, 0) { 2 } else { 0 };
+        while let Some(tok) = toks.get(i) {
+            match tok {
+                Tok::Ident(ident) => {
+                    let name = ident.to_string();
+                    if path_sep(toks, i + 1) {
+                        prefix.push(name);
+                        i += 3;
+                        continue;
+                    }
+                    let mut full = prefix.clone();
+                    if name != "self" {
+                        full.push(name.clone());
+                    }
+                    let local = match (toks.get(i + 1), toks.get(i + 2)) {
+                        (Some(r#as), Some(Tok::Ident(alias))) if r#as.is("as") => alias.to_string(),
+                        _ if name == "self" => prefix.last().cloned().unwrap_or_default(),
+                        _ => name,
+                    };
+                    self.names.insert(local, full);
+                }
+                Tok::Punct('*', ..) => self.globs.push(prefix.clone()),
+                Tok::Group(Delimiter::Brace, _, inner) => {
+                    for part in split_commas(inner) {
+                        self.add(part, prefix);
+                    }
+                }
+                _ => {}
+            }
+            break;
+        }
+        prefix.truncate(depth);
+    }
+
+    /// The full path of a racy allocation function called as `segments`, if it is one.
+    /// `local` tells whether the file defines a function of that name, which shadows globs.
+    fn racy(&self, segments: &[String], local: impl Fn(&str) -> bool) -> Option<Vec<String>> {
+        let first = segments.first()?;
+        if let Some(full) = self.names.get(first) {
+            let full: Vec<String> = full.iter().chain(&segments[1..]).cloned().collect();
+            return is_racy(&full).then_some(full);
+        }
+        if is_racy(segments) {
+            return Some(segments.to_vec());
+        }
+        if local(first) {
+            return None;
+        }
+        self.globs.iter().find_map(|glob| {
+            let krate = glob.first()?;
+            let exported = glob_exports(krate).contains(&first.as_str());
+            let full: Vec<String> = glob.iter().chain(segments).cloned().collect();
+            (exported && is_racy(&full)).then_some(full)
+        })
+    }
+}
+
+/// What the rules need to know about the whole file before walking it.
+#[derive(Default)]
+struct Facts {
+    env: Env,
+    /// Function name to the index and name of its parameters named like a port.
+    port_params: HashMap<String, Vec<(usize, String)>>,
+    imports: Imports,
+    /// Functions the file defines.
+    fns: HashSet<String>,
+}
+
+impl Facts {
+    fn module(&mut self, toks: &[Tok], test: bool) {
+        for item in items(toks) {
+            let test = test || item.cfg_test() || item.test_fn();
+            let Some((keyword, k)) = &item.keyword else {
+                continue;
+            };
+            match keyword.as_str() {
+                "use" => self.import(&item.toks[k + 1..]),
+                "const" | "static" if test => self.constant(item.toks, *k),
+                "mod" | "impl" | "trait" => {
+                    if let Some(body) = item.toks.last().and_then(Tok::brace) {
+                        self.module(body, test);
+                    }
+                }
+                "fn" => {
+                    if let Some(sig) = signature(item.toks, *k) {
+                        self.function(&sig);
+                        self.body(sig.body, test);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Items declared inside function bodies, at any depth.
+    fn body(&mut self, toks: &[Tok], test: bool) {
+        for (i, tok) in toks.iter().enumerate() {
+            match tok {
+                Tok::Group(_, _, inner) => self.body(inner, test),
+                Tok::Ident(ident)
+                    if ident == "use"
+                        && (i == 0 || toks[i - 1].punct(';') || toks[i - 1].brace().is_some()) =>
+                {
+                    self.import(&toks[i + 1..]);
+                }
+                Tok::Ident(ident)
+                    if test
+                        && (ident == "const" || ident == "static")
+                        && toks.get(i + 2).is_some_and(|t| t.lone(':')) =>
+                {
+                    self.constant(toks, i);
+                }
+                Tok::Ident(ident) if ident == "fn" => {
+                    if let Some(sig) = signature(toks, i) {
+                        self.function(&sig);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn import(&mut self, toks: &[Tok]) {
+        let end = toks.iter().position(|t| t.punct(';')).unwrap_or(toks.len());
+        self.imports.add(&toks[..end], &mut Vec::new());
+    }
+
+    /// `const NAME: T = expr;` with `const` at `k`.
+    fn constant(&mut self, toks: &[Tok], k: usize) {
+        let mut i = k + 1;
+        if toks.get(i).is_some_and(|t| t.is("mut")) {
+            i += 1;
+        }
+        let Some(name) = toks.get(i).and_then(Tok::ident) else {
+            return;
+        };
+        let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
+            return;
+        };
+        let end = toks[eq..]
+            .iter()
+            .position(|t| t.punct(';'))
+            .map_or(toks.len(), |p| p + eq);
+        let binding = self.env.binding_of(&toks[eq + 1..end]);
+        self.env.consts.insert(name.to_string(), binding);
+    }
+
+    fn function(&mut self, sig: &Signature<'_>) {
+        self.fns.insert(sig.name.clone());
+        let params: Vec<(usize, String)> = param_names(sig.params)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, name)| name.filter(|n| is_port_name(n)).map(|n| (index, n)))
+            .collect();
+        if !params.is_empty() {
+            self.port_params
+                .entry(sig.name.clone())
+                .or_default()
+                .extend(params);
+        }
+    }
+}
+
+/// How a finding describes where a port was written.
+enum Place {
+    /// Always this description.
+    Fixed(String),
+    /// The call it is an argument of, else this description.
+    InCall(String),
+}
+
+/// Which `#[loopback_test]` form to suggest.
+#[derive(Clone, Copy)]
+enum Form {
+    Addr,
+    Port,
+}
+
+struct FnInfo {
+    name: String,
+    test: bool,
+}
+
+/// Listeners bound in a function body, and those whose port is read.
+#[derive(Default)]
+struct ProbeScan {
+    listeners: Vec<(String, Pos, String)>,
+    port_read: HashSet<String>,
+}
+
+/// The bind call `expr` evaluates to, if any: its place and `TcpListener::bind`.
+fn bind_call(expr: &[Tok]) -> Option<(Pos, String)> {
+    let t = strip(expr);
+    let end = path_end(t, 0);
+    if end == 0 || t.len() != end + 1 || t[end].paren().is_none() {
+        return None;
+    }
+    let segments = segments(&t[..end]);
+    (last_two(&segments).1 == "bind").then(|| (path_pos(&t[..end]), shown(&segments)))
+}
+
+/// Skips `?`, `.await`, `.unwrap()`, `.expect(..)`, `.ok()` from `i`.
+fn skip_unwraps(toks: &[Tok], mut i: usize) -> usize {
+    loop {
+        match toks.get(i) {
+            Some(t) if t.punct('?') => i += 1,
+            Some(t) if t.punct('.') => match toks.get(i + 1) {
+                Some(m) if m.is("await") => i += 2,
+                Some(m)
+                    if ["unwrap", "expect", "ok"].iter().any(|n| m.is(n))
+                        && toks.get(i + 2).and_then(Tok::paren).is_some() =>
+                {
+                    i += 3
+                }
+                _ => return i,
+            },
+            _ => return i,
+        }
+    }
+}
+
+/// `.name()` at `i`: the index after it.
+fn empty_method(toks: &[Tok], i: usize, name: &str) -> Option<usize> {
+    (toks.get(i)?.punct('.')
+        && toks.get(i + 1)?.is(name)
+        && toks.get(i + 2)?.paren().is_some_and(<[Tok]>::is_empty))
+    .then_some(i + 3)
+}
+
+/// `.local_addr()?.port()` and the like at `i`.
+fn reads_port(toks: &[Tok], i: usize) -> bool {
+    empty_method(toks, i, "local_addr")
+        .map(|j| skip_unwraps(toks, j))
+        .and_then(|j| empty_method(toks, j, "port"))
+        .is_some()
+}
+
+impl ProbeScan {
+    fn scan(&mut self, toks: &[Tok]) {
+        for (i, tok) in toks.iter().enumerate() {
+            match tok {
+                Tok::Group(_, _, inner) => self.scan(inner),
+                Tok::Ident(ident) if ident == "let" => {
+                    let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
+                        continue;
+                    };
+                    let end = toks[eq..]
+                        .iter()
+                        .position(|t| t.punct(';') || t.brace().is_some())
+                        .map_or(toks.len(), |p| p + eq);
+                    self.bound(&toks[i + 1..eq], &toks[eq + 1..end]);
+                }
+                Tok::Ident(ident) if ident == "match" => {
+                    let Some(arms) = toks[i..].iter().position(|t| t.brace().is_some()).map(|p| p + i) else {
+                        continue;
+                    };
+                    if let Some(body) = toks[arms].brace() {
+                        self.bound(body, &toks[i + 1..arms]);
+                    }
+                }
+                Tok::Ident(ident)
+                    if reads_port(toks, i + 1)
+                        && !(i > 0 && (toks[i - 1].punct('.') || toks[i - 1].punct(':'))) =>
+                {
+                    self.port_read.insert(ident.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn bound(&mut self, pattern: &[Tok], expr: &[Tok]) {
+        if let Some((at, call)) = bind_call(expr) {
+            let mut names = Vec::new();
+            pattern_names(pattern, &mut names);
+            for name in names {
+                self.listeners.push((name, at, call.clone()));
+            }
+        }
+    }
+}
+
+/// Whether a function returns a port number (`u16`, `Option<u16>`, `io::Result<u16>`) and no
+/// socket.
+fn returns_port(ret: &[Tok]) -> bool {
+    fn names(toks: &[Tok], out: &mut Vec<String>) {
+        for tok in toks {
+            match tok {
+                Tok::Ident(ident) => out.push(ident.to_string()),
+                Tok::Group(_, _, inner) => names(inner, out),
+                _ => {}
+            }
+        }
+    }
+    if !ret.first().is_some_and(|t| t.punct('-')) {
+        return false;
+    }
+    let mut found = Vec::new();
+    names(ret, &mut found);
+    found.iter().any(|n| n == "u16")
+        && !found.iter().any(|n| {
+            ["Listener", "Socket", "Lease", "Stream"]
+                .iter()
+                .any(|w| n.contains(w))
+        })
+}
+
+struct Linter {
+    env: Env,
+    port_params: HashMap<String, Vec<(usize, String)>>,
+    imports: Imports,
+    local_fns: HashSet<String>,
+    fns: Vec<FnInfo>,
+    hits: Vec<Hit>,
+    seen: HashSet<(Code, Pos, Option<u16>)>,
+}
+
+impl Linter {
+    fn new(facts: Facts) -> Linter {
+        Linter {
+            env: facts.env,
+            port_params: facts.port_params,
+            imports: facts.imports,
+            local_fns: facts.fns,
+            fns: Vec::new(),
+            hits: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// The items of a module, impl or trait body; `test`: whether they are all test code.
+    fn module(&mut self, toks: &[Tok], test: bool) {
+        for item in items(toks) {
+            let test = test || item.cfg_test() || item.test_fn();
+            let Some((keyword, k)) = &item.keyword else {
+                if test {
+                    self.code(item.toks, None, false);
+                }
+                continue;
+            };
+            match keyword.as_str() {
+                "mod" | "impl" | "trait" => {
+                    if let Some(body) = item.toks.last().and_then(Tok::brace) {
+                        self.module(body, test);
+                    }
+                }
+                "macro_rules" => {}
+                "fn" if test => {
+                    let test_fn = item.test_fn();
+                    self.function(item.toks, *k, test_fn);
+                }
+                _ if test => self.code(item.toks, None, false),
+                _ => {}
+            }
+        }
+    }
+
+    fn function(&mut self, toks: &[Tok], k: usize, test_fn: bool) -> usize {
+        let Some(sig) = signature(toks, k) else {
+            return k + 1;
+        };
+        self.fns.push(FnInfo {
+            name: sig.name.clone(),
+            test: test_fn,
+        });
+        let params = param_names(sig.params)
+            .into_iter()
+            .flatten()
+            .map(|name| (name, Binding::default()))
+            .collect();
+        self.env.scopes.push(params);
+        self.check_probe_function(&sig);
+        self.code(sig.body, None, false);
+        self.env.scopes.pop();
+        self.fns.pop();
+        sig.body_at + 1
+    }
+
+    fn in_test_fn(&self) -> &str {
+        match self.fns.last() {
+            Some(f) if f.test => &f.name,
+            _ => "name",
+        }
+    }
+
+    fn hit(&mut self, code: Code, at: Pos, port: Option<u16>, message: String, suggestion: String) {
+        if self.seen.insert((code, at, port)) {
+            self.hits.push(Hit {
+                code,
+                line: at.line,
+                column: at.column,
+                port,
+                message,
+                suggestion,
+            });
+        }
+    }
+
+    fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
+        if lit.value == 0 {
+            return;
+        }
+        let place = match (place, ctx) {
+            (Place::Fixed(place), _) => place,
+            (Place::InCall(_), Some(call)) => format!("`{call}`"),
+            (Place::InCall(fallback), None) => fallback,
+        };
+        let message = match via {
+            Some(name) => format!("hard-coded port {} in `{name}`, used in {place}", lit.value),
+            None => format!("hard-coded port {} in {place}", lit.value),
+        };
+        let name = self.in_test_fn();
+        let suggestion = match form {
+            Form::Addr => format!(
+                "take the port from the test: `#[loopback_test] fn {name}(addr: SocketAddr)`, or `loopcheck::tcp_listener()`"
+            ),
+            Form::Port => format!(
+                "take the port from the test: `#[loopback_test] fn {name}(port: u16)`, or `loopcheck::reserve_port()`"
+            ),
+        };
+        self.hit(Code::HardCodedPort, lit.pos, Some(lit.value), message, suggestion);
+    }
+
+    fn check_port(&mut self, expr: &[Tok], place: Place, ctx: Option<&str>, form: Form) {
+        if let Some((lit, via)) = self.env.port_of(expr) {
+            self.report_port(lit, via, place, ctx, form);
+        }
+    }
+
+    fn check_literal(&mut self, lit: &Literal, ctx: Option<&str>) {
+        let repr = lit.to_string();
+        let Some(text) = string_text(&repr) else {
+            return;
+        };
+        if !text.contains(':') {
+            return;
+        }
+        for found in addr::addresses(text) {
+            if found.port != 0 {
+                let port = IntLit {
+                    value: found.port,
+                    pos: pos(lit.span()),
+                };
+                let place = Place::InCall(format!("`{}`", found.text));
+                self.report_port(port, None, place, ctx, Form::Addr);
+            }
+        }
+    }
+
+    fn check_bind(&mut self, arg: Option<&[Tok]>, call: &str) {
+        let Some(host) = arg.and_then(|arg| self.env.host_of(arg)) else {
+            return;
+        };
+        if host.kind != HostKind::Wildcard {
+            return;
+        }
+        let message = format!(
+            "wildcard address `{}` in `{call}` exposes the test to the network",
+            host.text
+        );
+        let suggestion = format!(
+            "bind loopback instead: `loopcheck::loopback_ip()` or `127.0.0.1`; or take the socket from the test: `#[loopback_test] fn {}(listener: TcpListener)`",
+            self.in_test_fn()
+        );
+        let port = host.port.filter(|&p| p != 0);
+        self.hit(Code::WildcardBind, host.pos, port, message, suggestion);
+    }
+
+    fn suggest_socket(&self) -> String {
+        format!(
+            "use `loopcheck::pick_unused_port()` (same signature; the port stays leased), or take the socket from the test: `#[loopback_test] fn {}(listener: TcpListener)`",
+            self.in_test_fn()
+        )
+    }
+
+    fn check_racy_call(&mut self, segments: &[String], at: Pos) {
+        if let Some(full) = self.imports.racy(segments, |name| self.local_fns.contains(name)) {
+            let message = format!(
+                "`{}` picks a port and lets it go: another process can bind it before the test does",
+                full.join("::")
+            );
+            let suggestion = self.suggest_socket();
+            self.hit(Code::RacyAllocation, at, None, message, suggestion);
+        }
+    }
+
+    /// A function returning a port that binds a listener, reads its port and drops it.
+    fn check_probe_function(&mut self, sig: &Signature<'_>) {
+        if !returns_port(sig.ret) {
+            return;
+        }
+        let mut scan = ProbeScan::default();
+        scan.scan(sig.body);
+        if let Some((_, at, call)) = scan
+            .listeners
+            .iter()
+            .find(|(name, _, _)| scan.port_read.contains(name))
+        {
+            let message = format!(
+                "`{}` returns the port of a listener it drops (`{call}`): another process can bind the port before the test does",
+                sig.name
+            );
+            let socket = if call.contains("Udp") {
+                "UdpSocket"
+            } else {
+                "TcpListener"
+            };
+            let suggestion = format!(
+                "keep the socket and hand it over: `#[loopback_test] fn name(socket: {socket})`, or use `loopcheck::pick_unused_port()` (same signature; the port stays leased)"
+            );
+            self.hit(Code::RacyAllocation, *at, None, message, suggestion);
+        }
+    }
+
+    fn check_format(&mut self, format: &Literal, args: &[&[Tok]], mac: &str) {
+        let repr = format.to_string();
+        let Some(text) = string_text(&repr) else {
+            return;
+        };
+        if !text.contains(":{") {
+            return;
+        }
+        let mut positional = Vec::new();
+        let mut named = HashMap::new();
+        for arg in args {
+            match arg {
+                [Tok::Ident(name), eq, value @ ..] if eq.lone('=') => {
+                    named.insert(name.to_string(), value);
+                }
+                _ => positional.push(*arg),
+            }
+        }
+        let mut next = 0;
+        for (before, arg) in addr::placeholders(text) {
+            let target = match &arg {
+                ArgRef::Next => {
+                    next += 1;
+                    positional.get(next - 1).copied()
+                }
+                ArgRef::Index(index) => positional.get(*index).copied(),
+                ArgRef::Name(name) => named.get(name).copied(),
+            };
+            let Some((_, host)) = addr::host_before_colon(&before) else {
+                continue;
+            };
+            let place = Place::Fixed(format!("`{host}:{{}}` built by `{mac}!`"));
+            match (target, &arg) {
+                (Some(expr), _) => self.check_port(expr, place, None, Form::Addr),
+                (None, ArgRef::Name(name)) => {
+                    if let Some(lit) = self.env.lookup(name.as_str()).and_then(|b| b.port) {
+                        self.report_port(lit, Some(name.clone()), place, None, Form::Addr);
+                    }
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
+    /// Code: statements and expressions. `ctx` is the call or macro whose arguments these are;
+    /// `strings_only` is for the arguments of macros that are not known to take expressions.
+    fn code(&mut self, toks: &[Tok], ctx: Option<&str>, strings_only: bool) {
+        let mut i = 0;
+        while i < toks.len() {
+            i = match &toks[i] {
+                Tok::Lit(lit) => {
+                    self.check_literal(lit, ctx);
+                    i + 1
+                }
+                Tok::Punct('#', ..) => {
+                    let j = if toks.get(i + 1).is_some_and(|t| t.punct('!')) {
+                        i + 2
+                    } else {
+                        i + 1
+                    };
+                    if toks.get(j).and_then(|t| t.group(Delimiter::Bracket)).is_some() {
+                        j + 1
+                    } else {
+                        i + 1
+                    }
+                }
+                Tok::Group(_, _, inner) if strings_only => {
+                    self.code(inner, ctx, true);
+                    i + 1
+                }
+                Tok::Group(Delimiter::Brace, _, inner) => {
+                    self.brace(toks, i, inner);
+                    i + 1
+                }
+                Tok::Group(Delimiter::Parenthesis, _, inner) => {
+                    self.tuple(inner, ctx);
+                    self.code(inner, ctx, false);
+                    i + 1
+                }
+                Tok::Group(_, _, inner) => {
+                    self.code(inner, ctx, false);
+                    i + 1
+                }
+                _ if strings_only => i + 1,
+                Tok::Punct('.', ..) => self.method(toks, i),
+                Tok::Ident(ident) => self.ident(toks, i, ident, ctx),
+                _ => i + 1,
+            };
+        }
+    }
+
+    fn ident(&mut self, toks: &[Tok], i: usize, ident: &Ident, ctx: Option<&str>) -> usize {
+        let leading_colons = i >= 2 && path_sep(toks, i - 2);
+        let continued = (i > 0 && toks[i - 1].punct('.'))
+            || (leading_colons && i >= 3 && (matches!(toks[i - 3], Tok::Ident(_)) || toks[i - 3].punct('>')));
+        if continued {
+            return i + 1;
+        }
+        let start = if leading_colons { i - 2 } else { i };
+        if ident == "let"
+            && (i == 0
+                || toks[i - 1].punct(';')
+                || toks[i - 1].brace().is_some()
+                || toks[i - 1].group(Delimiter::Bracket).is_some())
+        {
+            return self.let_statement(toks, i);
+        }
+        if ident == "fn" && toks.get(i + 1).and_then(Tok::ident).is_some() {
+            return self.function(toks, i, false);
+        }
+        if ident == "macro_rules" && toks.get(i + 1).is_some_and(|t| t.punct('!')) {
+            let body = toks[i..]
+                .iter()
+                .position(|t| matches!(t, Tok::Group(..)))
+                .map_or(toks.len(), |p| p + i);
+            return body + 1;
+        }
+        if is_keyword(ident) {
+            return i + 1;
+        }
+        let end = path_end(toks, start);
+        match toks.get(end) {
+            Some(bang) if bang.punct('!') && matches!(toks.get(end + 1), Some(Tok::Group(..))) => {
+                self.macro_call(toks, start, end, ctx)
+            }
+            Some(Tok::Group(Delimiter::Parenthesis, _, args)) => self.call(toks, start, end, args),
+            _ => i + 1,
+        }
+    }
+
+    fn let_statement(&mut self, toks: &[Tok], i: usize) -> usize {
+        let end = toks[i..]
+            .iter()
+            .position(|t| t.punct(';'))
+            .map_or(toks.len(), |p| p + i);
+        let eq = toks[i..end].iter().position(|t| t.lone('=')).map(|p| p + i);
+        let pattern_end = toks[i..eq.unwrap_or(end)]
+            .iter()
+            .position(|t| t.lone(':'))
+            .map_or(eq.unwrap_or(end), |p| p + i);
+        let pattern = &toks[i + 1..pattern_end];
+        let binding = match eq {
+            Some(eq) => {
+                let init = &toks[eq + 1..end];
+                self.code(init, None, false);
+                self.env.binding_of(init)
+            }
+            None => Binding::default(),
+        };
+        match pattern {
+            [Tok::Ident(name)] | [_, Tok::Ident(name)] => self.env.bind(name.to_string(), binding),
+            _ => {
+                let mut names = Vec::new();
+                pattern_names(pattern, &mut names);
+                for name in names {
+                    self.env.bind(name, Binding::default());
+                }
+            }
+        }
+        end + 1
+    }
+
+    fn brace(&mut self, toks: &[Tok], i: usize, inner: &[Tok]) {
+        // Struct literal fields: `Config { port: 8080 }`, `Config { port }`.
+        let named_type = i > 0
+            && toks[i - 1]
+                .ident()
+                .is_some_and(|t| t.to_string().starts_with(char::is_uppercase));
+        let has_field = inner
+            .windows(2)
+            .any(|w| matches!(&w[0], Tok::Ident(_)) && (w[1].lone(':') || w[1].punct(',')));
+        if has_field || (named_type && inner.len() == 1) {
+            for part in split_commas(inner) {
+                match part {
+                    [Tok::Ident(name), colon, value @ ..] if colon.lone(':') && !value.is_empty() => {
+                        let name = name.to_string();
+                        if is_port_name(&name) {
+                            self.check_port(value, Place::Fixed(format!("field `{name}`")), None, Form::Port);
+                        }
+                    }
+                    [Tok::Ident(name)] if named_type => {
+                        let name = name.to_string();
+                        if is_port_name(&name) {
+                            self.check_port(part, Place::Fixed(format!("field `{name}`")), None, Form::Port);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.env.scopes.push(HashMap::new());
+        self.code(inner, None, false);
+        self.env.scopes.pop();
+    }
+
+    fn tuple(&mut self, inner: &[Tok], ctx: Option<&str>) {
+        if !inner.iter().any(|t| t.punct(',')) {
+            return;
+        }
+        let parts = split_commas(inner);
+        if let [host, port] = parts.as_slice()
+            && self
+                .env
+                .host_of(host)
+                .is_some_and(|h| h.kind != HostKind::Other && h.port.is_none())
+        {
+            let place = Place::InCall("a `(host, port)` tuple".to_owned());
+            self.check_port(port, place, ctx, Form::Addr);
+        }
+    }
+
+    fn call(&mut self, toks: &[Tok], start: usize, end: usize, args: &[Tok]) -> usize {
+        let segments = segments(&toks[start..end]);
+        let at = path_pos(&toks[start..end]);
+        self.check_racy_call(&segments, at);
+        let shown = shown(&segments);
+        let (ty, name) = last_two(&segments);
+        let parts = split_commas(args);
+        let socket_addr = matches!(ty, "SocketAddr" | "SocketAddrV4" | "SocketAddrV6");
+        let not_other = |linter: &Linter, host: &[Tok]| {
+            linter.env.host_of(host).is_none_or(|h| h.kind != HostKind::Other)
+        };
+        let place = || Place::Fixed(format!("`{shown}`"));
+        if socket_addr && name == "new" && parts.len() >= 2 && not_other(self, parts[0]) {
+            self.check_port(parts[1], place(), None, Form::Addr);
+        }
+        if socket_addr
+            && name == "from"
+            && let [arg] = parts.as_slice()
+            && let [Tok::Group(Delimiter::Parenthesis, _, tuple)] = strip(arg)
+            && let [host, port] = split_commas(tuple).as_slice()
+            && not_other(self, host)
+        {
+            self.check_port(port, place(), None, Form::Addr);
+        }
+        if is_bind_name(name) {
+            self.check_bind(parts.first().copied(), &shown);
+        }
+        if name == "bind" && reads_port(toks, skip_unwraps(toks, end + 1)) {
+            let message = format!(
+                "the listener of `{shown}` is dropped right after its port is read: another process can bind the port before the test does"
+            );
+            let suggestion = self.suggest_socket();
+            self.hit(Code::RacyAllocation, at, None, message, suggestion);
+        }
+        self.port_args(name, &shown, &parts);
+        // `Ok(..)` and `Some(..)` wrap values (or match them), they are not the place to name.
+        let ctx = (!matches!(name, "Ok" | "Err" | "Some")).then_some(shown.as_str());
+        self.code(args, ctx, false);
+        end + 1
+    }
+
+    fn port_args(&mut self, name: &str, shown: &str, args: &[&[Tok]]) {
+        if is_port_name(name) {
+            for arg in args {
+                self.check_port(arg, Place::Fixed(format!("`{shown}`")), None, Form::Port);
+            }
+        } else if let Some(params) = self.port_params.get(name).cloned() {
+            for (index, param) in params {
+                if let Some(arg) = args.get(index) {
+                    let place = Place::Fixed(format!("parameter `{param}` of `{shown}`"));
+                    self.check_port(arg, place, None, Form::Port);
+                }
+            }
+        }
+    }
+
+    /// `.name(args)`, `.name::<T>(args)` or `.name = value` at `i` (the dot).
+    fn method(&mut self, toks: &[Tok], i: usize) -> usize {
+        let Some(Tok::Ident(method)) = toks.get(i + 1) else {
+            return i + 1;
+        };
+        let mut j = i + 2;
+        if path_sep(toks, j) && toks.get(j + 2).is_some_and(|t| t.punct('<')) {
+            j = skip_angle(toks, j + 2);
+        }
+        match toks.get(j) {
+            Some(Tok::Group(Delimiter::Parenthesis, _, args)) => {
+                let name = method.to_string();
+                let shown = format!(".{name}");
+                let parts = split_commas(args);
+                if is_bind_name(&name) {
+                    self.check_bind(parts.first().copied(), &shown);
+                }
+                self.port_args(&name, &format!("{shown}(..)"), &parts);
+                self.code(args, Some(&shown), false);
+                j + 1
+            }
+            Some(eq) if eq.lone('=') => {
+                let name = method.to_string();
+                if is_port_name(&name) {
+                    let end = toks[j..]
+                        .iter()
+                        .position(|t| t.punct(';') || t.punct(','))
+                        .map_or(toks.len(), |p| p + j);
+                    self.check_port(
+                        &toks[j + 1..end],
+                        Place::Fixed(format!("field `{name}`")),
+                        None,
+                        Form::Port,
+                    );
+                }
+                j
+            }
+            _ => i + 2,
+        }
+    }
+
+    fn macro_call(&mut self, toks: &[Tok], start: usize, end: usize, ctx: Option<&str>) -> usize {
+        let Some(Tok::Group(_, _, args)) = toks.get(end + 1) else {
+            return end + 1;
+        };
+        let name = segments(&toks[start..end]).pop().unwrap_or_default();
+        match known_macro(&name) {
+            Some(format_at) => {
+                if let Some(at) = format_at {
+                    let parts = split_commas(args);
+                    if let Some([Tok::Lit(format)]) = parts.get(at) {
+                        self.check_format(format, &parts[at + 1..], &name);
+                    }
+                }
+                self.code(args, Some(&format!("{name}!")), false);
+            }
+            None => self.code(args, ctx, true),
+        }
+        end + 2
+    }
+}

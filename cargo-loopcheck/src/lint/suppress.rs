@@ -1,0 +1,62 @@
+//! `// loopcheck:allow(LC010, wildcard-bind)` comments.
+
+use loopcheck::report::Code;
+
+const MARKER: &str = "loopcheck:allow(";
+
+/// The `loopcheck:allow` comments of a file, by line.
+pub(crate) struct Suppressions {
+    /// (line from 1, codes allowed on it and on the line after).
+    lines: Vec<(u32, Vec<Code>)>,
+}
+
+impl Suppressions {
+    /// Reads the comments of `source`. Only text after `//` or `/*` on a line counts.
+    pub(crate) fn new(source: &str) -> Suppressions {
+        let mut lines = Vec::new();
+        if !source.contains(MARKER) {
+            return Suppressions { lines };
+        }
+        for (index, line) in source.lines().enumerate() {
+            let Some(at) = line.find(MARKER) else {
+                continue;
+            };
+            let before = &line[..at];
+            if !before.contains("//") && !before.contains("/*") {
+                continue;
+            }
+            let rest = &line[at + MARKER.len()..];
+            let list = rest.split(')').next().unwrap_or("");
+            let codes: Vec<Code> = list.split(',').filter_map(Code::parse).collect();
+            if !codes.is_empty() {
+                lines.push((index as u32 + 1, codes));
+            }
+        }
+        Suppressions { lines }
+    }
+
+    /// Whether a finding with `code` on `line` is suppressed.
+    pub(crate) fn allows(&self, code: Code, line: u32) -> bool {
+        self.lines
+            .iter()
+            .any(|(at, codes)| (*at == line || *at + 1 == line) && codes.contains(&code))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_codes_and_names_on_the_line_and_the_line_before() {
+        let source = "a // loopcheck:allow(LC010, wildcard-bind)\nb\nc /* loopcheck:allow(lc014) */\n\"loopcheck:allow(LC010)\"\n";
+        let s = Suppressions::new(source);
+        assert!(s.allows(Code::HardCodedPort, 1));
+        assert!(s.allows(Code::WildcardBind, 2));
+        assert!(!s.allows(Code::HardCodedPort, 3));
+        assert!(s.allows(Code::RacyAllocation, 3));
+        assert!(s.allows(Code::RacyAllocation, 4));
+        assert!(!s.allows(Code::HardCodedPort, 4));
+        assert!(!s.allows(Code::HardCodedPort, 5));
+    }
+}

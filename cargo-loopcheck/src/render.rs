@@ -1,0 +1,318 @@
+//! One report model for `check` and `lint`, and its renderers: human, JSON, GitHub
+//! annotations and SARIF.
+
+use loopcheck::report::{Code, Finding, Severity};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::doctor::Check;
+use crate::error::Result;
+use crate::term::{Format, Term, print_json};
+
+/// What `check` and `lint` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Every finding, most severe first, then by file and line.
+    pub findings: Vec<Finding>,
+    /// Counts by severity.
+    pub summary: Summary,
+    /// The host checks, for `check` (empty for `lint`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub doctor: Vec<Check>,
+    /// Files that could not be read or parsed, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FileError>,
+}
+
+/// A file the lint could not read or parse.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileError {
+    /// The file, relative to the workspace root.
+    pub file: String,
+    /// Why.
+    pub error: String,
+}
+
+/// Counts by severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Findings of severity error.
+    pub errors: usize,
+    /// Findings of severity warning.
+    pub warnings: usize,
+    /// Informational findings.
+    pub infos: usize,
+}
+
+impl Report {
+    /// A report of `findings`, sorted and counted.
+    pub fn new(mut findings: Vec<Finding>) -> Report {
+        findings.sort_by(|a, b| {
+            (b.severity, &a.file, a.line, a.column, a.code)
+                .cmp(&(a.severity, &b.file, b.line, b.column, b.code))
+        });
+        let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
+        let summary = Summary {
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            infos: count(Severity::Info),
+        };
+        Report {
+            findings,
+            summary,
+            doctor: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Whether the run should exit with [`ExitCode::FOUND`](crate::ExitCode::FOUND).
+    pub fn has_errors(&self) -> bool {
+        self.summary.errors > 0 || self.doctor.iter().any(Check::is_error)
+    }
+
+    fn uncoded_problems(&self) -> impl Iterator<Item = &Check> {
+        self.doctor.iter().filter(|c| !c.is_ok() && c.code.is_none())
+    }
+
+    /// Renders the report in `format`.
+    pub fn render(&self, format: Format, term: &Term) -> Result<()> {
+        match format {
+            Format::Human => {
+                self.human(term);
+                Ok(())
+            }
+            Format::Json => print_json(self),
+            Format::Github => {
+                print!("{}", self.github());
+                Ok(())
+            }
+            Format::Sarif => print_json(&self.sarif()),
+        }
+    }
+
+    fn human(&self, term: &Term) {
+        // Host problems with a code are findings already; the others are shown as they are.
+        for check in self.uncoded_problems() {
+            term.message(check.severity(), &format!("{}: {}", check.name, check.message));
+        }
+        for finding in &self.findings {
+            term.finding(finding);
+        }
+        for error in &self.errors {
+            term.message(
+                Severity::Warning,
+                &format!("cannot lint `{}`: {}", error.file, error.error),
+            );
+        }
+        let Summary {
+            errors,
+            warnings,
+            infos,
+        } = self.summary;
+        let doctor_errors = self.uncoded_problems().filter(|c| c.is_error()).count();
+        if errors + warnings + infos + doctor_errors == 0 {
+            term.success("Finished", "no socket problems found");
+        } else {
+            let mut parts = vec![plural(errors, "error"), plural(warnings, "warning")];
+            if infos > 0 {
+                parts.push(plural(infos, "note"));
+            }
+            if doctor_errors > 0 {
+                parts.push(plural(doctor_errors, "host problem"));
+            }
+            let severity = if self.has_errors() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            term.message(severity, &format!("found {}", parts.join(", ")));
+        }
+    }
+
+    /// GitHub Actions workflow commands, one line per finding.
+    pub fn github(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let level = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Info => "notice",
+            };
+            let mut props = Vec::new();
+            if let Some(file) = &f.file {
+                props.push(format!("file={}", escape_property(file)));
+            }
+            if let Some(line) = f.line {
+                props.push(format!("line={line}"));
+            }
+            if let Some(column) = f.column {
+                props.push(format!("col={column}"));
+            }
+            props.push(format!(
+                "title={}",
+                escape_property(&format!("{} {}", f.code, f.name))
+            ));
+            let mut message = f.message.clone();
+            if let Some(suggestion) = &f.suggestion {
+                message.push_str("\nhelp: ");
+                message.push_str(suggestion);
+            }
+            out.push_str(&format!(
+                "::{level} {}::{}\n",
+                props.join(","),
+                escape_data(&message)
+            ));
+        }
+        for check in self.uncoded_problems().filter(|c| c.is_error()) {
+            out.push_str(&format!(
+                "::error title={}::{}\n",
+                escape_property(&check.name),
+                escape_data(&check.message)
+            ));
+        }
+        out
+    }
+
+    /// SARIF 2.1.0, for code scanning.
+    pub fn sarif(&self) -> serde_json::Value {
+        let rules: Vec<serde_json::Value> = Code::ALL
+            .iter()
+            .map(|code| {
+                json!({
+                    "id": code.to_string(),
+                    "name": code.name(),
+                    "shortDescription": { "text": code.name().replace('-', " ") },
+                    "help": { "text": format!("cargo loopcheck explain {code}") },
+                    "defaultConfiguration": { "level": sarif_level(code.severity()) },
+                })
+            })
+            .collect();
+        let results: Vec<serde_json::Value> = self
+            .findings
+            .iter()
+            .map(|f| {
+                let mut result = json!({
+                    "ruleId": f.code.to_string(),
+                    "ruleIndex": f.code.number() - 1,
+                    "level": sarif_level(f.severity),
+                    "message": { "text": match &f.suggestion {
+                        Some(s) => format!("{}\nhelp: {s}", f.message),
+                        None => f.message.clone(),
+                    } },
+                });
+                if let Some(file) = &f.file {
+                    let mut region = serde_json::Map::new();
+                    if let Some(line) = f.line {
+                        region.insert("startLine".into(), line.into());
+                    }
+                    if let Some(column) = f.column {
+                        region.insert("startColumn".into(), column.into());
+                    }
+                    result["locations"] = json!([{ "physicalLocation": {
+                        "artifactLocation": { "uri": file, "uriBaseId": "%SRCROOT%" },
+                        "region": region,
+                    } }]);
+                }
+                result
+            })
+            .collect();
+        json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": { "driver": {
+                    "name": "cargo-loopcheck",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "informationUri": env!("CARGO_PKG_REPOSITORY"),
+                    "rules": rules,
+                } },
+                "results": results,
+            }],
+        })
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn sarif_level(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "note",
+    }
+}
+
+/// Escapes a workflow command's message: `%`, CR and LF.
+fn escape_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escapes a workflow command's property value: as data, plus `:` and `,`.
+fn escape_property(text: &str) -> String {
+    escape_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding() -> Finding {
+        let mut f = Finding::new(Code::HardCodedPort, "hard-coded port 8080 in `TcpListener::bind`");
+        f.file = Some("tests/api.rs".into());
+        f.line = Some(12);
+        f.column = Some(40);
+        f.port = Some(8080);
+        f.suggestion = Some("use `#[loopback_test] fn t(addr: SocketAddr)`, 100%".into());
+        f
+    }
+
+    #[test]
+    fn github_annotations_escape_their_fields() {
+        let report = Report::new(vec![finding()]);
+        assert_eq!(
+            report.github(),
+            "::error file=tests/api.rs,line=12,col=40,title=LC010 hard-coded-port::hard-coded port 8080 in `TcpListener::bind`%0Ahelp: use `#[loopback_test] fn t(addr: SocketAddr)`, 100%25\n"
+        );
+    }
+
+    #[test]
+    fn sarif_names_rules_and_locations() {
+        let sarif = Report::new(vec![finding()]).sarif();
+        assert_eq!(sarif["version"], "2.1.0");
+        let run = &sarif["runs"][0];
+        assert_eq!(
+            run["tool"]["driver"]["rules"].as_array().unwrap().len(),
+            Code::ALL.len()
+        );
+        let result = &run["results"][0];
+        assert_eq!(result["ruleId"], "LC010");
+        assert_eq!(result["ruleIndex"], 9);
+        assert_eq!(result["level"], "error");
+        let location = &result["locations"][0]["physicalLocation"];
+        assert_eq!(location["artifactLocation"]["uri"], "tests/api.rs");
+        assert_eq!(location["region"]["startLine"], 12);
+    }
+
+    #[test]
+    fn reports_sort_errors_first_and_count() {
+        let mut stale = Finding::new(Code::StaleLease, "stale");
+        stale.port = Some(20001);
+        let report = Report::new(vec![stale, finding()]);
+        assert_eq!(report.findings[0].code, Code::HardCodedPort);
+        assert_eq!(
+            report.summary,
+            Summary {
+                errors: 1,
+                warnings: 0,
+                infos: 1
+            }
+        );
+        assert!(report.has_errors());
+    }
+}

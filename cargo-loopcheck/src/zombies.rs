@@ -1,0 +1,251 @@
+//! Zombie listeners of a workspace: what `check` reports and `reap` ends.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use loopcheck::diagnose::{ZombieListener, cargo_target_dir, zombie_listeners};
+use loopcheck::report::{Code, Finding};
+use loopcheck::scan::{ProcessInfo, ScanOptions};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::workspace::Workspace;
+
+/// A leftover process of this workspace's tests, with every address it listens on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Zombie {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line.
+    pub command: String,
+    /// Its executable.
+    pub exe: Option<PathBuf>,
+    /// Its user.
+    pub user: Option<String>,
+    /// The `LOOPCHECK_TEST` it carries.
+    pub test: Option<String>,
+    /// The workspace package whose test binary it is, if any.
+    pub package: Option<String>,
+    /// How long it has been running, in seconds, where known.
+    pub age_secs: Option<u64>,
+    /// Why it is a leftover.
+    pub reason: String,
+    /// The addresses it listens on.
+    pub addrs: Vec<SocketAddr>,
+    #[serde(skip)]
+    process: ProcessInfo,
+}
+
+impl Zombie {
+    /// The LC002 finding for this zombie, one per zombie (its first address).
+    pub fn finding(&self) -> Finding {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        let age = self
+            .age_secs
+            .map(|s| format!(", running for {}", human_age(s)))
+            .unwrap_or_default();
+        let package = self
+            .package
+            .as_deref()
+            .map(|p| format!(" (test binary of `{p}`)"))
+            .unwrap_or_default();
+        let mut f = Finding::new(
+            Code::ZombieListener,
+            format!(
+                "zombie listener on {}: pid {}{package}{age}; {}",
+                addrs.join(", "),
+                self.pid,
+                self.reason
+            ),
+        );
+        f.port = self.addrs.first().map(SocketAddr::port);
+        f.pid = Some(self.pid);
+        f.command = Some(self.command.clone());
+        f.suggestion = Some(format!(
+            "end it with `cargo loopcheck reap --yes` (or `kill {}`)",
+            self.pid
+        ));
+        f
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Seconds since `start_time` (clock ticks after boot), from `/proc/uptime` (Linux).
+fn age_secs(start_time: Option<u64>) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .ok()
+            .filter(|t| *t > 0)?;
+        let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some((uptime as u64).saturating_sub(start_time? / ticks))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = start_time;
+        None
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Whether a zombie belongs to `workspace`: its executable lies in the workspace's target
+/// directory, or it carries the `LOOPCHECK_TEST` of a test (which, orphaned, has ended).
+fn belongs(zombie: &ZombieListener, workspace: &Workspace) -> bool {
+    let in_target = zombie
+        .process
+        .exe
+        .as_deref()
+        .and_then(cargo_target_dir)
+        .is_some_and(|dir| same_dir(&dir, &workspace.target_dir));
+    in_target || zombie.process.loopcheck_test.is_some()
+}
+
+/// The zombie listeners of `workspace`, one entry per process, owned by this user.
+pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
+    let table = loopcheck::scan::scan_with(&ScanOptions::listeners()).map_err(Error::Scan)?;
+    let me = current_uid();
+    let mut zombies: Vec<Zombie> = Vec::new();
+    for found in zombie_listeners(&table) {
+        // Never a process of another user, whatever it is.
+        if me.is_some() && found.process.uid != me {
+            continue;
+        }
+        if !belongs(&found, workspace) {
+            continue;
+        }
+        if let Some(existing) = zombies.iter_mut().find(|z| z.pid == found.process.pid) {
+            existing.addrs.push(found.socket.local);
+            continue;
+        }
+        let process = found.process;
+        zombies.push(Zombie {
+            pid: process.pid,
+            command: process.command(),
+            exe: process.exe.clone(),
+            user: process.user.clone(),
+            test: process.loopcheck_test.clone(),
+            package: process
+                .exe
+                .as_deref()
+                .and_then(|exe| workspace.package_of_binary(exe))
+                .map(str::to_owned),
+            age_secs: age_secs(process.start_time),
+            reason: found.reason,
+            addrs: vec![found.socket.local],
+            process,
+        });
+    }
+    Ok(zombies)
+}
+
+/// What `reap` did to one zombie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Dry run: it would be ended.
+    WouldEnd,
+    /// It exited after SIGTERM.
+    Terminated,
+    /// It needed SIGKILL.
+    Killed,
+    /// It had already exited, or its pid now names another process: left alone.
+    Gone,
+    /// Signalling failed.
+    Failed,
+}
+
+/// Ends `zombie`: SIGTERM, up to `grace` to exit, then SIGKILL. Before each signal the process
+/// is read again, and left alone unless it is still the same process (same start time), still
+/// this user's and still orphaned.
+#[cfg(unix)]
+pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
+    let unchanged = || {
+        ProcessInfo::read(zombie.pid).is_some_and(|now| {
+            now.start_time == zombie.process.start_time
+                && now.uid == zombie.process.uid
+                && now.state != Some('Z')
+                && matches!(
+                    loopcheck::diagnose::classify(&now),
+                    loopcheck::diagnose::Provenance::Zombie { .. }
+                )
+        })
+    };
+    if !unchanged() {
+        return Outcome::Gone;
+    }
+    let Ok(pid) = libc::pid_t::try_from(zombie.pid) else {
+        return Outcome::Failed;
+    };
+    // SAFETY: a signal to a pid checked just above to be the same orphaned process of this user.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Outcome::Failed;
+    }
+    if wait_gone(zombie, grace) {
+        return Outcome::Terminated;
+    }
+    if !unchanged() {
+        return Outcome::Terminated;
+    }
+    // SAFETY: as above, checked again.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Outcome::Failed;
+    }
+    if wait_gone(zombie, Duration::from_secs(5)) {
+        Outcome::Killed
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// Ending processes is not supported on this platform.
+#[cfg(not(unix))]
+pub fn end(_zombie: &Zombie, _grace: Duration) -> Outcome {
+    Outcome::Failed
+}
+
+/// Whether the process exits (or becomes a defunct entry) within `limit`.
+fn wait_gone(zombie: &Zombie, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let alive = ProcessInfo::read(zombie.pid)
+            .is_some_and(|p| p.start_time == zombie.process.start_time && p.state != Some('Z'));
+        if !alive {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+fn current_uid() -> Option<u32> {
+    // SAFETY: geteuid has no preconditions.
+    Some(unsafe { libc::geteuid() })
+}
+
+#[cfg(not(unix))]
+fn current_uid() -> Option<u32> {
+    None
+}

@@ -1,0 +1,247 @@
+//! `check` and `reap` on a fixture workspace with a real zombie listener, beside listeners
+//! that must be spared.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cargo_loopcheck::ExitCode;
+
+const ROLE: &str = "LOOPCHECK_TEST_ROLE";
+
+/// The entry point of child processes; does nothing when run as a plain test.
+#[test]
+fn child_entry() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("listen-linger") => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            println!("@{} {}", listener.local_addr().unwrap(), std::process::id());
+            // Ends by itself in any case; the test kills it by pid.
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        Ok("orphan-parent") => {
+            // Starts `EXE` as a listener and exits at once: the listener is orphaned.
+            let exe = std::env::var("EXE").unwrap();
+            #[allow(clippy::zombie_processes, reason = "leaving an orphan is the point")]
+            Command::new(exe)
+                .args([
+                    "--exact",
+                    "child_entry",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "--quiet",
+                ])
+                .env(ROLE, "listen-linger")
+                .stdin(Stdio::null())
+                .stdout(Stdio::inherit())
+                .spawn()
+                .unwrap();
+        }
+        _ => {}
+    }
+}
+
+/// Runs `exe` as an orphaned listener; returns its address and pid.
+fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
+    let mut parent = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(ROLE, "orphan-parent")
+        .env("EXE", exe)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = parent.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(tagged) = line.strip_prefix('@') {
+                let _ = sender.send(tagged.to_owned());
+                return;
+            }
+        }
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the orphan reports its address");
+    assert!(parent.wait().unwrap().success());
+    let (addr, pid) = line.split_once(' ').unwrap();
+    let pid: u32 = pid.parse().unwrap();
+    // Wait until the kernel has reparented it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while parent_of(pid) != Some(1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (addr.parse().unwrap(), pid)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    loopcheck::scan::ProcessInfo::read(pid)?.ppid
+}
+
+fn alive(pid: u32) -> bool {
+    loopcheck::scan::ProcessInfo::read(pid).is_some_and(|p| p.state != Some('Z'))
+}
+
+/// Kills a process this test started, by pid.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            // SAFETY: a signal to a process this test started.
+            unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A fixture workspace whose target directory holds a copy of this test binary: a process
+/// started from it is "built in this workspace's target directory".
+fn fixture() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"fixture\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+    let deps = dir.path().join("target/debug/deps");
+    std::fs::create_dir_all(&deps).unwrap();
+    std::fs::write(
+        dir.path().join("target/CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    let exe = deps.join("fixture-0123456789abcdef");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    (dir, exe)
+}
+
+fn cargo_loopcheck(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
+        .arg("loopcheck")
+        .args(args)
+        .env_remove("CARGO_TERM_COLOR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reap_ends_only_this_workspaces_zombies() {
+    let (dir, exe) = fixture();
+    let manifest = dir.path().join("Cargo.toml");
+    let manifest = manifest.to_str().unwrap();
+
+    let (zombie_addr, zombie) = orphan_listener(&exe);
+    let _zombie_guard = KillOnDrop(zombie);
+    // An orphan from another target directory (this test binary's own): a zombie, but not
+    // this workspace's.
+    let (_, foreign_orphan) = orphan_listener(&std::env::current_exe().unwrap());
+    let _foreign_guard = KillOnDrop(foreign_orphan);
+    // A listener whose parent lives (this test): never a zombie.
+    let _live = TcpListener::bind("127.0.0.1:0").unwrap();
+
+    let dry = cargo_loopcheck(&["reap", "--manifest-path", manifest, "--format", "json"]);
+    assert_eq!(
+        dry.status.code(),
+        Some(ExitCode::FOUND.into()),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let listed = listed["zombies"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["pid"], zombie);
+    assert_eq!(listed[0]["outcome"], "would_end");
+    assert_eq!(listed[0]["addrs"][0], zombie_addr.to_string());
+    assert_eq!(listed[0]["package"], "fixture");
+    assert!(alive(zombie), "a dry run ends nothing");
+
+    let check = cargo_loopcheck(&["check", "--manifest-path", manifest, "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let zombies: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "LC002")
+        .collect();
+    assert_eq!(zombies.len(), 1, "{report}");
+    assert_eq!(zombies[0]["pid"], zombie);
+    assert_eq!(zombies[0]["port"], zombie_addr.port());
+    assert_eq!(check.status.code(), Some(ExitCode::FOUND.into()));
+
+    let reaped = cargo_loopcheck(&["reap", "--yes", "--manifest-path", manifest]);
+    let text = String::from_utf8_lossy(&reaped.stderr);
+    assert_eq!(reaped.status.code(), Some(ExitCode::OK.into()), "{text}");
+    assert!(text.contains(&format!("Terminated pid {zombie}")), "{text}");
+    assert!(!alive(zombie));
+    assert!(alive(foreign_orphan), "an orphan of another workspace is spared");
+
+    let again = cargo_loopcheck(&["reap", "--manifest-path", manifest]);
+    assert_eq!(again.status.code(), Some(ExitCode::OK.into()));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no zombie listeners"));
+}
+
+#[test]
+fn doctor_reports_every_check() {
+    let output = cargo_loopcheck(&["doctor", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "loopback",
+        "ipv6 loopback",
+        "per-test addresses",
+        "localhost",
+        "hosts file",
+        "port ranges",
+        "loopback traffic",
+        "lease registry",
+        "open files",
+        "cargo-nextest",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    // This machine's loopback works: the exit code says so.
+    assert_eq!(output.status.code(), Some(ExitCode::OK.into()), "{report}");
+    let human = cargo_loopcheck(&["doctor"]);
+    assert!(String::from_utf8_lossy(&human.stderr).contains("ok loopback: 127.0.0.1 is bindable"));
+}
+
+#[test]
+fn doctor_reports_an_unsafe_registry_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
+        .args(["loopcheck", "doctor", "--format", "json"])
+        .env("LOOPCHECK_DIR", &file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(ExitCode::FOUND.into()));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let registry = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lease registry")
+        .unwrap();
+    assert_eq!(registry["status"], "error");
+    assert!(
+        registry["message"].as_str().unwrap().contains("not a directory"),
+        "{registry}"
+    );
+}

@@ -1,0 +1,185 @@
+//! `#[loopback_test]` for real: a fixture crate built and run under `cargo test` and
+//! `cargo nextest run` (skipped with the reason where cargo-nextest is absent).
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/harness/Cargo.toml")
+}
+
+/// Runs cargo in the fixture; `--manifest-path` goes right after the subcommand, before any
+/// `--` that passes the rest to the test binaries.
+fn cargo(args: &[&str]) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let subcommand = if args[0] == "nextest" { 2 } else { 1 };
+    let mut command = Command::new(cargo);
+    command
+        .args(&args[..subcommand])
+        .arg("--manifest-path")
+        .arg(fixture())
+        .args(&args[subcommand..])
+        .current_dir(fixture().parent().unwrap())
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-fixture"),
+        )
+        .env("CARGO_TERM_COLOR", "never")
+        .env_remove("LOOPCHECK_RUN_DIR");
+    run_bounded(command, Duration::from_secs(600))
+}
+
+/// Runs `command` to completion, killing it (by pid) if it takes longer than `limit`.
+fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cargo");
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cargo") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("`{command:?}` did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The pid the fixture test printed for its child.
+fn child_pid(output: &str) -> u32 {
+    let line = output
+        .lines()
+        .find_map(|l| l.split("fixture: child pid ").nth(1))
+        .expect("the fixture names its child");
+    line.split(' ').next().unwrap().parse().unwrap()
+}
+
+fn check_failure_names_the_child(output: &Output) {
+    let all = text(output);
+    assert!(!output.status.success(), "the test fails: {all}");
+    let child = child_pid(&all);
+    assert!(
+        all.contains("loopcheck: `forms::failing_child_holds_port` failed; its addresses:"),
+        "{all}"
+    );
+    // nextest indents a test's output.
+    let headline = all
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("error[LC001]"))
+        .unwrap_or_else(|| panic!("no LC001 in {all}"));
+    assert!(headline.contains(&format!("in use by pid {child}")), "{headline}");
+    assert_eq!(
+        all.matches("error[LC001]").count(),
+        1,
+        "only the address the child holds is blamed: {all}"
+    );
+    assert!(
+        all.contains(&format!("pid {child} is a child of this process")),
+        "{all}"
+    );
+    assert!(
+        all.contains("Address already in use"),
+        "the body's own message is intact: {all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "warning[LC013]: test `forms::failing_child_holds_port` ended and its child pid {child}"
+        )),
+        "{all}"
+    );
+}
+
+fn check_leaks_are_reported(output: &Output) {
+    let all = text(output);
+    let child = child_pid(&all);
+    assert!(
+        all.contains("warning[LC012]: test `forms::leaky_listener_and_child` ended and"),
+        "{all}"
+    );
+    assert!(all.contains("still bound, by this test process"), "{all}");
+    assert!(all.contains(&format!("its child pid {child}")), "{all}");
+}
+
+#[test]
+fn every_form_works_under_cargo_test_and_nextest() {
+    let build = cargo(&["test", "--no-run"]);
+    assert!(build.status.success(), "{}", text(&build));
+
+    let passing = cargo(&["test", "--", "--skip", "failing_", "--skip", "leaky_"]);
+    let all = text(&passing);
+    assert!(passing.status.success(), "{all}");
+    assert!(
+        all.contains("test forms::form_ignored ... ignored") || all.contains("test form_ignored ... ignored"),
+        "{all}"
+    );
+    assert!(all.contains("passed; 0 failed; 1 ignored"), "{all}");
+
+    check_failure_names_the_child(&cargo(&["test", "--", "--exact", "failing_child_holds_port"]));
+    check_leaks_are_reported(&cargo(&[
+        "test",
+        "--",
+        "--exact",
+        "leaky_listener_and_child",
+        "--nocapture",
+    ]));
+
+    let nextest = cargo(&["nextest", "--version"]);
+    if !nextest.status.success() {
+        eprintln!("skipped the nextest half: cargo-nextest is not installed");
+        return;
+    }
+    let passing = cargo(&[
+        "nextest",
+        "run",
+        "--no-fail-fast",
+        "-E",
+        "not test(/^(failing_|leaky_)/)",
+    ]);
+    let all = text(&passing);
+    assert!(passing.status.success(), "{all}");
+    assert!(all.contains("0 failed") || !all.contains("FAIL"), "{all}");
+    check_failure_names_the_child(&cargo(&[
+        "nextest",
+        "run",
+        "-E",
+        "test(=failing_child_holds_port)",
+    ]));
+    check_leaks_are_reported(&cargo(&[
+        "nextest",
+        "run",
+        "--no-capture",
+        "-E",
+        "test(=leaky_listener_and_child)",
+    ]));
+}

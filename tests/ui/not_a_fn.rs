@@ -1,0 +1,8 @@
+use loopcheck::loopback_test;
+
+#[loopback_test]
+struct Server {
+    port: u16,
+}
+
+fn main() {}
