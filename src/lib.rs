@@ -14,6 +14,23 @@
 //!   `SIGKILL` gives its ports back at once (see [`lease`]);
 //! - **isolated addresses**: on Linux each process gets its own `127.X.Y.Z` ([`loopback_ip`]).
 //!
+//! # The attribute
+//!
+//! [`#[loopback_test]`](loopback_test) makes a test of a function and hands it sockets or
+//! ports as arguments; when the test fails it prints who holds each of its addresses, and
+//! after the test it reports listeners and child processes it leaked (see `docs/guide.md`).
+//!
+//! ```
+//! use std::net::{SocketAddr, TcpListener, TcpStream};
+//! use loopcheck::loopback_test;
+//!
+//! #[loopback_test]
+//! fn echo(listener: TcpListener, client_addr: SocketAddr, ports: [u16; 2]) {
+//!     let server_addr = listener.local_addr().unwrap();
+//!     TcpStream::connect(server_addr).unwrap();
+//! }
+//! ```
+//!
 //! # Getting a socket
 //!
 //! ```

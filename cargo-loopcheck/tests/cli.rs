@@ -343,6 +343,10 @@ fn formats_that_a_command_lacks_are_usage_errors() {
     ] {
         let output = run(args);
         assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
-        assert!(stderr(&output).contains("does not support `--format"), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("does not support `--format"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }
