@@ -16,23 +16,31 @@ fn main() {
         Some("--worker") => worker(&args[1..]),
         Some("--worker-first") => {
             let start = Instant::now();
-            if args[1] == "bind" {
-                drop(TcpListener::bind("127.0.0.1:0").expect("bind"));
-            } else {
-                drop(loopcheck::tcp_listener().expect("listener"));
+            match args[1].as_str() {
+                "bind" => drop(TcpListener::bind("127.0.0.1:0").expect("bind")),
+                "reserve" => drop(loopcheck::reserve_port().expect("port")),
+                _ => drop(loopcheck::tcp_listener().expect("listener")),
             }
             println!("{}", start.elapsed().as_secs_f64() * 1e6);
         }
         Some("collisions") => collisions(),
         Some("latency") => latency(),
         Some("first-call") => first_call(),
+        Some("crash") => crash(),
+        Some("--worker-hold") => {
+            // Leases a port, says which, and waits to be killed.
+            let lease = loopcheck::reserve_port().expect("port");
+            println!("{}", lease.port());
+            std::thread::sleep(Duration::from_secs(60));
+        }
         None => {
             latency();
             first_call();
+            crash();
             collisions();
         }
         Some(other) => {
-            eprintln!("unknown part `{other}`: expected collisions, latency or first-call");
+            eprintln!("unknown part `{other}`: expected collisions, latency, first-call or crash");
             std::process::exit(2);
         }
     }
@@ -338,6 +346,49 @@ fn latency() {
             median.as_secs_f64() / base.as_secs_f64()
         );
     }
+}
+
+/// A holder killed with SIGKILL: is its port leasable again at once? Each cycle starts a
+/// holder, kills it as soon as it has its lease, and asks for exactly that port in the next
+/// instant (a process restricted to it with `LOOPCHECK_PORT_RANGE`).
+fn crash() {
+    const CYCLES: usize = 100;
+    let exe = std::env::current_exe().expect("bench binary");
+    let mut leased_again = 0;
+    let mut latencies = Vec::new();
+    for _ in 0..CYCLES {
+        let mut holder = Command::new(&exe)
+            .arg("--worker-hold")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn holder");
+        let mut line = String::new();
+        let mut stdout = std::io::BufReader::new(holder.stdout.take().expect("stdout"));
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("holder's port");
+        let port: u16 = line.trim().parse().expect("a port");
+        holder.kill().expect("SIGKILL the holder");
+        holder.wait().expect("reap the holder");
+        let killed = Instant::now();
+        let next = Command::new(&exe)
+            .args(["--worker-first", "reserve"])
+            .env("LOOPCHECK_PORT_RANGE", format!("{port}-{port}"))
+            .output()
+            .expect("run the next holder");
+        if next.status.success() {
+            leased_again += 1;
+            latencies.push(killed.elapsed());
+        }
+    }
+    latencies.sort();
+    println!("\n### Crash safety: a lease holder killed with SIGKILL ({CYCLES} cycles)\n");
+    println!(
+        "| port leasable again by a fresh process | median time from the kill to the new lease (incl. process start) |"
+    );
+    println!("|---:|---:|");
+    let median = latencies
+        .get(latencies.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    println!("| {leased_again} of {CYCLES} | {median:.1} ms |");
 }
 
 /// The first call in a fresh process: reads the policy, opens the registry, leases, binds.

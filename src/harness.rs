@@ -579,12 +579,23 @@ fn symptom(message: &str) -> Option<io::ErrorKind> {
 /// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the
 /// cheapest question: only when it fails is the socket table read.
 fn still_bound(protocol: Protocol, addr: SocketAddr) -> bool {
-    let failed = match protocol {
-        // std sets SO_REUSEADDR, so TIME_WAIT leftovers do not count, only a listener.
-        Protocol::Tcp => TcpListener::bind(addr).err(),
-        Protocol::Udp => UdpSocket::bind(addr).err(),
+    let attempt = || -> io::Result<()> {
+        let socket = match protocol {
+            // With SO_REUSEADDR, TIME_WAIT leftovers do not count, only a listener; and
+            // without listen() the bind alone answers, saving the syscall.
+            Protocol::Tcp => {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                socket
+            }
+            Protocol::Udp => {
+                socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?
+            }
+        };
+        socket.bind(&addr.into())
     };
-    failed.is_some_and(|e| e.kind() == io::ErrorKind::AddrInUse)
+    attempt().is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse)
 }
 
 fn leaked_listener(test: &str, protocol: Protocol, addr: SocketAddr) -> Diagnosis {
@@ -656,7 +667,7 @@ fn children(tids: &[Option<u32>]) -> Vec<u32> {
     };
     let mut pids: Vec<u32> = paths
         .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter_map(crate::sys::read_small)
         .flat_map(|text| {
             text.split_whitespace()
                 .filter_map(|p| p.parse().ok())

@@ -328,21 +328,12 @@ mod sys {
     const EPHEMERAL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
     const RESERVED: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
-    /// Reads a small /proc file in one read: every process pays for this on its first
-    /// allocation, and `read_to_string` spends a `statx` and a second `read` on it.
-    fn read_small(path: &str) -> Option<String> {
-        use std::io::Read;
-        let mut buf = [0u8; 4096];
-        let len = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
-        if len == buf.len() {
-            return std::fs::read_to_string(path).ok();
-        }
-        Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-    }
-
     pub(super) fn kernel_ports() -> KernelPorts {
         let mut ports = KernelPorts::default();
-        match read_small(EPHEMERAL).as_deref().and_then(parse_linux_ephemeral) {
+        match crate::sys::read_small(EPHEMERAL)
+            .as_deref()
+            .and_then(parse_linux_ephemeral)
+        {
             Some(range) => ports.ephemeral = Some(range),
             None => {
                 // The kernel's default since 2.6.x; assuming it is safer than assuming none.
@@ -352,7 +343,7 @@ mod sys {
                     .push(format!("`{EPHEMERAL}` is unreadable: assumed 32768-60999"));
             }
         }
-        match read_small(RESERVED) {
+        match crate::sys::read_small(RESERVED) {
             Some(text) => ports.reserved = parse_linux_reserved(&text),
             None => ports
                 .notes

@@ -137,15 +137,17 @@ pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
     };
     let mut table = loopcheck::scan::scan_with(&options).map_err(Error::Scan)?;
     table.sockets.retain(|s| selected(s, args));
-    // `cargo metadata` costs tens of milliseconds: ask it only when a socket's owner was
-    // built by cargo, or when the user named a manifest (which must then load).
+    // `cargo metadata` costs tens of milliseconds: ask it only inside a workspace where a
+    // socket's owner was built by cargo, or when the user named a manifest (which must load).
     let built_by_cargo = table.processes.values().any(|p| {
         p.exe
             .as_deref()
             .and_then(loopcheck::diagnose::cargo_target_dir)
             .is_some()
     });
-    let workspace = if common.manifest_path.is_some() || built_by_cargo {
+    let in_a_package =
+        std::env::current_dir().is_ok_and(|dir| dir.ancestors().any(|d| d.join("Cargo.toml").is_file()));
+    let workspace = if common.manifest_path.is_some() || (built_by_cargo && in_a_package) {
         match Workspace::load(common.manifest_path.as_deref()) {
             Ok(ws) => Some(ws),
             Err(err) if common.manifest_path.is_some() => return Err(err),
@@ -155,8 +157,14 @@ pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
     } else {
         None
     };
-    let leases =
-        loopcheck::lease::leases_of(table.sockets.iter().map(|s| s.local.port())).unwrap_or_default();
+    // Only ports loopcheck hands out can have a lease: skip the file lookups for the others.
+    let policy = loopcheck::policy::PortPolicy::current().ok();
+    let leasable = table
+        .sockets
+        .iter()
+        .map(|s| s.local.port())
+        .filter(|&p| policy.is_none_or(|policy| policy.is_allocatable(p)));
+    let leases = loopcheck::lease::leases_of(leasable).unwrap_or_default();
     let rows = rows(&table, &leases, workspace.as_ref());
     match format {
         Format::Json => print_json(&PortsReport {

@@ -197,10 +197,12 @@ pub fn write_finding(out: &mut impl Write, finding: &Finding) -> std::io::Result
 /// Writes `value` as pretty JSON to stdout, followed by a newline. A closed pipe (`| head`)
 /// is not an error: the reader has what it wanted.
 pub fn print_json(value: &impl Serialize) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Stdout is line-buffered: without a buffer, every line of pretty JSON is a syscall.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = serde_json::to_writer_pretty(&mut out, value)
         .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(out));
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
     match written {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output(err)),
         _ => Ok(()),

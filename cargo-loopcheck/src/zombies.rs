@@ -34,6 +34,7 @@ pub struct Zombie {
     /// The addresses it listens on.
     pub addrs: Vec<SocketAddr>,
     #[serde(skip)]
+    #[cfg_attr(not(unix), allow(dead_code))]
     process: ProcessInfo,
 }
 
@@ -224,6 +225,7 @@ pub fn end(_zombie: &Zombie, _grace: Duration) -> Outcome {
 }
 
 /// Whether the process exits (or becomes a defunct entry) within `limit`.
+#[cfg(unix)]
 fn wait_gone(zombie: &Zombie, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {

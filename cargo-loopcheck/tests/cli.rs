@@ -350,3 +350,59 @@ fn formats_that_a_command_lacks_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn lint_human_output_reads_like_cargo() {
+    let output = run(&["lint", "--manifest-path", &demo(), "--color", "never"]);
+    assert_eq!(code(&output), ExitCode::FOUND);
+    insta::assert_snapshot!("lint_demo_human", stderr(&output));
+}
+
+#[cfg(unix)]
+#[test]
+fn unreadable_files_are_reported_while_the_rest_is_linted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"unreadable\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(root.join("src/lib.rs"), "").unwrap();
+    std::fs::create_dir_all(root.join("tests")).unwrap();
+    std::fs::write(
+        root.join("tests/fixed.rs"),
+        "#[test]\nfn t() {\n    std::net::TcpListener::bind(\"127.0.0.1:8080\").unwrap();\n}\n",
+    )
+    .unwrap();
+    // A dangling symlink cannot be read by anyone, root included.
+    std::os::unix::fs::symlink(root.join("gone.rs"), root.join("tests/dangling.rs")).unwrap();
+    std::fs::write(root.join("tests/not_utf8.rs"), b"fn t() { let _ = \"\xff\"; }\n").unwrap();
+    let manifest = root.join("Cargo.toml");
+    let output = run(&[
+        "lint",
+        "--manifest-path",
+        manifest.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&output), ExitCode::FOUND, "{}", stderr(&output));
+    let report = json(&output);
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["file"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors.contains(&"tests/dangling.rs") && errors.contains(&"tests/not_utf8.rs"),
+        "{report}"
+    );
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(
+        (findings[0]["file"].as_str(), findings[0]["port"].as_u64()),
+        (Some("tests/fixed.rs"), Some(8080))
+    );
+}
