@@ -531,49 +531,67 @@ fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
     std::fs::rename(&temporary, dir.join(format!("{unique}.json")))
 }
 
+/// Phrases of failure messages (lower-cased) and the socket error each stands for: the
+/// `Display` and `Debug` forms of `io::Error` on Linux, macOS and Windows, and what async
+/// runtimes and HTTP clients print.
+const SYMPTOMS: &[(io::ErrorKind, &[&str])] = &[
+    (
+        io::ErrorKind::AddrInUse,
+        &[
+            "address already in use",
+            "addrinuse",
+            "os error 98)",
+            "os error 48)",
+            "os error 10048)",
+        ],
+    ),
+    (
+        io::ErrorKind::ConnectionRefused,
+        &[
+            "connection refused",
+            "connectionrefused",
+            "os error 111)",
+            "os error 61)",
+            "os error 10061)",
+        ],
+    ),
+    (
+        io::ErrorKind::AddrNotAvailable,
+        &[
+            "cannot assign requested address",
+            "can't assign requested address",
+            "addrnotavailable",
+            "os error 99)",
+            "os error 49)",
+        ],
+    ),
+    (
+        io::ErrorKind::PermissionDenied,
+        &["permission denied", "os error 13)", "os error 10013)"],
+    ),
+    (
+        io::ErrorKind::TimedOut,
+        &["timed out", "timedout", "deadline has elapsed", "os error 110)"],
+    ),
+    (
+        io::ErrorKind::ConnectionReset,
+        &[
+            "connection reset",
+            "early eof",
+            "unexpected end of file",
+            "unexpectedeof",
+            "broken pipe",
+        ],
+    ),
+];
+
 /// The socket error a failure message speaks of, if any.
 fn symptom(message: &str) -> Option<io::ErrorKind> {
-    let m = message.to_ascii_lowercase();
-    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
-    if any(&[
-        "address already in use",
-        "addrinuse",
-        "os error 98)",
-        "os error 48)",
-        "os error 10048)",
-    ]) {
-        Some(io::ErrorKind::AddrInUse)
-    } else if any(&[
-        "connection refused",
-        "connectionrefused",
-        "os error 111)",
-        "os error 61)",
-        "os error 10061)",
-    ]) {
-        Some(io::ErrorKind::ConnectionRefused)
-    } else if any(&[
-        "cannot assign requested address",
-        "can't assign requested address",
-        "addrnotavailable",
-        "os error 99)",
-        "os error 49)",
-    ]) {
-        Some(io::ErrorKind::AddrNotAvailable)
-    } else if any(&["permission denied", "os error 13)", "os error 10013)"]) {
-        Some(io::ErrorKind::PermissionDenied)
-    } else if any(&["timed out", "timedout", "deadline has elapsed", "os error 110)"]) {
-        Some(io::ErrorKind::TimedOut)
-    } else if any(&[
-        "connection reset",
-        "early eof",
-        "unexpected end of file",
-        "unexpectedeof",
-        "broken pipe",
-    ]) {
-        Some(io::ErrorKind::ConnectionReset)
-    } else {
-        None
-    }
+    let message = message.to_ascii_lowercase();
+    SYMPTOMS
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| message.contains(p)))
+        .map(|(kind, _)| *kind)
 }
 
 /// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the

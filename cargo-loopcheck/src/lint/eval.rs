@@ -191,13 +191,8 @@ impl Env {
                 let repr = lit.to_string();
                 let text = string_text(&repr)?;
                 let at = pos(lit.span());
-                if let Some(found) = addr::addresses(text).into_iter().next() {
-                    return Some(Host {
-                        kind: found.kind,
-                        pos: at,
-                        text: found.text.to_owned(),
-                        port: Some(found.port),
-                    });
+                if let Some(found) = address_in(text, at) {
+                    return Some(found);
                 }
                 Some(Host {
                     kind: addr::host_kind(text),
@@ -282,13 +277,8 @@ impl Env {
                 let repr = lit.to_string();
                 let text = string_text(&repr)?;
                 let at = pos(lit.span());
-                if let Some(found) = addr::addresses(text).into_iter().next() {
-                    return Some(Host {
-                        kind: found.kind,
-                        pos: at,
-                        text: found.text.to_owned(),
-                        port: Some(found.port),
-                    });
+                if let Some(found) = address_in(text, at) {
+                    return Some(found);
                 }
                 let (before, _) = addr::placeholders(text).into_iter().next()?;
                 let (kind, name) = addr::host_before_colon(&before)?;
@@ -302,4 +292,15 @@ impl Env {
             _ => None,
         }
     }
+}
+
+/// The first `host:port` address in a string literal's text, as a host with its port.
+fn address_in(text: &str, at: Pos) -> Option<Host> {
+    let found = addr::addresses(text).into_iter().next()?;
+    Some(Host {
+        kind: found.kind,
+        pos: at,
+        text: found.text.to_owned(),
+        port: Some(found.port),
+    })
 }
