@@ -406,3 +406,31 @@ fn unreadable_files_are_reported_while_the_rest_is_linted() {
         (Some("tests/fixed.rs"), Some(8080))
     );
 }
+
+/// The README's and docs/cli.md's usage blocks name every subcommand `--help` lists, and no
+/// other.
+#[test]
+fn the_usage_in_readme_and_docs_matches_help() {
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    let mut commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    commands.sort_unstable();
+    for doc in ["../README.md", "../docs/cli.md"] {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+        let mut documented: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("cargo loopcheck "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|word| word.trim_matches(|c| c == '[' || c == ']'))
+            .collect();
+        documented.sort_unstable();
+        documented.dedup();
+        assert_eq!(documented, commands, "{doc} lists other commands than --help");
+    }
+}
