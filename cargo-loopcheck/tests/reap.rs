@@ -25,20 +25,30 @@ fn child_entry() {
         Ok("orphan-parent") => {
             // Starts `EXE` as a listener and exits at once: the listener is orphaned.
             let exe = std::env::var("EXE").unwrap();
-            #[allow(clippy::zombie_processes, reason = "leaving an orphan is the point")]
-            Command::new(exe)
-                .args([
-                    "--exact",
-                    "child_entry",
-                    "--nocapture",
-                    "--test-threads=1",
-                    "--quiet",
-                ])
-                .env(ROLE, "listen-linger")
-                .stdin(Stdio::null())
-                .stdout(Stdio::inherit())
-                .spawn()
-                .unwrap();
+            // The copy of the binary may still be open for writing in a process that another
+            // test thread forked at the moment it was written (ETXTBSY): retry briefly.
+            for attempt in 0.. {
+                let spawned = Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "child_entry",
+                        "--nocapture",
+                        "--test-threads=1",
+                        "--quiet",
+                    ])
+                    .env(ROLE, "listen-linger")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::inherit())
+                    .spawn();
+                match spawned {
+                    #[allow(clippy::zombie_processes, reason = "leaving an orphan is the point")]
+                    Ok(_) => break,
+                    Err(err) if err.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 100 => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(err) => panic!("cannot start {exe}: {err}"),
+                }
+            }
         }
         _ => {}
     }
