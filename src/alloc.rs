@@ -153,7 +153,17 @@ pub fn reserve_udp_port() -> Result<PortLease> {
 /// Like [`reserve_port`], with [`loopback_ip`] as the lease's address: for a `SocketAddr`
 /// that a test binds by itself.
 pub(crate) fn reserve_on_loopback() -> Result<PortLease> {
-    reserve(Protocols::Tcp, loopback_ip())
+    let (lease, ()) = allocate(|port| {
+        probe(port, Protocols::Tcp)?;
+        // The address handed out must be bindable itself; on a host without the 127/8 route
+        // this first bind switches the process to 127.0.0.1.
+        bind_loopback(port, |addr| {
+            Socket::new(Domain::for_address(addr), Type::STREAM, None)?.bind(&addr.into())
+        })
+    })?;
+    let ip = loopback_ip();
+    lease.write_record(ip);
+    Ok(PortLease { ip, lease })
 }
 
 /// Leases `n` distinct ports, as [`reserve_port`] does.

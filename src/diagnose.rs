@@ -419,7 +419,7 @@ impl Port {
                     owner.command()
                 ),
                 format!(
-                    "end it with `cargo loopcheck reap --yes` (or `kill {}`), then find the test that leaked it: `cargo loopcheck test` reports leaks",
+                    "end it with `cargo loopcheck reap --yes` (or `kill {}`), then find the test that leaked it: `#[loopback_test]` reports the leak when the test ends",
                     owner.pid
                 ),
             );
@@ -734,26 +734,36 @@ pub fn classify(process: &ProcessInfo) -> Provenance {
     }
 }
 
-/// Why the process counts as orphaned, or `None` when its parent still runs.
+/// Why the process counts as orphaned, or `None` when it may still have the parent it was
+/// started by.
+///
+/// A parent that is PID 1 or an init-like subreaper is ambiguous: a server started by
+/// `docker run --init` or by an init script has that parent from birth. The process group
+/// tells them apart: a child started by a test runner stays in the runner's group (nextest
+/// gives each test process its own), and once the runner is gone the group has no leader. An
+/// unknown parent (pid 0 after `docker exec`, an unreadable `stat`) never counts.
 fn orphaned(process: &ProcessInfo) -> Option<String> {
-    let ppid = match process.ppid {
-        None | Some(0) => return Some("it has no parent".into()),
-        Some(1) => return Some("its parent is gone (it was reparented to PID 1)".into()),
-        Some(ppid) => ppid,
+    let ppid = process.ppid?;
+    let adopter = if ppid == 1 {
+        "PID 1".to_owned()
+    } else {
+        match ProcessInfo::read(ppid) {
+            None if cfg!(target_os = "linux") => return Some(format!("its parent {ppid} is gone")),
+            Some(parent) if is_reaper(&parent) => format!("the subreaper {ppid} `{}`", parent.name),
+            _ => return None,
+        }
     };
-    match ProcessInfo::read(ppid) {
-        None if cfg!(target_os = "linux") => Some(format!("its parent {ppid} is gone")),
-        None => None,
-        Some(parent) if is_reaper(&parent) => Some(format!(
-            "its parent is gone (it was reparented to the subreaper {ppid} `{}`)",
-            parent.name
-        )),
-        Some(_) => None,
+    let pgid = process.pgid?;
+    if pgid == process.pid || ProcessInfo::read(pgid).is_some() {
+        return None;
     }
+    Some(format!(
+        "its parent is gone (it was reparented to {adopter}) and so is the leader of its process group, pid {pgid}"
+    ))
 }
 
-/// Init systems and container inits adopt orphans; a process whose parent is one of them lost
-/// its real parent.
+/// Init systems and container inits adopt orphans: a process whose parent is one of them may
+/// have lost its real parent.
 fn is_reaper(parent: &ProcessInfo) -> bool {
     matches!(
         parent.name.as_str(),

@@ -222,14 +222,24 @@ impl Arg for tokio::net::UdpSocket {
 }
 
 /// What a test body returns: `()` or any `Result<_, E: Debug>`.
-pub trait Outcome {
+pub trait Outcome: Sized {
     /// The failure message, as libtest would print it, or `None` on success.
     fn failure(&self) -> Option<String>;
+
+    /// A value that makes libtest fail a `#[should_panic]` test ("did not panic as
+    /// expected"), for a body that timed out; `#[should_panic]` tests return `()`.
+    fn instead_of_expected_panic() -> Option<Self> {
+        None
+    }
 }
 
 impl Outcome for () {
     fn failure(&self) -> Option<String> {
         None
+    }
+
+    fn instead_of_expected_panic() -> Option<Self> {
+        Some(())
     }
 }
 
@@ -261,12 +271,16 @@ where
     let body = setup(&mut cx);
     let started = Instant::now();
     let (sender, receiver) = std::sync::mpsc::channel();
+    // The body's thread waits for this before it exits: the kernel lists a thread's children
+    // only while the thread lives, and the leak check reads that list.
+    let (checked, wait_for_check) = std::sync::mpsc::channel::<()>();
     let name = test.name;
     let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
         CURRENT.with(|c| c.set(Some(name)));
         let _ = sender.send(Message::Tid(thread_id()));
         let result = catch_unwind(AssertUnwindSafe(body));
         let _ = sender.send(Message::Done(result));
+        let _ = wait_for_check.recv_timeout(Duration::from_secs(60));
     });
     if let Err(err) = spawned {
         panic!("loopcheck could not start a thread for `{name}`: {err}");
@@ -275,14 +289,27 @@ where
         Ok(Message::Tid(tid)) => tid,
         _ => None,
     };
-    match receiver.recv_timeout(timeout.saturating_sub(started.elapsed())) {
-        Ok(Message::Done(result)) => cx.finish(result, &[tid], started.elapsed()),
+    let result = match receiver.recv_timeout(timeout.saturating_sub(started.elapsed())) {
+        Ok(Message::Done(result)) => result,
         _ => {
             let message = format!("test `{name}` timed out after {}", humanize(timeout));
             cx.report(&Failure::TimedOut(message.clone()), &[tid], started.elapsed());
+            // The body still runs and may still bind the numbers it was given: its leases
+            // stay held until the process exits.
+            std::mem::forget(std::mem::take(&mut cx.leases));
+            if test.should_panic {
+                // A hung test must not pass as the panic it expected.
+                eprintln!("{message}");
+                if let Some(value) = R::instead_of_expected_panic() {
+                    return value;
+                }
+            }
             panic!("{message}");
         }
-    }
+    };
+    let value = cx.finish(result, &[tid], started.elapsed());
+    drop(checked);
+    value
 }
 
 /// What the body's thread tells the test's thread: its id first, then how the body ended.
@@ -381,7 +408,12 @@ impl Context {
     }
 
     fn report(&self, failure: &Failure, tids: &[Option<u32>], elapsed: Duration) -> Vec<Diagnosis> {
-        let diagnoses = self.diagnose(failure.message());
+        // The harness's own "timed out" is no socket timeout: say only what each address shows.
+        let symptom = match failure {
+            Failure::TimedOut(_) => None,
+            _ => symptom(failure.message()),
+        };
+        let diagnoses = self.diagnose(symptom);
         if !diagnoses.is_empty() {
             let mut text = format!("\nloopcheck: `{}` failed; its addresses:\n", self.test.name);
             for diagnosis in &diagnoses {
@@ -403,8 +435,7 @@ impl Context {
     }
 
     /// The diagnosis of every address the test was given, guided by the failure message.
-    fn diagnose(&self, message: &str) -> Vec<Diagnosis> {
-        let kind = symptom(message);
+    fn diagnose(&self, kind: Option<io::ErrorKind>) -> Vec<Diagnosis> {
         let diagnoser = Diagnoser::default();
         let own = std::process::id();
         self.given

@@ -33,6 +33,10 @@ pub const RUN_DIR_VAR: &str = "LOOPCHECK_RUN_DIR";
 /// Records are padded to this size so that rewriting one never needs a truncate.
 const RECORD_SIZE: usize = 512;
 
+/// The most a reader reads of a record; records are kept shorter by truncating test names.
+const MAX_RECORD: usize = 4096;
+const MAX_TEST_NAME: usize = 2048;
+
 /// Offset of the state word in a record: records start with `{"state":"held"`.
 const STATE_OFFSET: u64 = 10;
 
@@ -112,10 +116,12 @@ impl Registry {
         let path = self.path_of(port);
         let file = match open_lease_file(&path) {
             Ok(file) => file,
-            Err(_) => match repair(&path) {
+            // Only debris is repaired; a failure such as EMFILE says nothing about the file.
+            Err(err) if is_debris(&err) => match repair(&path) {
                 Ok(file) => file,
                 Err(_) => return Attempt::Unusable,
             },
+            Err(_) => return Attempt::Unusable,
         };
         match file.try_lock() {
             Ok(()) => Attempt::Acquired(Lease { file, port }),
@@ -211,7 +217,17 @@ impl Lease {
             port: self.port,
             ip: Some(ip),
             pid: own_pid(),
-            test: current_test(),
+            test: current_test().map(|mut test| {
+                // Keeps every record readable in one `MAX_RECORD` read.
+                if test.len() > MAX_TEST_NAME {
+                    let mut cut = MAX_TEST_NAME;
+                    while !test.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    test.truncate(cut);
+                }
+                test
+            }),
             run_id: run_id().map(str::to_owned),
             since_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -383,7 +399,7 @@ pub fn checked_registry_dir() -> Result<PathBuf> {
 }
 
 fn read_record(file: &File) -> Option<LeaseRecord> {
-    let mut buf = [0u8; RECORD_SIZE];
+    let mut buf = [0u8; MAX_RECORD];
     let len = read_at(file, &mut buf, 0).ok()?;
     let line = buf[..len].split(|&b| b == b'\n').next()?;
     serde_json::from_slice(line.trim_ascii()).ok()
@@ -432,9 +448,9 @@ fn check_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
                 meta.uid()
             )));
         }
-        if meta.mode() & 0o022 != 0 {
+        if meta.mode() & 0o077 != 0 {
             return Err(unsafe_dir(format!(
-                "other users can write to it (mode {:o}); run `chmod 700 {}` or set `{DIR_VAR}`",
+                "other users can read or write it (mode {:o}); run `chmod 700 {}` or set `{DIR_VAR}`",
                 meta.mode() & 0o7777,
                 dir.display()
             )));
@@ -462,17 +478,41 @@ fn open_existing(path: &Path) -> io::Result<File> {
     lease_file_options(false).open(path)
 }
 
-/// Replaces whatever stands at a lease path (a symlink, a directory, a file with the wrong
-/// permissions) by a fresh lease file. Only this user can write to the registry, so whatever
-/// stands there is this user's own debris.
+/// Whether opening a lease file failed because something other than a usable lease file
+/// stands at its path: a symlink (`O_NOFOLLOW`), a directory, a file without permissions.
+fn is_debris(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(libc::ELOOP) {
+        return true;
+    }
+    matches!(
+        err.kind(),
+        io::ErrorKind::IsADirectory | io::ErrorKind::PermissionDenied
+    )
+}
+
+/// Replaces a symlink or an empty directory at a lease path by a fresh lease file, or gives a
+/// lease file without permissions back its mode. Only this user can write to the registry, so
+/// that is this user's own debris. A regular file is never removed: another process may hold
+/// its lock, and a new file at the same path would let two processes lease one port.
 fn repair(path: &Path) -> io::Result<File> {
     let meta = fs::symlink_metadata(path)?;
+    if meta.is_file() {
+        #[cfg(unix)]
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        return open_lease_file(path);
+    }
     if meta.is_dir() {
         fs::remove_dir(path)?;
     } else {
         fs::remove_file(path)?;
     }
-    open_lease_file(path)
+    // Exclusive create: when two processes repair at once, the second opens the first's file.
+    let mut options = lease_file_options(true);
+    match options.create_new(true).open(path) {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => open_lease_file(path),
+        result => result,
+    }
 }
 
 #[cfg(unix)]
@@ -561,6 +601,26 @@ mod tests {
     }
 
     #[test]
+    fn a_long_test_name_keeps_the_record_readable() {
+        let (_root, registry) = registry();
+        let name = "module::".repeat(1000);
+        let record = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn_scoped(scope, || {
+                    let lease = acquire(&registry, 20009);
+                    lease.write_record("127.0.0.1".parse().unwrap());
+                    registry.inspect(20009).unwrap().record
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        });
+        let test = record.expect("the record parses").test.unwrap();
+        assert!(test.len() <= MAX_TEST_NAME && name.starts_with(&test));
+    }
+
+    #[test]
     fn corrupt_and_truncated_files_are_repaired() {
         let (_root, registry) = registry();
         for (port, junk) in [
@@ -622,12 +682,18 @@ mod tests {
         let err = Registry::open(file).unwrap_err().to_string();
         assert!(err.contains("not a directory"), "{err}");
 
+        let readable = root.path().join("readable");
+        fs::create_dir(&readable).unwrap();
+        fs::set_permissions(&readable, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = Registry::open(readable).unwrap_err().to_string();
+        assert!(err.contains("mode 755"), "{err}");
+
         let shared = root.path().join("shared");
         fs::create_dir(&shared).unwrap();
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
         let err = Registry::open(shared).unwrap_err().to_string();
         assert!(
-            err.contains("other users can write") && err.contains("chmod 700"),
+            err.contains("other users can read or write") && err.contains("chmod 700"),
             "{err}"
         );
     }

@@ -149,6 +149,9 @@ fn a_workspace_binary_whose_parent_lives_is_no_zombie() {
 fn an_orphaned_listener_from_a_target_dir_is_a_zombie() {
     for test_var in [None, Some("tests::leaky")] {
         let mut command = support::command("orphan-parent");
+        // Its own process group, as nextest gives each test process: once it exits, the
+        // listener it leaves behind belongs to a group without a leader.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if let Some(test) = test_var {
             command.env("LOOPCHECK_TEST", test);
         }

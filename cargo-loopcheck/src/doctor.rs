@@ -396,7 +396,7 @@ fn nextest() -> Check {
         Err(_) => Check::new(
             "cargo-nextest",
             Status::Info,
-            "not installed: `cargo loopcheck test` runs `cargo test` (install with `cargo install cargo-nextest --locked`)",
+            "not installed (optional: `cargo install cargo-nextest --locked`); loopcheck coordinates tests under both runners",
         ),
     }
 }

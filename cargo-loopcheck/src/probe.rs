@@ -18,6 +18,7 @@ use crate::term::{Format, Term, print_json};
 /// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
 /// assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
 /// assert!(parse_duration("2 weeks").is_err());
+/// assert!(parse_duration("0s").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
@@ -26,6 +27,9 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let number: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration such as `500ms`, `2s` or `1m`"))?;
+    if number == 0 {
+        return Err(format!("`{text}` is no time to wait: give at least `1ms`"));
+    }
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
@@ -37,6 +41,11 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 /// The addresses `text` stands for, in the order a client tries them.
 fn resolve(text: &str) -> Result<Vec<SocketAddr>> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(Error::Usage(format!(
+                "cannot probe `{text}`: port 0 is no address to connect to"
+            )));
+        }
         return Ok(vec![addr]);
     }
     let usage = |why: String| {
@@ -45,8 +54,11 @@ fn resolve(text: &str) -> Result<Vec<SocketAddr>> {
         ))
     };
     let (host, port) = text.rsplit_once(':').ok_or_else(|| usage("no port".into()))?;
-    port.parse::<u16>()
-        .map_err(|_| usage(format!("`{port}` is not a port")))?;
+    match port.parse::<u16>() {
+        Ok(0) => return Err(usage("port 0 is no address to connect to".into())),
+        Ok(_) => {}
+        Err(_) => return Err(usage(format!("`{port}` is not a port"))),
+    }
     let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
         .map_err(|e| usage(format!("`{host}` does not resolve ({e})")))?

@@ -199,7 +199,7 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
     };
     // SAFETY: a signal to a pid checked just above to be the same orphaned process of this user.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        return Outcome::Failed;
+        return failed_signal();
     }
     if wait_gone(zombie, grace) {
         return Outcome::Terminated;
@@ -209,10 +209,20 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
     }
     // SAFETY: as above, checked again.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
-        return Outcome::Failed;
+        return failed_signal();
     }
     if wait_gone(zombie, Duration::from_secs(5)) {
         Outcome::Killed
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// The outcome of a `kill` that failed: `Gone` when the process had already exited.
+#[cfg(unix)]
+fn failed_signal() -> Outcome {
+    if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        Outcome::Gone
     } else {
         Outcome::Failed
     }

@@ -64,6 +64,8 @@ fn usage_errors_exit_with_2() {
         &["probe", "not-an-address"],
         &["probe", "127.0.0.1:99999"],
         &["probe", "127.0.0.1:80", "--timeout", "forever"],
+        &["probe", "127.0.0.1:80", "--timeout", "0s"],
+        &["probe", "127.0.0.1:0"],
         &["explain", "LC999"],
         &["--color", "sometimes", "explain", "LC001"],
     ] {

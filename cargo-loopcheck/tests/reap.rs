@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +66,9 @@ fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
             "--quiet",
         ])
         .env(ROLE, "orphan-parent")
+        // Its own process group, as nextest gives each test process: once it exits, the
+        // listener it leaves behind belongs to a group without a leader.
+        .process_group(0)
         .env("EXE", exe)
         .stdout(Stdio::piped())
         .spawn()

@@ -121,6 +121,7 @@ fn bare_process(pid: u32) -> ProcessInfo {
     ProcessInfo {
         pid,
         ppid: None,
+        pgid: None,
         name: String::new(),
         cmdline: Vec::new(),
         exe: None,

@@ -130,6 +130,7 @@ pub(crate) fn processes(sockets: &[SocketEntry], names: &HashMap<u32, String>) -
             let info = ProcessInfo {
                 pid,
                 ppid: None,
+                pgid: None,
                 name: names.get(&pid).cloned().unwrap_or_default(),
                 cmdline: Vec::new(),
                 exe: None,

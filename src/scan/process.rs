@@ -26,6 +26,9 @@ pub struct ProcessInfo {
     /// The parent's pid; `None` when the process has none (PID 1, kernel roots) or it is not
     /// known. An orphan's parent is the reaper, often PID 1.
     pub ppid: Option<u32>,
+    /// The process group id (field 5 of `/proc/PID/stat`): a child started by a test runner
+    /// stays in the runner's group, so a group whose leader is gone marks a leftover.
+    pub pgid: Option<u32>,
     /// The short command name (`comm`: at most 15 bytes on Linux).
     pub name: String,
     /// The arguments, program first. Empty for kernel threads, zombies, and with backends
@@ -101,6 +104,7 @@ pub(crate) struct Stat<'a> {
     pub(crate) comm: &'a [u8],
     pub(crate) state: Option<char>,
     pub(crate) ppid: Option<u32>,
+    pub(crate) pgid: Option<u32>,
     pub(crate) start_time: Option<u64>,
 }
 
@@ -127,11 +131,17 @@ pub(crate) fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
         .and_then(parse_decimal)
         .and_then(|p| u32::try_from(p).ok())
         .filter(|&p| p != 0);
-    let start_time = fields.nth(17).and_then(parse_decimal);
+    let pgid = fields
+        .next()
+        .and_then(parse_decimal)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|&p| p != 0);
+    let start_time = fields.nth(16).and_then(parse_decimal);
     Some(Stat {
         comm,
         state,
         ppid,
+        pgid,
         start_time,
     })
 }
@@ -230,7 +240,7 @@ impl<'p> ProcessReader<'p> {
         self.proc.read(pid, c"stat", &mut self.buf).ok()?;
         let stat = parse_stat(&self.buf)?;
         let name = String::from_utf8_lossy(stat.comm).into_owned();
-        let (state, ppid, start_time) = (stat.state, stat.ppid, stat.start_time);
+        let (state, ppid, pgid, start_time) = (stat.state, stat.ppid, stat.pgid, stat.start_time);
 
         let cmdline = match self.proc.read(pid, c"cmdline", &mut self.buf) {
             Ok(()) => parse_cmdline(&self.buf),
@@ -254,6 +264,7 @@ impl<'p> ProcessReader<'p> {
         Some(ProcessInfo {
             pid,
             ppid,
+            pgid,
             name,
             cmdline,
             exe,
@@ -363,6 +374,7 @@ mod tests {
         let mut info = ProcessInfo {
             pid: 2,
             ppid: None,
+            pgid: None,
             name: "kthreadd".into(),
             cmdline: Vec::new(),
             exe: None,
