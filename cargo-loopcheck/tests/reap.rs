@@ -76,10 +76,11 @@ fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
     let stdout = parent.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Reads to the end: a closed pipe would fail the parent's last writes. The orphan keeps
+        // the pipe open until the test kills it.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(tagged) = line.strip_prefix('@') {
                 let _ = sender.send(tagged.to_owned());
-                return;
             }
         }
     });
