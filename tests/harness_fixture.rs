@@ -13,6 +13,10 @@ fn fixture() -> PathBuf {
 /// Runs cargo in the fixture; `--manifest-path` goes right after the subcommand, before any
 /// `--` that passes the rest to the test binaries.
 fn cargo(args: &[&str]) -> Output {
+    cargo_with_run_dir(args, None)
+}
+
+fn cargo_with_run_dir(args: &[&str], run_dir: Option<&Path>) -> Output {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let subcommand = if args[0] == "nextest" { 2 } else { 1 };
     let mut command = Command::new(cargo);
@@ -28,6 +32,9 @@ fn cargo(args: &[&str]) -> Output {
         )
         .env("CARGO_TERM_COLOR", "never")
         .env_remove("LOOPCHECK_RUN_DIR");
+    if let Some(dir) = run_dir {
+        command.env("LOOPCHECK_RUN_DIR", dir);
+    }
     run_bounded(command, Duration::from_secs(600))
 }
 
@@ -120,6 +127,70 @@ fn check_failure_names_the_child(output: &Output) {
     );
 }
 
+/// With `LOOPCHECK_RUN_DIR` set, each test writes one complete JSON record there.
+fn check_run_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run-42");
+    std::fs::create_dir(&run_dir).unwrap();
+    let output = cargo_with_run_dir(
+        &[
+            "test",
+            "--",
+            "--exact",
+            "form_port",
+            "failing_child_holds_port",
+            "leaky_listener_and_child",
+        ],
+        Some(&run_dir),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    let mut records: Vec<serde_json::Value> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .inspect(|path| {
+            assert_eq!(
+                path.extension().unwrap(),
+                "json",
+                "no temporary file is left: {path:?}"
+            )
+        })
+        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+        .collect();
+    records.sort_by_key(|r| r["name"].as_str().unwrap().to_owned());
+    let names: Vec<&str> = records.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "forms::failing_child_holds_port",
+            "forms::form_port",
+            "forms::leaky_listener_and_child"
+        ]
+    );
+    let (failing, passing, leaky) = (&records[0], &records[1], &records[2]);
+    assert_eq!(passing["outcome"], "passed");
+    assert_eq!(passing["ports"].as_array().unwrap().len(), 1);
+    assert!(passing["duration_ms"].is_u64() && passing["pid"].is_u64());
+    assert_eq!(failing["outcome"], "failed");
+    assert!(
+        failing["message"]
+            .as_str()
+            .unwrap()
+            .contains("Address already in use"),
+        "{failing}"
+    );
+    assert_eq!(failing["diagnoses"][0]["code"], "LC001", "{failing}");
+    let leak_codes: Vec<&str> = leaky["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        leak_codes.contains(&"LC012") && leak_codes.contains(&"LC013"),
+        "{leaky}"
+    );
+}
+
 fn check_leaks_are_reported(output: &Output) {
     let all = text(output);
     let child = child_pid(&all);
@@ -146,6 +217,7 @@ fn every_form_works_under_cargo_test_and_nextest() {
     assert!(all.contains("passed; 0 failed; 1 ignored"), "{all}");
 
     check_failure_names_the_child(&cargo(&["test", "--", "--exact", "failing_child_holds_port"]));
+    check_run_records();
     check_leaks_are_reported(&cargo(&[
         "test",
         "--",
