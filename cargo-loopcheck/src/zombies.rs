@@ -191,15 +191,16 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
                 )
         })
     };
+    // The handle is taken before the check, so the check and the signals concern one process
+    // even if the pid is reused in between.
+    let Some(handle) = Handle::open(zombie.pid) else {
+        return Outcome::Gone;
+    };
     if !unchanged() {
         return Outcome::Gone;
     }
-    let Ok(pid) = libc::pid_t::try_from(zombie.pid) else {
-        return Outcome::Failed;
-    };
-    // SAFETY: a signal to a pid checked just above to be the same orphaned process of this user.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        return failed_signal();
+    if let Err(err) = handle.signal(libc::SIGTERM) {
+        return failed_signal(&err);
     }
     if wait_gone(zombie, grace) {
         return Outcome::Terminated;
@@ -207,9 +208,8 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
     if !unchanged() {
         return Outcome::Terminated;
     }
-    // SAFETY: as above, checked again.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
-        return failed_signal();
+    if let Err(err) = handle.signal(libc::SIGKILL) {
+        return failed_signal(&err);
     }
     if wait_gone(zombie, Duration::from_secs(5)) {
         Outcome::Killed
@@ -218,10 +218,76 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
     }
 }
 
+/// One process to signal. On Linux a pidfd, which keeps naming the same process even after it
+/// exits and its pid is reused; elsewhere (or on kernels before 5.3) the bare pid.
+#[cfg(unix)]
+struct Handle {
+    pid: libc::pid_t,
+    #[cfg(target_os = "linux")]
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+#[cfg(unix)]
+impl Handle {
+    /// `None` when the process is already gone.
+    fn open(pid: u32) -> Option<Handle> {
+        let pid = libc::pid_t::try_from(pid).ok()?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::FromRawFd;
+            // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd >= 0 {
+                // SAFETY: the kernel just returned this fd, and nothing else owns it.
+                let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+                return Some(Handle {
+                    pid,
+                    pidfd: Some(pidfd),
+                });
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESRCH) => None,
+                _ => Some(Handle { pid, pidfd: None }),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(Handle { pid })
+    }
+
+    fn signal(&self, signal: libc::c_int) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(pidfd) = &self.pidfd {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a signal through a pidfd this process owns; no siginfo, no flags.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            return if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            };
+        }
+        // SAFETY: a signal to a pid checked to be this user's orphaned process just before.
+        let rc = unsafe { libc::kill(self.pid, signal) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
 /// The outcome of a `kill` that failed: `Gone` when the process had already exited.
 #[cfg(unix)]
-fn failed_signal() -> Outcome {
-    if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+fn failed_signal(err: &std::io::Error) -> Outcome {
+    if err.raw_os_error() == Some(libc::ESRCH) {
         Outcome::Gone
     } else {
         Outcome::Failed

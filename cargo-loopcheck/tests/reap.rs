@@ -40,6 +40,8 @@ fn child_entry() {
                     .env(ROLE, "listen-linger")
                     .stdin(Stdio::null())
                     .stdout(Stdio::inherit())
+                    // Not the parent's stderr: a reader of that pipe would wait for the orphan.
+                    .stderr(Stdio::null())
                     .spawn();
                 match spawned {
                     #[allow(clippy::zombie_processes, reason = "leaving an orphan is the point")]
@@ -71,8 +73,15 @@ fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
         .process_group(0)
         .env("EXE", exe)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = parent.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let stdout = parent.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -84,10 +93,16 @@ fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
             }
         }
     });
-    let line = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the orphan reports its address");
-    assert!(parent.wait().unwrap().success());
+    let Ok(line) = receiver.recv_timeout(Duration::from_secs(60)) else {
+        let _ = parent.kill();
+        let _ = parent.wait();
+        panic!(
+            "the orphan did not report its address; its parent said: {}",
+            said.join().unwrap()
+        );
+    };
+    let status = parent.wait().unwrap();
+    assert!(status.success(), "{}", said.join().unwrap());
     let (addr, pid) = line.split_once(' ').unwrap();
     let pid: u32 = pid.parse().unwrap();
     // Wait until the kernel has reparented it.
