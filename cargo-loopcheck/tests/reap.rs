@@ -13,6 +13,15 @@ use cargo_loopcheck::ExitCode;
 
 const ROLE: &str = "LOOPCHECK_TEST_ROLE";
 
+/// Runs only `child_entry` of this binary, printing what it says.
+const CHILD_ARGS: [&str; 5] = [
+    "--exact",
+    "child_entry",
+    "--nocapture",
+    "--test-threads=1",
+    "--quiet",
+];
+
 /// The entry point of child processes; does nothing when run as a plain test.
 #[test]
 fn child_entry() {
@@ -30,13 +39,7 @@ fn child_entry() {
             // test thread forked at the moment it was written (ETXTBSY): retry briefly.
             for attempt in 0.. {
                 let spawned = Command::new(&exe)
-                    .args([
-                        "--exact",
-                        "child_entry",
-                        "--nocapture",
-                        "--test-threads=1",
-                        "--quiet",
-                    ])
+                    .args(CHILD_ARGS)
                     .env(ROLE, "listen-linger")
                     .stdin(Stdio::null())
                     .stdout(Stdio::inherit())
@@ -60,13 +63,7 @@ fn child_entry() {
 /// Runs `exe` as an orphaned listener; returns its address and pid.
 fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
     let mut parent = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_entry",
-            "--nocapture",
-            "--test-threads=1",
-            "--quiet",
-        ])
+        .args(CHILD_ARGS)
         .env(ROLE, "orphan-parent")
         // Its own process group, as nextest gives each test process: once it exits, the
         // listener it leaves behind belongs to a group without a leader.
