@@ -98,6 +98,13 @@ impl Context {
         });
     }
 
+    /// Registers a socket handed to the test by the address it is bound to.
+    fn give_bound(&mut self, protocol: Protocol, addr: io::Result<SocketAddr>) {
+        if let Ok(addr) = addr {
+            self.give(protocol, addr.port(), vec![addr]);
+        }
+    }
+
     fn fail(&self, what: &str, err: crate::Error) -> ! {
         panic!(
             "loopcheck could not allocate {what} for `{}`: {err}",
@@ -166,19 +173,10 @@ impl Arg for PortLease {
     }
 }
 
-fn local_addr<S>(socket: &S) -> Option<SocketAddr>
-where
-    for<'s> socket2::SockRef<'s>: From<&'s S>,
-{
-    socket2::SockRef::from(socket).local_addr().ok()?.as_socket()
-}
-
 impl Arg for TcpListener {
     fn allocate(cx: &mut Context) -> Self {
         let listener = crate::tcp_listener().unwrap_or_else(|e| cx.fail("a TcpListener", e));
-        if let Some(addr) = local_addr(&listener) {
-            cx.give(Protocol::Tcp, addr.port(), vec![addr]);
-        }
+        cx.give_bound(Protocol::Tcp, listener.local_addr());
         listener
     }
 }
@@ -186,9 +184,7 @@ impl Arg for TcpListener {
 impl Arg for UdpSocket {
     fn allocate(cx: &mut Context) -> Self {
         let socket = crate::udp_socket().unwrap_or_else(|e| cx.fail("a UdpSocket", e));
-        if let Some(addr) = local_addr(&socket) {
-            cx.give(Protocol::Udp, addr.port(), vec![addr]);
-        }
+        cx.give_bound(Protocol::Udp, socket.local_addr());
         socket
     }
 }
@@ -203,9 +199,7 @@ impl<T: Arg, const N: usize> Arg for [T; N] {
 impl Arg for tokio::net::TcpListener {
     fn allocate(cx: &mut Context) -> Self {
         let listener = crate::tokio::tcp_listener().unwrap_or_else(|e| cx.fail("a tokio TcpListener", e));
-        if let Ok(addr) = listener.local_addr() {
-            cx.give(Protocol::Tcp, addr.port(), vec![addr]);
-        }
+        cx.give_bound(Protocol::Tcp, listener.local_addr());
         listener
     }
 }
@@ -214,9 +208,7 @@ impl Arg for tokio::net::TcpListener {
 impl Arg for tokio::net::UdpSocket {
     fn allocate(cx: &mut Context) -> Self {
         let socket = crate::tokio::udp_socket().unwrap_or_else(|e| cx.fail("a tokio UdpSocket", e));
-        if let Ok(addr) = socket.local_addr() {
-            cx.give(Protocol::Udp, addr.port(), vec![addr]);
-        }
+        cx.give_bound(Protocol::Udp, socket.local_addr());
         socket
     }
 }

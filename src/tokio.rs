@@ -45,7 +45,7 @@ fn runtime_check() -> Result<()> {
 pub fn tcp_listener() -> Result<tokio::net::TcpListener> {
     runtime_check()?;
     let listener = crate::tcp_listener()?;
-    let addr = local_addr(&listener);
+    let addr = or_unknown(listener.local_addr());
     convert(listener, addr, tokio::net::TcpListener::from_std)
 }
 
@@ -53,20 +53,13 @@ pub fn tcp_listener() -> Result<tokio::net::TcpListener> {
 pub fn udp_socket() -> Result<tokio::net::UdpSocket> {
     runtime_check()?;
     let socket = crate::udp_socket()?;
-    let addr = local_addr(&socket);
+    let addr = or_unknown(socket.local_addr());
     convert(socket, addr, tokio::net::UdpSocket::from_std)
 }
 
 /// The address of a socket just bound by loopcheck, for error messages only.
-fn local_addr<S>(socket: &S) -> SocketAddr
-where
-    for<'s> SockRef<'s>: From<&'s S>,
-{
-    SockRef::from(socket)
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or_else(|| SocketAddr::new(crate::loopback_ip(), 0))
+fn or_unknown(addr: io::Result<SocketAddr>) -> SocketAddr {
+    addr.unwrap_or_else(|_| SocketAddr::new(crate::loopback_ip(), 0))
 }
 
 impl crate::PortLease {
