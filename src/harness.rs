@@ -403,7 +403,7 @@ impl Context {
         // The harness's own "timed out" is no socket timeout: say only what each address shows.
         let symptom = match failure {
             Failure::TimedOut(_) => None,
-            _ => symptom(failure.message()),
+            _ => crate::diagnose::symptom(failure.message()),
         };
         let diagnoses = self.diagnose(symptom);
         if !diagnoses.is_empty() {
@@ -554,69 +554,6 @@ fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
     std::fs::rename(&temporary, dir.join(format!("{unique}.json")))
 }
 
-/// Phrases of failure messages (lower-cased) and the socket error each stands for: the
-/// `Display` and `Debug` forms of `io::Error` on Linux, macOS and Windows, and what async
-/// runtimes and HTTP clients print.
-const SYMPTOMS: &[(io::ErrorKind, &[&str])] = &[
-    (
-        io::ErrorKind::AddrInUse,
-        &[
-            "address already in use",
-            "addrinuse",
-            "os error 98)",
-            "os error 48)",
-            "os error 10048)",
-        ],
-    ),
-    (
-        io::ErrorKind::ConnectionRefused,
-        &[
-            "connection refused",
-            "connectionrefused",
-            "os error 111)",
-            "os error 61)",
-            "os error 10061)",
-        ],
-    ),
-    (
-        io::ErrorKind::AddrNotAvailable,
-        &[
-            "cannot assign requested address",
-            "can't assign requested address",
-            "addrnotavailable",
-            "os error 99)",
-            "os error 49)",
-        ],
-    ),
-    (
-        io::ErrorKind::PermissionDenied,
-        &["permission denied", "os error 13)", "os error 10013)"],
-    ),
-    (
-        io::ErrorKind::TimedOut,
-        &["timed out", "timedout", "deadline has elapsed", "os error 110)"],
-    ),
-    (
-        io::ErrorKind::ConnectionReset,
-        &[
-            "connection reset",
-            "early eof",
-            "unexpected end of file",
-            "unexpectedeof",
-            "broken pipe",
-        ],
-    ),
-];
-
-/// The socket error a failure message speaks of, if any.
-fn symptom(message: &str) -> Option<io::ErrorKind> {
-    let message = message.to_ascii_lowercase();
-    SYMPTOMS
-        .iter()
-        .find(|(_, phrases)| phrases.iter().any(|p| message.contains(p)))
-        .map(|(kind, _)| *kind)
-}
-
 /// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the
 /// cheapest question: only when it fails is the socket table read.
 fn still_bound(protocol: Protocol, addr: SocketAddr) -> bool {
@@ -723,26 +660,6 @@ fn children(tids: &[Option<u32>]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failure_messages_name_their_symptom() {
-        let cases = [
-            (
-                "called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, message: \"Address already in use\" }",
-                Some(io::ErrorKind::AddrInUse),
-            ),
-            (
-                "Connection refused (os error 111)",
-                Some(io::ErrorKind::ConnectionRefused),
-            ),
-            ("deadline has elapsed", Some(io::ErrorKind::TimedOut)),
-            ("early eof", Some(io::ErrorKind::ConnectionReset)),
-            ("assertion `left == right` failed\n  left: 1\n right: 2", None),
-        ];
-        for (message, kind) in cases {
-            assert_eq!(symptom(message), kind, "{message}");
-        }
-    }
 
     #[test]
     fn outcomes_report_errors_like_libtest() {

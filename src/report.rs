@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A stable diagnostic code. Each has a section in `docs/diagnostics.md`, shown by
 /// `cargo loopcheck explain CODE`.
@@ -131,8 +131,16 @@ impl Serialize for Code {
     }
 }
 
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Code::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown diagnostic code `{text}`")))
+    }
+}
+
 /// How serious a diagnosis or finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Informational: nothing is wrong now.
@@ -154,7 +162,7 @@ impl fmt::Display for Severity {
 }
 
 /// A process named by a diagnosis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRef {
     /// Its process id.
     pub pid: u32,
@@ -239,6 +247,36 @@ impl Diagnosis {
     }
 }
 
+/// A diagnosis as JSON carries it (a run record, `--format json`); its name follows from its code.
+#[derive(Deserialize)]
+struct DiagnosisFields {
+    code: Code,
+    severity: Severity,
+    addr: Option<SocketAddr>,
+    summary: String,
+    #[serde(default)]
+    evidence: Vec<String>,
+    #[serde(default)]
+    processes: Vec<ProcessRef>,
+    fix: String,
+}
+
+impl<'de> Deserialize<'de> for Diagnosis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = DiagnosisFields::deserialize(deserializer)?;
+        Ok(Diagnosis {
+            code: fields.code,
+            name: fields.code.name(),
+            severity: fields.severity,
+            addr: fields.addr,
+            summary: fields.summary,
+            evidence: fields.evidence,
+            processes: fields.processes,
+            fix: fields.fix,
+        })
+    }
+}
+
 impl fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}[{}]: {}", self.severity, self.code, self.summary)?;
@@ -288,6 +326,15 @@ mod tests {
         assert_eq!(json["name"], "port-in-use");
         assert_eq!(json["addr"], "127.0.0.1:8080");
         assert_eq!(json["severity"], "error");
+        let back: Diagnosis = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_string(), diagnosis.to_string());
+        assert_eq!(back.name, "port-in-use");
+        assert!(
+            serde_json::from_str::<Diagnosis>(
+                r#"{"code":"LC999","severity":"error","addr":null,"summary":"","fix":""}"#
+            )
+            .is_err()
+        );
     }
 }
 

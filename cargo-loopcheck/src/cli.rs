@@ -59,8 +59,40 @@ pub enum Command {
     Probe(ProbeArgs),
     /// End zombie listeners left by this workspace's tests (a dry run without --yes).
     Reap(ReapArgs),
+    /// Run the tests (nextest, else cargo test) and explain each failure: who held the port.
+    Test(TestArgs),
     /// Show the documentation of a diagnostic code.
     Explain(ExplainArgs),
+}
+
+/// `cargo loopcheck test`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo loopcheck test\n  cargo loopcheck test --junit junit.xml -- -p server --features tls\n  cargo loopcheck test --concurrent 2 --repeat 5\n  cargo loopcheck test --nextest -- --partition count:1/3"
+)]
+pub struct TestArgs {
+    /// Run the tests with `cargo nextest run` [default when cargo-nextest is installed].
+    #[arg(long, conflicts_with = "cargo_test")]
+    pub nextest: bool,
+    /// Run the tests with `cargo test`.
+    #[arg(long)]
+    pub cargo_test: bool,
+    /// Run the suite N times, one run after another, to expose flaky tests.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+    /// Run K copies of the suite at once, as CI jobs or worktrees sharing a host would.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrent: u32,
+    /// End this workspace's zombie listeners before the run, instead of warning about them.
+    #[arg(long)]
+    pub reap: bool,
+    /// Also write the results as JUnit XML to FILE, diagnoses included.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Arguments for the runner, after `--`: filters, `-p`, `--features`, nextest's
+    /// `--partition`; after a second `--`, the test binaries' own.
+    #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// `cargo loopcheck reap`.

@@ -35,6 +35,54 @@ pub enum Error {
     /// Writing output failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+
+    /// A program could not be started: cargo missing from `PATH`, for example.
+    #[error("cannot run `{program}`")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `--nextest` was given and cargo-nextest is not installed.
+    #[error(
+        "cargo-nextest is not installed: install it with `cargo install cargo-nextest --locked`, or run the tests with --cargo-test"
+    )]
+    NoNextest,
+
+    /// The tests did not build.
+    #[error("the build failed: `{command}` exited with {status}; no test ran")]
+    BuildFailed {
+        /// The command, as a user would type it.
+        command: String,
+        /// Its exit status.
+        status: String,
+    },
+
+    /// The runner stopped for a reason other than failing tests.
+    #[error("`{command}` did not run the tests: it exited with {status}{detail}")]
+    RunnerFailed {
+        /// The command, as a user would type it.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it said last, or what that status means.
+        detail: String,
+    },
+
+    /// A file or directory of the run could not be created, written or read.
+    #[error("cannot {action} `{}`", path.display())]
+    Io {
+        /// What was tried: `create`, `write`, `read`.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -16,6 +16,7 @@ pub mod ports;
 pub mod probe;
 pub mod reap;
 pub mod render;
+pub mod runner;
 pub mod term;
 pub mod workspace;
 pub mod zombies;
@@ -67,6 +68,7 @@ where
         Command::Ports(ports) => ports::run(&args.common, ports, &term),
         Command::Reap(reap) => reap::run(&args.common, reap, &term),
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
+        Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
     };
     match result {

@@ -64,11 +64,11 @@ pub struct Term {
     choice: ColorChoice,
 }
 
-const ERROR: Style = AnsiColor::Red.on_default().bold();
-const WARNING: Style = AnsiColor::Yellow.on_default().bold();
-const NOTE: Style = AnsiColor::Cyan.on_default().bold();
-const GOOD: Style = AnsiColor::Green.on_default().bold();
-const EMPHASIS: Style = Style::new().bold();
+pub(crate) const ERROR: Style = AnsiColor::Red.on_default().bold();
+pub(crate) const WARNING: Style = AnsiColor::Yellow.on_default().bold();
+pub(crate) const NOTE: Style = AnsiColor::Cyan.on_default().bold();
+pub(crate) const GOOD: Style = AnsiColor::Green.on_default().bold();
+pub(crate) const EMPHASIS: Style = Style::new().bold();
 const ARROW: Style = AnsiColor::Blue.on_default().bold();
 
 impl Term {
@@ -87,6 +87,15 @@ impl Term {
             ColorWhen::Auto => ColorChoice::Auto,
         };
         Term { choice }
+    }
+
+    /// Whether human output is coloured: what a runner started by this command should do.
+    pub fn colors(&self) -> bool {
+        match self.choice {
+            ColorChoice::Never => false,
+            ColorChoice::Auto => AutoStream::choice(&std::io::stderr()) != ColorChoice::Never,
+            _ => true,
+        }
     }
 
     /// Human output: stderr, styled or plain as chosen.

@@ -26,9 +26,15 @@ impl Workspace {
         if let Some(path) = manifest_path {
             command.manifest_path(path);
         }
-        let metadata = command.exec().map_err(|source| Error::Metadata {
-            manifest: manifest_path.map(Path::to_path_buf),
-            source,
+        let metadata = command.exec().map_err(|source| match source {
+            cargo_metadata::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::Spawn {
+                program: std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+                source: io,
+            },
+            source => Error::Metadata {
+                manifest: manifest_path.map(Path::to_path_buf),
+                source,
+            },
         })?;
         let members: Vec<cargo_metadata::Package> =
             metadata.workspace_packages().into_iter().cloned().collect();

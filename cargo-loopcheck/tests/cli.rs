@@ -39,7 +39,9 @@ fn json(output: &Output) -> serde_json::Value {
 
 #[test]
 fn help_is_stable() {
-    for command in ["", "check", "lint", "doctor", "ports", "probe", "reap", "explain"] {
+    for command in [
+        "", "check", "lint", "doctor", "ports", "probe", "reap", "test", "explain",
+    ] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()
             .filter(|a| !a.is_empty())
@@ -67,6 +69,11 @@ fn usage_errors_exit_with_2() {
         &["probe", "127.0.0.1:80", "--timeout", "0s"],
         &["probe", "127.0.0.1:0"],
         &["explain", "LC999"],
+        &["test", "--format", "sarif"],
+        &["test", "--repeat", "0"],
+        &["test", "--concurrent", "many"],
+        &["test", "--nextest", "--cargo-test"],
+        &["test", "--no-such-flag"],
         &["--color", "sometimes", "explain", "LC001"],
     ] {
         let output = run(args);

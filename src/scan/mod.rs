@@ -74,7 +74,7 @@ mod table;
 use std::collections::BTreeMap;
 
 pub use error::ScanError;
-pub use process::ProcessInfo;
+pub use process::{ProcessInfo, RunProcess, processes_of_run};
 pub use table::{Backend, Protocol, SocketEntry, SocketState, SocketTable};
 
 /// What [`scan_with`] collects.

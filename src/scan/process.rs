@@ -157,6 +157,76 @@ pub(crate) fn parse_status_uid(buf: &[u8]) -> Option<u32> {
     parse_decimal(real).and_then(|uid| u32::try_from(uid).ok())
 }
 
+/// A live process started, directly or through others, by a test of one run: it carries that
+/// run's `LOOPCHECK_RUN_DIR`, which every descendant of the test runner inherits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunProcess {
+    /// The process.
+    pub process: ProcessInfo,
+    /// `NEXTEST_BINARY_ID`: the test binary whose test started it, under nextest.
+    pub binary_id: Option<String>,
+    /// `NEXTEST_TEST_NAME`: the test that started it, under nextest.
+    pub test_name: Option<String>,
+}
+
+/// The live processes (zombies left out) whose environment holds `LOOPCHECK_RUN_DIR=run_dir`,
+/// other than this one. After a test run has ended these are what its tests left running.
+///
+/// Linux reads `/proc/PID/environ`, which only the process's owner (and root) can read:
+/// another user's processes are never counted. Elsewhere this finds nothing.
+///
+/// ```
+/// let dir = std::env::temp_dir().join("loopcheck-doc-no-such-run");
+/// assert!(loopcheck::scan::processes_of_run(&dir).is_empty());
+/// ```
+pub fn processes_of_run(run_dir: &std::path::Path) -> Vec<RunProcess> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let own = std::process::id();
+        let wanted = run_dir.as_os_str().as_bytes();
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == own {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let in_run = environ.split(|&b| b == 0).any(|var| {
+                var.strip_prefix(crate::lease::RUN_DIR_VAR.as_bytes())
+                    .and_then(|v| v.strip_prefix(b"="))
+                    == Some(wanted)
+            });
+            if !in_run {
+                continue;
+            }
+            let Some(process) = ProcessInfo::read(pid).filter(|p| p.state != Some('Z')) else {
+                continue;
+            };
+            found.push(RunProcess {
+                process,
+                binary_id: find_env(&environ, b"NEXTEST_BINARY_ID"),
+                test_name: find_env(&environ, b"NEXTEST_TEST_NAME"),
+            });
+        }
+        found.sort_by_key(|p| p.process.pid);
+        found
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = run_dir;
+        Vec::new()
+    }
+}
+
 /// `/proc/PID/cmdline`: NUL-separated arguments, usually with a trailing NUL.
 pub(crate) fn parse_cmdline(buf: &[u8]) -> Vec<String> {
     let buf = buf.strip_suffix(b"\0").unwrap_or(buf);

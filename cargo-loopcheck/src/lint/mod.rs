@@ -36,6 +36,7 @@ mod eval;
 mod files;
 mod items;
 mod rules;
+mod sites;
 mod suppress;
 mod tokens;
 
@@ -47,6 +48,7 @@ use loopcheck::report::Finding;
 
 pub use config::LintConfig;
 pub use files::test_sources;
+pub use sites::{PortUse, TestSite, test_site};
 
 use crate::workspace::Workspace;
 

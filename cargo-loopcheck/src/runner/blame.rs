@@ -1,0 +1,483 @@
+//! Explaining a run: where each failing test lives, what its sockets show, what the
+//! `#[loopback_test]` records say, and which processes the run left behind.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cargo_metadata::TargetKind;
+use loopcheck::diagnose::{Diagnoser, process_ref, symptom};
+use loopcheck::report::{Code, Diagnosis, Finding};
+use loopcheck::scan::{self, RunProcess, ScanOptions};
+use serde::Deserialize;
+
+use super::libtest::{BinaryLine, CRASHED};
+use super::model::{Execution, Status};
+use crate::workspace::Workspace;
+
+/// How many addresses of one failure are examined: a refused one is watched for a moment.
+const MAX_ADDRESSES: usize = 4;
+
+/// A test target of the workspace.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Its id as nextest names it: `demo`, `demo::echo`, `demo::bin/server`.
+    pub(crate) id: String,
+    /// Its crate name: the first segment of `module_path!()` in it.
+    pub(crate) crate_name: String,
+    /// Its root source file.
+    pub(crate) src_path: PathBuf,
+}
+
+/// The workspace's test targets.
+pub(crate) struct Targets(Vec<Target>);
+
+impl Targets {
+    pub(crate) fn new(workspace: &Workspace) -> Targets {
+        let mut targets = Vec::new();
+        for package in &workspace.packages {
+            for target in &package.targets {
+                let kind = |k: TargetKind| target.is_kind(k);
+                let id = if kind(TargetKind::Lib) || kind(TargetKind::ProcMacro) || target.is_lib() {
+                    package.name.to_string()
+                } else if kind(TargetKind::Test) {
+                    format!("{}::{}", package.name, target.name)
+                } else if kind(TargetKind::Bin) {
+                    format!("{}::bin/{}", package.name, target.name)
+                } else if kind(TargetKind::Bench) {
+                    format!("{}::bench/{}", package.name, target.name)
+                } else if kind(TargetKind::Example) {
+                    format!("{}::example/{}", package.name, target.name)
+                } else {
+                    continue;
+                };
+                targets.push(Target {
+                    id,
+                    crate_name: target.name.replace('-', "_"),
+                    src_path: target.src_path.clone().into_std_path_buf(),
+                });
+            }
+        }
+        Targets(targets)
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> Option<&Target> {
+        self.0.iter().find(|t| t.id == id)
+    }
+
+    /// The id of the binary cargo announced with `line`: the target whose crate name is the
+    /// executable's (`echo-9a8b` is `echo`) and whose source ends with the path cargo shows.
+    pub(crate) fn id_of(&self, line: &BinaryLine) -> String {
+        if line.doctests {
+            return format!("{}::doctests", line.source);
+        }
+        let stem = line
+            .exe
+            .as_deref()
+            .and_then(|exe| Path::new(exe).file_name()?.to_str())
+            .map(|name| name.rsplit_once('-').map_or(name, |(crate_name, _)| crate_name));
+        let source = Path::new(&line.source);
+        self.0
+            .iter()
+            .filter(|t| t.src_path.ends_with(source))
+            .find(|t| stem.is_none_or(|stem| stem == t.crate_name))
+            .map_or_else(|| line.source.clone(), |t| t.id.clone())
+    }
+}
+
+/// What explains the failures of one run.
+pub(crate) struct Blamer<'a> {
+    workspace: &'a Workspace,
+    targets: &'a Targets,
+    diagnoser: Diagnoser,
+    sources: HashMap<PathBuf, Option<String>>,
+    findings: Option<Vec<Finding>>,
+    /// How many copies of the suite ran at once.
+    concurrent: u32,
+}
+
+impl<'a> Blamer<'a> {
+    pub(crate) fn new(workspace: &'a Workspace, targets: &'a Targets, concurrent: u32) -> Self {
+        Blamer {
+            workspace,
+            targets,
+            diagnoser: Diagnoser::default(),
+            sources: HashMap::new(),
+            findings: None,
+            concurrent,
+        }
+    }
+
+    /// Finds a failed test's source and, when its output speaks of a socket error and it
+    /// has no diagnosis from its own harness, diagnoses the addresses it uses.
+    pub(crate) fn explain(&mut self, execution: &mut Execution) {
+        if !matches!(execution.status, Status::Failed | Status::Flaky) || execution.name == CRASHED {
+            return;
+        }
+        let ports = self.locate(execution);
+        if !execution.diagnoses.is_empty() {
+            return;
+        }
+        let Some(kind) = symptom(&execution.output) else {
+            return;
+        };
+        let mut addrs: Vec<SocketAddr> = mentioned_addrs(&execution.output);
+        for port in &ports {
+            if !addrs.iter().any(|a| a.port() == *port) {
+                addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port));
+            }
+        }
+        addrs.truncate(MAX_ADDRESSES);
+        let mut diagnoses: Vec<Diagnosis> = Vec::new();
+        for addr in addrs {
+            let found = if kind == io::ErrorKind::AddrInUse {
+                let other = match addr.ip() {
+                    IpAddr::V4(ip) if ip.is_loopback() => {
+                        Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()))
+                    }
+                    _ => None,
+                };
+                self.diagnoser
+                    .explain_symptom(kind, addr)
+                    .or_else(|| other.and_then(|other| self.diagnoser.explain_symptom(kind, other)))
+                    .or_else(|| Some(self.freed(execution, addr)))
+            } else {
+                self.diagnoser.explain_symptom(kind, addr)
+            };
+            if let Some(diagnosis) = found {
+                super::model::merge(&mut diagnoses, &[diagnosis]);
+            }
+        }
+        execution.diagnoses = diagnoses;
+    }
+
+    /// Sets the test's file and line; returns the hard-coded ports it reaches.
+    fn locate(&mut self, execution: &mut Execution) -> Vec<u16> {
+        let Some(target) = self.targets.by_id(&execution.binary) else {
+            return Vec::new();
+        };
+        let mut segments: Vec<&str> = execution.name.split("::").collect();
+        let Some(function) = segments.pop() else {
+            return Vec::new();
+        };
+        let root = target.src_path.clone();
+        let file = module_file(&root, &segments);
+        let found = [file.clone(), root.clone()].into_iter().find_map(|path| {
+            let source = self
+                .sources
+                .entry(path.clone())
+                .or_insert_with(|| std::fs::read_to_string(&path).ok())
+                .as_deref()?;
+            Some((path, crate::lint::test_site(source, function)?))
+        });
+        let Some((path, site)) = found else {
+            return Vec::new();
+        };
+        execution.file = Some(relative(&self.workspace.root, &path));
+        execution.line = Some(site.line);
+        site.ports.iter().map(|p| p.port).collect()
+    }
+
+    /// LC001 for a port that was in use when the test bound it but is free now: the holder
+    /// was as short-lived as a test, and the tests that hard-code the same port are named.
+    fn freed(&mut self, execution: &Execution, addr: SocketAddr) -> Diagnosis {
+        let port = addr.port();
+        let mut diagnosis = Diagnosis::new(
+            Code::PortInUse,
+            Some(addr),
+            format!(
+                "port {port} was in use when `{}` bound it, and nothing holds it now: the holder was short-lived, most likely another test running at the same time",
+                execution.name
+            ),
+            "take the port from loopcheck instead of a constant, so that no two tests share one: `#[loopback_test] fn name(addr: SocketAddr)`, or `loopcheck::tcp_listener()`",
+        );
+        let own = (execution.file.clone(), execution.line);
+        let others: Vec<String> = self
+            .findings()
+            .iter()
+            .filter(|f| f.code == Code::HardCodedPort && f.port == Some(port))
+            .filter(|f| (f.file.clone(), f.line) != own)
+            .map(|f| format!("{}:{}", f.file.as_deref().unwrap_or("?"), f.line.unwrap_or(0)))
+            .collect();
+        for place in others.iter().take(5) {
+            diagnosis
+                .evidence
+                .push(format!("port {port} is also hard-coded at {place}"));
+        }
+        if others.len() > 5 {
+            diagnosis
+                .evidence
+                .push(format!("and at {} more places", others.len() - 5));
+        }
+        if self.concurrent > 1 {
+            diagnosis.evidence.push(format!(
+                "{} copies of the suite ran at once (--concurrent): each binds the same hard-coded ports",
+                self.concurrent
+            ));
+        }
+        diagnosis
+    }
+
+    fn findings(&mut self) -> &[Finding] {
+        let workspace = self.workspace;
+        self.findings.get_or_insert_with(|| {
+            let config = crate::lint::config(workspace).unwrap_or_default();
+            crate::lint::lint_workspace(workspace, &config).0
+        })
+    }
+}
+
+/// The file of module `segments` under the crate root `root`: `a/b.rs` or `a/b/mod.rs`; the
+/// last file found when a module is inline.
+fn module_file(root: &Path, segments: &[&str]) -> PathBuf {
+    let mut file = root.to_path_buf();
+    let mut owns_dir = true;
+    for segment in segments {
+        let dir = if owns_dir {
+            file.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            file.with_extension("")
+        };
+        let flat = dir.join(format!("{segment}.rs"));
+        let nested = dir.join(segment).join("mod.rs");
+        if flat.is_file() {
+            file = flat;
+            owns_dir = false;
+        } else if nested.is_file() {
+            file = nested;
+            owns_dir = true;
+        } else {
+            break;
+        }
+    }
+    file
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// Loopback and wildcard socket addresses written in `text`, in order, wildcards as
+/// 127.0.0.1: `bind 127.0.0.1:7878: Address already in use`.
+pub(crate) fn mentioned_addrs(text: &str) -> Vec<SocketAddr> {
+    let mut found: Vec<SocketAddr> = Vec::new();
+    for word in text.split(|c: char| c.is_whitespace() || "\"'`,;()<>{}|=".contains(c)) {
+        let word = word.trim_matches(|c: char| c == '.' || c == ':');
+        if word.len() < 9 || !word.contains(':') {
+            continue;
+        }
+        let Ok(mut addr) = word.parse::<SocketAddr>() else {
+            continue;
+        };
+        if addr.port() == 0 {
+            continue;
+        }
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        if addr.ip().is_loopback() && !found.contains(&addr) {
+            found.push(addr);
+        }
+    }
+    found
+}
+
+/// One `#[loopback_test]`'s record in the run directory.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) diagnoses: Vec<Diagnosis>,
+    #[serde(default)]
+    pub(crate) leaks: Vec<Diagnosis>,
+}
+
+/// The records in `dir`; a record that cannot be read is reported on stderr and skipped.
+pub(crate) fn read_records(dir: &Path) -> Vec<Record> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let parsed = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    eprintln!(
+                        "warning: skipping the unreadable run record {}: {error}",
+                        path.display()
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The execution a record or leaked process names: by `crate::path::test` (a record, a
+/// `LOOPCHECK_TEST`), or by nextest's binary id and test name.
+pub(crate) fn find_execution<'e>(
+    executions: &'e mut [Execution],
+    targets: &Targets,
+    full_name: Option<&str>,
+    nextest: Option<(&str, &str)>,
+) -> Option<&'e mut Execution> {
+    if let Some((binary, name)) = nextest
+        && let Some(at) = executions
+            .iter()
+            .position(|e| e.binary == binary && e.name == name)
+    {
+        return Some(&mut executions[at]);
+    }
+    let (crate_name, path) = full_name?.split_once("::")?;
+    let at = executions.iter().position(|e| {
+        e.name == path
+            && targets
+                .by_id(&e.binary)
+                .is_none_or(|t| t.crate_name == crate_name)
+    })?;
+    Some(&mut executions[at])
+}
+
+/// Attaches the records' diagnoses and leaks to their tests; returns the leaks of records
+/// that match no test.
+pub(crate) fn attach_records(
+    executions: &mut [Execution],
+    targets: &Targets,
+    records: Vec<Record>,
+) -> Vec<Diagnosis> {
+    let mut unmatched = Vec::new();
+    for record in records {
+        match find_execution(executions, targets, Some(&record.name), None) {
+            Some(execution) => {
+                if matches!(execution.status, Status::Failed | Status::Flaky) {
+                    super::model::merge(&mut execution.diagnoses, &record.diagnoses);
+                }
+                super::model::merge(&mut execution.leaks, &record.leaks);
+            }
+            None => unmatched.extend(record.leaks),
+        }
+    }
+    unmatched
+}
+
+/// The processes of the run still alive after it ended, as LC012 (listening) or LC013
+/// diagnoses, each with the test it is attributed to where known.
+pub(crate) fn leftovers(run_dir: &Path) -> Vec<(RunProcess, Diagnosis)> {
+    let first = scan::processes_of_run(run_dir);
+    if first.is_empty() {
+        return Vec::new();
+    }
+    // Children killed as their test ended may take a moment to be gone.
+    std::thread::sleep(Duration::from_millis(200));
+    let alive: Vec<RunProcess> = scan::processes_of_run(run_dir)
+        .into_iter()
+        .filter(|p| {
+            first
+                .iter()
+                .any(|f| f.process.pid == p.process.pid && f.process.start_time == p.process.start_time)
+        })
+        .collect();
+    let table = scan::scan_with(&ScanOptions::listeners()).ok();
+    alive
+        .into_iter()
+        .map(|leftover| {
+            let process = &leftover.process;
+            let test = leftover
+                .test_name
+                .clone()
+                .or_else(|| process.loopcheck_test.clone())
+                .map_or_else(|| "a test of this run".to_owned(), |t| format!("test `{t}`"));
+            let listening: Vec<SocketAddr> = table
+                .iter()
+                .flat_map(|t| t.sockets.iter().filter(|s| t.owners(s).any(|o| o.pid == process.pid)))
+                .map(|s| s.local)
+                .collect();
+            let mut diagnosis = match listening.first() {
+                Some(addr) => {
+                    let all: Vec<String> = listening.iter().map(ToString::to_string).collect();
+                    Diagnosis::new(
+                        Code::LeakedListener,
+                        Some(*addr),
+                        format!(
+                            "{test} ended and its process pid {} `{}` still listens on {}",
+                            process.pid,
+                            process.command(),
+                            all.join(", ")
+                        ),
+                        format!(
+                            "stop the server before the test returns (keep its `Child` and kill and wait for it, for example in a guard's `Drop`); `kill {}` ends this one",
+                            process.pid
+                        ),
+                    )
+                }
+                None => Diagnosis::new(
+                    Code::LeakedChild,
+                    None,
+                    format!(
+                        "{test} ended and its child pid {} `{}` is still running",
+                        process.pid,
+                        process.command()
+                    ),
+                    format!(
+                        "keep the `Child` and end it before the test returns (`child.kill()` then `child.wait()`, for example in a guard's `Drop`); `kill {}` ends this one",
+                        process.pid
+                    ),
+                ),
+            };
+            let role = if listening.is_empty() { "child" } else { "listener" };
+            diagnosis.processes.push(process_ref(process, role));
+            (leftover, diagnosis)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_failure_messages() {
+        let text = "bind 127.0.0.1:7878: Address already in use\nconnect to [::1]:9000. then 0.0.0.0:8080, 10.0.0.1:80 and \"127.0.0.1:7878\" again; port 0: 127.0.0.1:0";
+        assert_eq!(
+            mentioned_addrs(text),
+            [
+                "127.0.0.1:7878".parse::<SocketAddr>().unwrap(),
+                "[::1]:9000".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+            ]
+        );
+        assert!(mentioned_addrs("thread 'x' panicked at tests/a.rs:2:91:").is_empty());
+    }
+
+    #[test]
+    fn module_files_flat_nested_and_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("src/lib.rs");
+        std::fs::create_dir_all(dir.path().join("src/net/wire")).unwrap();
+        for file in ["src/lib.rs", "src/net.rs", "src/net/wire/mod.rs"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        assert_eq!(module_file(&root, &[]), root);
+        assert_eq!(module_file(&root, &["net"]), dir.path().join("src/net.rs"));
+        assert_eq!(
+            module_file(&root, &["net", "wire", "tests"]),
+            dir.path().join("src/net/wire/mod.rs")
+        );
+        assert_eq!(module_file(&root, &["tests"]), root);
+    }
+}

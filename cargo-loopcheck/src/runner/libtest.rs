@@ -1,0 +1,392 @@
+//! Reading `cargo test`'s output: cargo's `Running` lines (on stderr) and each binary's libtest
+//! output (on stdout), read as one stream so that every result follows the line naming its
+//! binary.
+
+use super::model::{Execution, Status};
+
+/// A test binary as cargo names it in `Running tests/echo.rs (target/debug/deps/echo-1a2b)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BinaryLine {
+    /// The source cargo shows: `tests/echo.rs`, `src/lib.rs`; the package for doctests.
+    pub(crate) source: String,
+    /// The executable, as cargo shows it (relative to the workspace root, usually).
+    pub(crate) exe: Option<String>,
+    /// Whether these are a package's doctests.
+    pub(crate) doctests: bool,
+}
+
+/// The executions in `output`, each tagged with the binary it ran in (`binary_id` maps
+/// cargo's line to a nextest-style id). A binary that failed without naming a failing test (it
+/// crashed, or a test aborted the process) gets one failed execution named after the binary.
+pub(crate) fn parse(output: &str, binary_id: &dyn Fn(&BinaryLine) -> String) -> Vec<Execution> {
+    let mut parser = Parser {
+        binary_id,
+        binary: None,
+        executions: Vec::new(),
+        pending: None,
+        section: None,
+        in_failure_list: false,
+        binary_start: 0,
+    };
+    for line in output.lines() {
+        parser.line(&strip_ansi(line));
+    }
+    parser.finish_section();
+    parser.executions
+}
+
+struct Parser<'a> {
+    binary_id: &'a dyn Fn(&BinaryLine) -> String,
+    binary: Option<String>,
+    executions: Vec<Execution>,
+    /// A `test NAME ... ` whose result comes on a later line (`--nocapture` output between).
+    pending: Option<String>,
+    /// The `---- NAME stdout ----` section being read: the test and its lines.
+    section: Option<(String, String)>,
+    in_failure_list: bool,
+    /// Where this binary's executions start in `executions`.
+    binary_start: usize,
+}
+
+impl Parser<'_> {
+    fn line(&mut self, line: &str) {
+        let trimmed = line.trim_start();
+        if let Some(binary) = running_line(trimmed) {
+            self.finish_section();
+            self.binary = Some((self.binary_id)(&binary));
+            self.binary_start = self.executions.len();
+            self.in_failure_list = false;
+            self.pending = None;
+            return;
+        }
+        if let Some(header) = line
+            .strip_prefix("---- ")
+            .and_then(|rest| rest.strip_suffix(" ----"))
+        {
+            self.finish_section();
+            let name = header
+                .strip_suffix(" stdout")
+                .or_else(|| header.strip_suffix(" stderr"))
+                .unwrap_or(header);
+            self.section = Some((name.to_owned(), String::new()));
+            return;
+        }
+        if line == "failures:" {
+            // The first `failures:` opens the captured output, the second the list of names.
+            if self.section.is_some() {
+                self.finish_section();
+                self.in_failure_list = true;
+            } else if self.executions[self.binary_start..]
+                .iter()
+                .any(|e| e.status == Status::Failed && !e.output.is_empty())
+            {
+                self.in_failure_list = true;
+            }
+            return;
+        }
+        if line.starts_with("test result: ") {
+            self.finish_section();
+            self.in_failure_list = false;
+            return;
+        }
+        if let Some((_, text)) = &mut self.section {
+            text.push_str(line);
+            text.push('\n');
+            return;
+        }
+        if self.in_failure_list {
+            if let Some(name) = line.strip_prefix("    ").filter(|n| !n.contains(' ')) {
+                self.record(name, Status::Failed);
+            }
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("test ") {
+            if let Some((name, result)) = rest.split_once(" ... ") {
+                match result_status(result) {
+                    Some(status) => self.record(name, status),
+                    None => self.pending = Some(name.to_owned()),
+                }
+                return;
+            }
+            if let Some(name) = rest.strip_suffix(" ...") {
+                self.pending = Some(name.to_owned());
+                return;
+            }
+        }
+        if let Some(status) = result_status(trimmed)
+            && let Some(name) = self.pending.take()
+        {
+            self.record(&name, status);
+            return;
+        }
+        if trimmed.starts_with("process didn't exit successfully:")
+            || trimmed.starts_with("error: test failed")
+        {
+            self.binary_failed(trimmed);
+        }
+    }
+
+    fn record(&mut self, name: &str, status: Status) {
+        let binary = self.binary.clone().unwrap_or_default();
+        let known = self.executions[self.binary_start..]
+            .iter_mut()
+            .find(|e| e.name == name);
+        match known {
+            Some(known) => {
+                if status == Status::Failed {
+                    known.status = Status::Failed;
+                }
+            }
+            None => self.executions.push(Execution::new(binary, name, status)),
+        }
+    }
+
+    fn finish_section(&mut self) {
+        if let Some((name, text)) = self.section.take() {
+            self.record(&name, Status::Failed);
+            if let Some(execution) = self.executions[self.binary_start..]
+                .iter_mut()
+                .find(|e| e.name == name)
+            {
+                execution.output.push_str(&text);
+            }
+        }
+    }
+
+    /// cargo says a binary failed: when libtest named no failing test, the binary itself
+    /// crashed or was killed, and that is the failure.
+    fn binary_failed(&mut self, line: &str) {
+        let Some(binary) = self.binary.clone() else {
+            return;
+        };
+        let start = self.binary_start;
+        if let Some(crash) = self.executions[start..]
+            .iter_mut()
+            .find(|e| e.name == CRASHED && e.binary == binary)
+        {
+            crash.output.push_str(line);
+            crash.output.push('\n');
+            return;
+        }
+        if self.executions[start..]
+            .iter()
+            .any(|e| e.status == Status::Failed)
+        {
+            return;
+        }
+        let mut crash = Execution::new(binary, CRASHED, Status::Failed);
+        if let Some(name) = self.pending.take() {
+            crash
+                .output
+                .push_str(&format!("the binary ended while `{name}` ran\n"));
+        }
+        crash.output.push_str(line);
+        crash.output.push('\n');
+        self.executions.push(crash);
+    }
+}
+
+/// The name given to a binary's failure that no test result explains.
+pub(crate) const CRASHED: &str = "(test binary)";
+
+fn result_status(result: &str) -> Option<Status> {
+    let result = result.trim();
+    if result == "ok" {
+        Some(Status::Passed)
+    } else if result == "FAILED" || result.starts_with("FAILED ") {
+        Some(Status::Failed)
+    } else if result == "ignored" || result.starts_with("ignored,") {
+        Some(Status::Skipped)
+    } else {
+        None
+    }
+}
+
+/// `Running tests/echo.rs (target/debug/deps/echo-1a2b)`, `Running unittests src/lib.rs (..)`,
+/// `Doc-tests demo`.
+fn running_line(line: &str) -> Option<BinaryLine> {
+    if let Some(package) = line.strip_prefix("Doc-tests ") {
+        return Some(BinaryLine {
+            source: package.trim().to_owned(),
+            exe: None,
+            doctests: true,
+        });
+    }
+    let rest = line.strip_prefix("Running ")?;
+    let rest = rest.strip_prefix("unittests ").unwrap_or(rest);
+    let (source, exe) = match rest.rfind(" (") {
+        Some(at) if rest.ends_with(')') => (&rest[..at], Some(rest[at + 2..rest.len() - 1].to_owned())),
+        _ => (rest, None),
+    };
+    Some(BinaryLine {
+        source: source.trim().to_owned(),
+        exe,
+        doctests: false,
+    })
+}
+
+/// `line` without ANSI escape sequences (`CSI ... letter`), for runners that color.
+pub(crate) fn strip_ansi(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains('\u{1b}') {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(binary: &BinaryLine) -> String {
+        if binary.doctests {
+            format!("{}::doctests", binary.source)
+        } else {
+            binary.source.clone()
+        }
+    }
+
+    fn summary(executions: &[Execution]) -> Vec<(String, String, Status)> {
+        executions
+            .iter()
+            .map(|e| (e.binary.clone(), e.name.clone(), e.status))
+            .collect()
+    }
+
+    const OUTPUT: &str = "\
+   Compiling demo v0.1.0 (/w/demo)
+    Finished `test` profile [unoptimized + debuginfo] target(s) in 0.50s
+     Running unittests src/lib.rs (target/debug/deps/demo-0f1e)
+
+running 2 tests
+test tests::adds ... ok
+test tests::slow ... ignored, takes a minute
+
+test result: ok. 1 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+     Running tests/echo.rs (target/debug/deps/echo-9a8b)
+
+running 3 tests
+test echo_round_trip ... ok
+test fixed_port ... FAILED
+test wrong_sum ... FAILED
+
+failures:
+
+---- fixed_port stdout ----
+connecting to 127.0.0.1:7878
+
+thread 'fixed_port' panicked at tests/echo.rs:19:60:
+called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, message: \"Address already in use\" }
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
+
+---- wrong_sum stdout ----
+
+thread 'wrong_sum' panicked at tests/echo.rs:40:5:
+assertion `left == right` failed
+
+failures:
+    fixed_port
+    wrong_sum
+
+test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+error: test failed, to rerun pass `--test echo`
+";
+
+    #[test]
+    fn results_and_failure_output_per_binary() {
+        let executions = parse(OUTPUT, &id);
+        assert_eq!(
+            summary(&executions),
+            [
+                ("src/lib.rs".into(), "tests::adds".into(), Status::Passed),
+                ("src/lib.rs".into(), "tests::slow".into(), Status::Skipped),
+                ("tests/echo.rs".into(), "echo_round_trip".into(), Status::Passed),
+                ("tests/echo.rs".into(), "fixed_port".into(), Status::Failed),
+                ("tests/echo.rs".into(), "wrong_sum".into(), Status::Failed),
+            ]
+        );
+        assert!(executions[3].output.starts_with("connecting to 127.0.0.1:7878\n"));
+        assert!(executions[3].output.contains("Address already in use"));
+        assert!(!executions[3].output.contains("assertion"));
+        assert!(executions[4].output.contains("assertion `left == right` failed"));
+    }
+
+    #[test]
+    fn colored_quiet_and_nocapture_output() {
+        let output = "\u{1b}[1m\u{1b}[92m     Running\u{1b}[0m tests/a.rs (target/debug/deps/a-1)\n\
+running 3 tests\n\
+test one ... server says hi\n\
+ok\n\
+.F\n\
+failures:\n\n---- two stdout ----\nboom\n\nfailures:\n    two\n\n\
+test result: FAILED. 1 passed; 1 failed\n";
+        let executions = parse(output, &id);
+        assert_eq!(
+            summary(&executions),
+            [
+                ("tests/a.rs".into(), "one".into(), Status::Passed),
+                ("tests/a.rs".into(), "two".into(), Status::Failed),
+            ]
+        );
+        assert_eq!(executions[1].output, "boom\n\n");
+    }
+
+    #[test]
+    fn a_crashed_binary_is_one_failure() {
+        let output = "     Running tests/crash.rs (target/debug/deps/crash-1)\n\
+running 1 test\n\
+error: test failed, to rerun pass `--test crash`\n\n\
+Caused by:\n  process didn't exit successfully: `/w/target/debug/deps/crash-1` (signal: 6, SIGABRT: process abort signal)\n";
+        let executions = parse(output, &id);
+        assert_eq!(
+            summary(&executions),
+            [("tests/crash.rs".into(), CRASHED.into(), Status::Failed)]
+        );
+        assert!(
+            executions[0].output.contains("SIGABRT"),
+            "{}",
+            executions[0].output
+        );
+    }
+
+    #[test]
+    fn doctests_and_garbage() {
+        let output = "   Doc-tests demo\n\nrunning 1 test\ntest src/lib.rs - add (line 3) ... ok\n\ntest result: ok.\n";
+        let executions = parse(output, &id);
+        assert_eq!(
+            summary(&executions),
+            [(
+                "demo::doctests".into(),
+                "src/lib.rs - add (line 3)".into(),
+                Status::Passed
+            )]
+        );
+        for garbage in [
+            "",
+            "\u{1b}[",
+            "test ",
+            "---- ----",
+            "failures:\n    x y\n",
+            "Running (",
+            "\u{1b}",
+        ] {
+            let _ = parse(garbage, &id);
+        }
+    }
+}

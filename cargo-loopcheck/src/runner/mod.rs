@@ -1,0 +1,379 @@
+//! `cargo loopcheck test`: runs the suite with nextest or cargo test, and explains each
+//! failure: the process that held the port, the test that leaked it, the runs that flaked.
+//!
+//! A run goes like this:
+//! 1. zombie listeners of the workspace are reported (or ended with `--reap`);
+//! 2. with cargo test, the tests are built first (`cargo test --no-run`), so that a build
+//!    failure is told apart from failing tests;
+//! 3. the runner runs `--repeat` times, `--concurrent` copies at once, each copy with its own
+//!    `LOOPCHECK_RUN_DIR` under `target/loopcheck/runs/RUN_ID`, where `#[loopback_test]`s
+//!    write their records and nextest writes its JUnit report (configured through
+//!    `--tool-config-file`, so the user's files are never touched);
+//! 4. after each round: the results (nextest's JUnit, or libtest's output), the records, the
+//!    processes still carrying the copy's run directory (leaks), and for every failure that
+//!    speaks of a socket error, the addresses of the test's own code, scanned at once;
+//! 5. the report: human text on stderr, or JSON or GitHub annotations on stdout, and JUnit
+//!    with `--junit FILE`.
+
+mod blame;
+mod exec;
+mod junit;
+mod libtest;
+mod model;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use model::{Execution, Flake, RunnerKind, Status, TestReport, TestRun, ZombieReport};
+
+use crate::ExitCode;
+use crate::cli::{Common, TestArgs};
+use crate::error::{Error, Result};
+use crate::term::{Format, Term};
+use crate::workspace::Workspace;
+use crate::zombies;
+use blame::{Blamer, Targets};
+use exec::Invocation;
+
+/// How long a zombie gets after SIGTERM before SIGKILL, with `--reap`.
+const REAP_GRACE: Duration = Duration::from_secs(3);
+
+/// How many finished runs are kept under `target/loopcheck/runs`.
+const KEEP_RUNS: usize = 10;
+
+/// Runs `cargo loopcheck test`.
+pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
+    let format = common
+        .format
+        .expect_one_of("test", &[Format::Human, Format::Json, Format::Github])?;
+    let workspace = Workspace::load(common.manifest_path.as_deref())?;
+    let runner = choose_runner(args)?;
+    let invocation = Invocation {
+        cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        runner,
+        manifest_path: common.manifest_path.clone(),
+        color: term.colors(),
+        args: args.args.clone(),
+    };
+
+    let zombies = handle_zombies(&workspace, args.reap, term)?;
+    let run_id = new_run_id();
+    let run_root = workspace.target_dir.join("loopcheck").join("runs").join(&run_id);
+    create_private_dir(&run_root)?;
+
+    if runner == RunnerKind::CargoTest {
+        let build = exec::run(invocation.command(true), true, None)?;
+        if !build.status.success() {
+            return Err(Error::BuildFailed {
+                command: invocation.shown(true),
+                status: exec::describe(build.status),
+            });
+        }
+    }
+
+    let targets = Targets::new(&workspace);
+    let single = args.repeat == 1 && args.concurrent == 1;
+    let mut executions = Vec::new();
+    let mut unattributed = Vec::new();
+    for round in 0..args.repeat {
+        let copies: Vec<PathBuf> = (0..args.concurrent)
+            .map(|copy| run_root.join(format!("{round}-{copy}")))
+            .collect();
+        for dir in &copies {
+            create_private_dir(dir)?;
+        }
+        let results: Vec<Result<Vec<Execution>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = copies
+                .iter()
+                .map(|dir| {
+                    let invocation = &invocation;
+                    let targets = &targets;
+                    scope.spawn(move || run_copy(invocation, targets, dir, single))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Usage("a runner thread panicked".into())))
+                })
+                .collect()
+        });
+        // Holders of a failure's port are looked for while the round's leftovers live.
+        let mut blamer = Blamer::new(&workspace, &targets, args.concurrent);
+        for (result, dir) in results.into_iter().zip(&copies) {
+            let mut round_executions = result?;
+            unattributed.extend(blame::attach_records(
+                &mut round_executions,
+                &targets,
+                blame::read_records(dir),
+            ));
+            for (leftover, diagnosis) in blame::leftovers(dir) {
+                let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
+                let full = leftover.process.loopcheck_test.as_deref();
+                match blame::find_execution(&mut round_executions, &targets, full, nextest) {
+                    Some(execution) => model::merge(&mut execution.leaks, &[diagnosis]),
+                    None => model::merge(&mut unattributed, &[diagnosis]),
+                }
+            }
+            for execution in &mut round_executions {
+                blamer.explain(execution);
+            }
+            if !single {
+                output::progress(term, round, args, dir, &round_executions);
+            }
+            executions.extend(round_executions);
+        }
+    }
+
+    let tests = sort_tests(model::aggregate(&executions));
+    let flaky = tests
+        .iter()
+        .filter(|t| t.status == Status::Flaky)
+        .map(|t| Flake {
+            name: t.name.clone(),
+            binary: t.binary.clone(),
+            runs: t.runs,
+            failures: t.failures,
+            codes: t.diagnoses.iter().map(|d| d.code.to_string()).collect(),
+        })
+        .collect();
+    let report = TestRun {
+        run_id,
+        runner,
+        tests,
+        zombies,
+        flaky,
+        leaks: unattributed,
+        runs: args.repeat * args.concurrent,
+    };
+    prune_runs(run_root.parent().unwrap_or(&run_root));
+
+    if let Some(path) = &args.junit {
+        let xml = junit::write(&report).map_err(|e| Error::Io {
+            action: "write",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(path, xml).map_err(|source| Error::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    match format {
+        Format::Json => crate::term::print_json(&report)?,
+        Format::Github => output::github(&report)?,
+        _ => output::human(term, &report, &run_root).map_err(Error::Output)?,
+    }
+    Ok(if report.bad().next().is_some() {
+        ExitCode::FOUND
+    } else {
+        ExitCode::OK
+    })
+}
+
+/// nextest when asked for, or when installed and cargo test was not asked for.
+fn choose_runner(args: &TestArgs) -> Result<RunnerKind> {
+    if args.cargo_test {
+        return Ok(RunnerKind::CargoTest);
+    }
+    let installed = which::which("cargo-nextest").is_ok();
+    match (args.nextest, installed) {
+        (true, false) => Err(Error::NoNextest),
+        (_, true) => Ok(RunnerKind::Nextest),
+        (false, false) => Ok(RunnerKind::CargoTest),
+    }
+}
+
+/// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir` and reads its results.
+fn run_copy(invocation: &Invocation, targets: &Targets, dir: &Path, echo: bool) -> Result<Vec<Execution>> {
+    let mut command = invocation.command(false);
+    command.env(loopcheck::lease::RUN_DIR_VAR, dir);
+    let junit_path = dir.join("junit.xml");
+    if invocation.runner == RunnerKind::Nextest {
+        let config = dir.join("nextest.toml");
+        let text = format!(
+            "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[profile.default.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
+            toml_string(&junit_path.to_string_lossy())
+        );
+        std::fs::write(&config, text).map_err(|source| Error::Io {
+            action: "write",
+            path: config.clone(),
+            source,
+        })?;
+        let mut flag = std::ffi::OsString::from("loopcheck:");
+        flag.push(&config);
+        command.arg("--tool-config-file").arg(flag);
+    }
+    let finished = exec::run(command, echo, Some(&dir.join("output.log")))?;
+    let code = finished.status.code();
+    let failed_to_run = |detail: String| Error::RunnerFailed {
+        command: invocation.shown(false),
+        status: exec::describe(finished.status),
+        detail,
+    };
+    let not_echoed = |output: &str| {
+        if echo {
+            String::new()
+        } else {
+            format!("; its last lines:\n{}", exec::tail(output, 15))
+        }
+    };
+    match invocation.runner {
+        RunnerKind::Nextest => {
+            match code {
+                Some(0 | 100) => {}
+                Some(101) => {
+                    return Err(Error::BuildFailed {
+                        command: invocation.shown(false),
+                        status: exec::describe(finished.status),
+                    });
+                }
+                Some(4) => return Err(failed_to_run(": no test matched the filters".into())),
+                _ => return Err(failed_to_run(not_echoed(&finished.output))),
+            }
+            let xml = std::fs::read_to_string(&junit_path).map_err(|source| {
+                failed_to_run(format!(
+                    ", and wrote no JUnit report at {} ({source}); if .config/nextest.toml sets `junit.path` for this profile, remove it or run with --cargo-test",
+                    junit_path.display()
+                ))
+            })?;
+            junit::read(&xml).map_err(|e| failed_to_run(format!(", and its JUnit report is unreadable: {e}")))
+        }
+        RunnerKind::CargoTest => {
+            let executions = libtest::parse(&finished.output, &|line| targets.id_of(line));
+            let failed = executions.iter().any(|e| e.status == Status::Failed);
+            match code {
+                Some(0) => Ok(executions),
+                Some(101) if failed => Ok(executions),
+                _ => Err(failed_to_run(not_echoed(&finished.output))),
+            }
+        }
+    }
+}
+
+/// The zombies of the workspace, warned about or, with `reap`, ended.
+fn handle_zombies(workspace: &Workspace, reap: bool, term: &Term) -> Result<Vec<ZombieReport>> {
+    let found = match zombies::find(workspace) {
+        Ok(found) => found,
+        Err(error) => {
+            term.message(
+                loopcheck::report::Severity::Warning,
+                &format!("cannot look for zombie listeners: {error}"),
+            );
+            return Ok(Vec::new());
+        }
+    };
+    let reports: Vec<ZombieReport> = found
+        .into_iter()
+        .map(|zombie| {
+            let outcome = reap.then(|| zombies::end(&zombie, REAP_GRACE));
+            ZombieReport { zombie, outcome }
+        })
+        .collect();
+    output::zombies(term, &reports);
+    Ok(reports)
+}
+
+/// `YYYYMMDDTHHMMSS-PID`: sortable, and unique on a host at one time.
+fn new_run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}-{}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        std::process::id()
+    )
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|source| Error::Io {
+        action: "create",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes all but the newest [`KEEP_RUNS`] run directories (their names sort by time).
+fn prune_runs(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    let excess = dirs.len().saturating_sub(KEEP_RUNS);
+    for dir in &dirs[..excess] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Failed and flaky tests first, then the rest, each group in run order.
+fn sort_tests(mut tests: Vec<TestReport>) -> Vec<TestReport> {
+    tests.sort_by_key(|t| match t.status {
+        Status::Failed => 0,
+        Status::Flaky => 1,
+        Status::Passed => 2,
+        Status::Skipped => 3,
+    });
+    tests
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        let id = new_run_id();
+        let (stamp, pid) = id.split_once('-').unwrap();
+        assert_eq!(stamp.len(), 15, "{id}");
+        assert_eq!(&stamp[8..9], "T");
+        assert!(stamp.starts_with("20"), "{id}");
+        assert_eq!(pid, std::process::id().to_string());
+    }
+
+    #[test]
+    fn toml_strings_escape() {
+        assert_eq!(toml_string(r#"C:\a "b""#), r#""C:\\a \"b\"""#);
+        assert_eq!(toml_string("a\nb"), "\"a\\u000Ab\"");
+    }
+}

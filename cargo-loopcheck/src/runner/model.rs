@@ -1,0 +1,310 @@
+//! The report of `cargo loopcheck test`: one model, rendered as human text, JSON, JUnit and
+//! GitHub annotations.
+
+use std::collections::BTreeSet;
+
+use loopcheck::report::Diagnosis;
+use serde::Serialize;
+
+use crate::zombies::Zombie;
+
+/// A test's result in one run, or over all runs of a flake hunt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It passed (every time).
+    Passed,
+    /// It failed (every time).
+    Failed,
+    /// It both passed and failed: across runs, or within one run through the runner's retries.
+    Flaky,
+    /// It did not run: ignored or filtered out at runtime.
+    Skipped,
+}
+
+/// One execution of one test, as a runner reported it.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The test binary, named as nextest names it: `package`, `package::test_target`,
+    /// `package::bin/name`.
+    pub binary: String,
+    /// The test's path in its binary: `tests::adds`.
+    pub name: String,
+    /// How it went.
+    pub status: Status,
+    /// What it printed when it failed: the panic message, captured output.
+    pub output: String,
+    /// Why it failed, where a socket explains it.
+    pub diagnoses: Vec<Diagnosis>,
+    /// What it left behind.
+    pub leaks: Vec<Diagnosis>,
+    /// Its source file, relative to the workspace root, where found.
+    pub file: Option<String>,
+    /// The line of its function, where found.
+    pub line: Option<u32>,
+}
+
+impl Execution {
+    pub(crate) fn new(binary: impl Into<String>, name: impl Into<String>, status: Status) -> Self {
+        Execution {
+            binary: binary.into(),
+            name: name.into(),
+            status,
+            output: String::new(),
+            diagnoses: Vec::new(),
+            leaks: Vec::new(),
+            file: None,
+            line: None,
+        }
+    }
+}
+
+/// A test of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    /// The test's path in its binary.
+    pub name: String,
+    /// The test binary.
+    pub binary: String,
+    /// How it went, over all runs.
+    pub status: Status,
+    /// Why it failed, where a socket explains it.
+    pub diagnoses: Vec<Diagnosis>,
+    /// What it left behind: LC012 listeners, LC013 processes.
+    pub leaks: Vec<Diagnosis>,
+    /// How many times it ran.
+    pub runs: u32,
+    /// How many of those failed.
+    pub failures: u32,
+    /// The first lines of its failure output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Its source file, relative to the workspace root, where found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The line of its function, where found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Its whole failure output (of the first failed run), for JUnit.
+    #[serde(skip)]
+    pub output: String,
+}
+
+impl TestReport {
+    /// Whether it needs attention: it failed or flaked.
+    pub fn is_bad(&self) -> bool {
+        matches!(self.status, Status::Failed | Status::Flaky)
+    }
+
+    /// The diagnostic codes attached to it, sorted.
+    pub fn codes(&self) -> Vec<String> {
+        let codes: BTreeSet<String> = self
+            .diagnoses
+            .iter()
+            .chain(&self.leaks)
+            .map(|d| d.code.to_string())
+            .collect();
+        codes.into_iter().collect()
+    }
+}
+
+/// A test that passed in some runs and failed in others.
+#[derive(Debug, Clone, Serialize)]
+pub struct Flake {
+    /// The test's path in its binary.
+    pub name: String,
+    /// The test binary.
+    pub binary: String,
+    /// How many times it ran.
+    pub runs: u32,
+    /// How many of those failed.
+    pub failures: u32,
+    /// The diagnostic codes of its failures.
+    pub codes: Vec<String>,
+}
+
+/// Which runner ran the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RunnerKind {
+    /// `cargo nextest run`.
+    #[serde(rename = "nextest")]
+    Nextest,
+    /// `cargo test`.
+    #[serde(rename = "cargo-test")]
+    CargoTest,
+}
+
+impl RunnerKind {
+    /// How people call it.
+    pub fn command(self) -> &'static str {
+        match self {
+            RunnerKind::Nextest => "cargo nextest run",
+            RunnerKind::CargoTest => "cargo test",
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRun {
+    /// This run's id: the name of its directory under `target/loopcheck/runs`.
+    pub run_id: String,
+    /// The runner.
+    pub runner: RunnerKind,
+    /// Every test that ran, failing ones first.
+    pub tests: Vec<TestReport>,
+    /// Zombie listeners of this workspace found before the run.
+    pub zombies: Vec<ZombieReport>,
+    /// Tests that passed in some runs and failed in others.
+    pub flaky: Vec<Flake>,
+    /// Leftover processes of the run that no test can be named for.
+    pub leaks: Vec<Diagnosis>,
+    /// How many times the suite ran, in all.
+    pub runs: u32,
+}
+
+/// A zombie found before the run, and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZombieReport {
+    /// The zombie.
+    #[serde(flatten)]
+    pub zombie: Zombie,
+    /// With `--reap`, what ending it did; `null` when it was left alone.
+    pub outcome: Option<crate::zombies::Outcome>,
+}
+
+impl TestRun {
+    /// The tests that failed or flaked.
+    pub fn bad(&self) -> impl Iterator<Item = &TestReport> {
+        self.tests.iter().filter(|t| t.is_bad())
+    }
+}
+
+/// Folds the executions of every run into one report per test, in first-seen order. A test
+/// that both passed and failed is flaky; one only skipped is skipped.
+pub(crate) fn aggregate(executions: &[Execution]) -> Vec<TestReport> {
+    let mut tests: Vec<TestReport> = Vec::new();
+    let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    for execution in executions {
+        let key = (execution.binary.as_str(), execution.name.as_str());
+        let at = *index.entry(key).or_insert_with(|| {
+            tests.push(TestReport {
+                name: execution.name.clone(),
+                binary: execution.binary.clone(),
+                status: Status::Skipped,
+                diagnoses: Vec::new(),
+                leaks: Vec::new(),
+                runs: 0,
+                failures: 0,
+                message: None,
+                file: None,
+                line: None,
+                output: String::new(),
+            });
+            tests.len() - 1
+        });
+        let test = &mut tests[at];
+        if test.file.is_none() {
+            test.file.clone_from(&execution.file);
+            test.line = execution.line;
+        }
+        merge(&mut test.diagnoses, &execution.diagnoses);
+        merge(&mut test.leaks, &execution.leaks);
+        if execution.status == Status::Skipped {
+            continue;
+        }
+        test.runs += 1;
+        let failed = matches!(execution.status, Status::Failed | Status::Flaky);
+        if failed {
+            test.failures += 1;
+            if test.output.is_empty() {
+                test.output = execution.output.clone();
+            }
+        }
+        test.status = match (test.status, execution.status) {
+            (Status::Skipped, status) => status,
+            (Status::Flaky, _) | (_, Status::Flaky) => Status::Flaky,
+            (a, b) if a == b => a,
+            _ => Status::Flaky,
+        };
+    }
+    for test in &mut tests {
+        test.message = first_lines(&test.output);
+    }
+    tests
+}
+
+/// Adds the diagnoses of `more` that `into` lacks: the same code about the same address and
+/// process, seen again in another run, is one diagnosis.
+pub(crate) fn merge(into: &mut Vec<Diagnosis>, more: &[Diagnosis]) {
+    for diagnosis in more {
+        let key = |d: &Diagnosis| (d.code, d.addr, d.holder().map(|p| p.pid));
+        if !into.iter().any(|known| key(known) == key(diagnosis)) {
+            into.push(diagnosis.clone());
+        }
+    }
+}
+
+/// The lines of a failure worth showing: the panic message, without backtraces and notes.
+fn first_lines(output: &str) -> Option<String> {
+    let start = output
+        .lines()
+        .position(|l| l.starts_with("thread '") && l.contains("panicked at"))
+        .unwrap_or(0);
+    let lines: Vec<&str> = output
+        .lines()
+        .skip(start)
+        .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: run with"))
+        .filter(|l| !l.trim().is_empty())
+        .take(6)
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_fold_into_statuses() {
+        let run = |name: &str, status| Execution::new("demo::echo", name, status);
+        let executions = [
+            run("steady", Status::Passed),
+            run("broken", Status::Failed),
+            run("flaky", Status::Passed),
+            run("ignored", Status::Skipped),
+            run("retried", Status::Flaky),
+            run("steady", Status::Passed),
+            run("broken", Status::Failed),
+            run("flaky", Status::Failed),
+            run("ignored", Status::Skipped),
+            run("retried", Status::Passed),
+        ];
+        let tests = aggregate(&executions);
+        let statuses: Vec<(&str, Status, u32, u32)> = tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.status, t.runs, t.failures))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("steady", Status::Passed, 2, 0),
+                ("broken", Status::Failed, 2, 2),
+                ("flaky", Status::Flaky, 2, 1),
+                ("ignored", Status::Skipped, 0, 0),
+                ("retried", Status::Flaky, 2, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_message_is_the_panic_without_backtrace() {
+        let output =
+            "server log line\nthread 'x' panicked at tests/a.rs:3:5:\nboom\nstack backtrace:\n  0: foo\n";
+        assert_eq!(
+            first_lines(output).as_deref(),
+            Some("thread 'x' panicked at tests/a.rs:3:5:\nboom")
+        );
+        assert_eq!(first_lines(""), None);
+    }
+}

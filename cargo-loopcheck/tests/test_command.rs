@@ -1,0 +1,492 @@
+//! `cargo loopcheck test` on a fixture suite (tests/fixtures/suite), under cargo test and
+//! nextest: a plain test whose hard-coded port this test process holds, a `#[loopback_test]`,
+//! a leaking test, a failure unrelated to sockets, and two binaries racing for one port.
+#![cfg(target_os = "linux")]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cargo_loopcheck::ExitCode;
+use loopcheck::PortLease;
+use serde_json::Value;
+
+/// A copy of the fixture suite with this process's ports written in, under a package name of
+/// its own: copies share one target directory, where one name means one set of binaries.
+struct Suite {
+    dir: tempfile::TempDir,
+    /// The package name.
+    package: String,
+    /// The port `net::held_port` hard-codes, held by this process all along.
+    held: TcpListener,
+    /// The port both race binaries hard-code; leased so that no other test takes it.
+    _race: PortLease,
+}
+
+impl Suite {
+    fn new(package: &str) -> Suite {
+        let held_lease = loopcheck::reserve_port().expect("lease a port");
+        let held = TcpListener::bind(("127.0.0.1", held_lease.port())).expect("hold the leased port");
+        let race = loopcheck::reserve_port().expect("lease a port");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/suite");
+        let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        copy_tree(&template, dir.path());
+        std::fs::copy(
+            repository.join("tests/fixtures/harness/Cargo.lock"),
+            dir.path().join("Cargo.lock"),
+        )
+        .expect("copy the lock file");
+        let substitute = |file: &str, from: &str, to: &str| {
+            let path = dir.path().join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{file} lacks {from}");
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+        };
+        substitute("Cargo.toml", "LOOPCHECK_PATH", &repository.display().to_string());
+        substitute("Cargo.toml", "name = \"suite\"", &format!("name = \"{package}\""));
+        substitute("tests/net.rs", "/*HELD_PORT*/ 1", &held_lease.port().to_string());
+        for file in ["tests/race_a.rs", "tests/race_b.rs"] {
+            substitute(file, "/*RACE_PORT*/ 1", &race.port().to_string());
+        }
+        Suite {
+            dir,
+            package: package.to_owned(),
+            held,
+            _race: race,
+        }
+    }
+
+    /// `cargo loopcheck test ARGS` on this suite.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+        command
+            .args(["loopcheck", "test", "--manifest-path"])
+            .arg(self.dir.path().join("Cargo.toml"))
+            .args(args)
+            // The fixture shares the harness fixture's build: only the suite itself compiles.
+            .env(
+                "CARGO_TARGET_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-fixture"),
+            )
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("CARGO_TERM_COLOR")
+            .env_remove("NO_COLOR");
+        run_bounded(command, Duration::from_secs(600))
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Runs `command` to completion, killing it (by pid) if it takes longer than `limit`. The
+/// pipes are read to their end in threads; the leaked `sleep` of the suite holds none of them.
+fn run_bounded(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cargo-loopcheck");
+    fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    }
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cargo-loopcheck took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn code(output: &Output) -> u8 {
+    output.status.code().expect("exited normally") as u8
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(output)
+        )
+    })
+}
+
+fn nextest_installed() -> bool {
+    let installed = Command::new("cargo-nextest")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("skipped: cargo-nextest is not installed");
+    }
+    installed
+}
+
+fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no test `{name}` in {report:#}"))
+}
+
+fn codes(diagnoses: &Value) -> Vec<&str> {
+    diagnoses
+        .as_array()
+        .expect("diagnoses")
+        .iter()
+        .map(|d| d["code"].as_str().expect("code"))
+        .collect()
+}
+
+/// Ends the `sleep` that `net::leaks_child` left, found by the run (its pid in a leak), after
+/// checking that the pid still names a `sleep`.
+fn end_leaked_sleep(leak: &Value) {
+    let pid = leak["processes"][0]["pid"]
+        .as_u64()
+        .expect("a leak names its pid") as u32;
+    let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if command.starts_with("sleep\0") {
+        // SAFETY: kill has no memory preconditions; the pid was just checked to be the sleep.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// The checks shared by both runners: what a user relies on in the JSON report.
+fn check_report(suite: &Suite, output: &Output, runner: &str) -> Value {
+    assert_eq!(code(output), ExitCode::FOUND, "{}", stderr(output));
+    let report = json(output);
+    assert_eq!(report["runner"], runner);
+    assert!(report["run_id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    let held = test(&report, "held_port");
+    assert_eq!(held["status"], "failed");
+    assert_eq!(held["binary"], format!("{}::net", suite.package));
+    assert_eq!(held["file"], "tests/net.rs");
+    assert_eq!(held["line"], 14);
+    assert_eq!(codes(&held["diagnoses"]), ["LC001"], "{held:#}");
+    let holder = &held["diagnoses"][0]["processes"][0];
+    assert_eq!(
+        holder["pid"],
+        std::process::id(),
+        "the holder is this test process: {held:#}"
+    );
+    assert!(holder["command"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(
+        held["diagnoses"][0]["addr"],
+        suite.held.local_addr().unwrap().to_string()
+    );
+
+    let unrelated = test(&report, "wrong_sum");
+    assert_eq!(unrelated["status"], "failed");
+    assert!(
+        codes(&unrelated["diagnoses"]).is_empty(),
+        "no false blame: {unrelated:#}"
+    );
+
+    let harnessed = test(&report, "nobody_listens");
+    assert_eq!(harnessed["status"], "failed");
+    assert_eq!(harnessed["binary"], format!("{}::harnessed", suite.package));
+    assert_eq!(codes(&harnessed["diagnoses"]), ["LC005"], "{harnessed:#}");
+
+    for passed in ["passes", "gets_a_listener", "tests::adds"] {
+        assert_eq!(test(&report, passed)["status"], "passed", "{passed}");
+    }
+    assert_eq!(report["flaky"], serde_json::json!([]));
+    assert!(report["zombies"].is_array());
+    report
+}
+
+#[test]
+fn cargo_test_failures_are_explained_in_json_and_junit() {
+    let suite = Suite::new("suite-cargo");
+    let junit = suite.dir.path().join("report.xml");
+    let output = suite.run(&[
+        "--cargo-test",
+        "--format",
+        "json",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--",
+        "--lib",
+        "--test",
+        "net",
+        "--test",
+        "harnessed",
+    ]);
+    let report = check_report(&suite, &output, "cargo-test");
+    // cargo test gives a leaked process no test name: the run reports it on its own.
+    let leak = report["leaks"]
+        .as_array()
+        .expect("leaks")
+        .iter()
+        .find(|l| l["code"] == "LC013")
+        .unwrap_or_else(|| panic!("the leaked sleep is reported: {report:#}"));
+    assert!(
+        leak["processes"][0]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("sleep")
+    );
+    end_leaked_sleep(leak);
+
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit report is written");
+    let parsed = quick_junit::Report::deserialize_from_str(&xml).expect("valid JUnit");
+    let case = parsed
+        .test_suites
+        .iter()
+        .find(|s| s.name.as_str() == format!("{}::net", suite.package))
+        .and_then(|s| s.test_cases.iter().find(|c| c.name.as_str() == "held_port"))
+        .expect("held_port in the JUnit report");
+    let property = |name: &str| {
+        case.properties
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .map(|p| p.value.as_str().to_owned())
+    };
+    assert_eq!(property("loopcheck.diagnosis.0.code").as_deref(), Some("LC001"));
+    assert_eq!(
+        property("loopcheck.diagnosis.0.pid"),
+        Some(std::process::id().to_string())
+    );
+    match &case.status {
+        quick_junit::TestCaseStatus::NonSuccess {
+            message, description, ..
+        } => {
+            assert!(
+                message.as_ref().unwrap().as_str().starts_with("LC001"),
+                "{message:?}"
+            );
+            let description = description.as_ref().unwrap().as_str();
+            assert!(description.contains("Address already in use"), "{description}");
+            assert!(description.contains("error[LC001]"), "{description}");
+        }
+        other => panic!("held_port is a failure in JUnit: {other:?}"),
+    }
+    let passed = parsed
+        .test_suites
+        .iter()
+        .flat_map(|s| &s.test_cases)
+        .find(|c| c.name.as_str() == "passes")
+        .expect("passes in the JUnit report");
+    assert!(matches!(
+        passed.status,
+        quick_junit::TestCaseStatus::Success { .. }
+    ));
+}
+
+#[test]
+fn nextest_failures_are_explained_in_json_human_and_github() {
+    if !nextest_installed() {
+        return;
+    }
+    let suite = Suite::new("suite-nextest");
+    let filter = ["--", "--lib", "--test", "net", "--test", "harnessed"];
+    let output = suite.run(&[&["--nextest", "--format", "json"][..], &filter].concat());
+    let report = check_report(&suite, &output, "nextest");
+    // nextest names the test in its environment, which the leaked child inherits.
+    let leaks = &test(&report, "leaks_child")["leaks"];
+    assert_eq!(codes(leaks), ["LC013"], "{report:#}");
+    end_leaked_sleep(&leaks[0]);
+
+    let human = suite.run(&[&["--nextest", "--color", "never"][..], &filter].concat());
+    assert_eq!(code(&human), ExitCode::FOUND);
+    let text = stderr(&human);
+    assert!(
+        text.contains(&format!(
+            "FAIL {}::net held_port (tests/net.rs:14)",
+            suite.package
+        )),
+        "{text}"
+    );
+    assert!(text.contains("error[LC001]"), "{text}");
+    assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+    assert!(text.contains("no socket explains this failure"), "{text}");
+    assert!(human.stdout.is_empty(), "human output stays on stderr");
+    if let Some(leak) = json_leak_pid(&text) {
+        end_leaked_sleep(&serde_json::json!({"processes": [{"pid": leak}]}));
+    }
+
+    let github = suite.run(&[&["--nextest", "--format", "github"][..], &filter].concat());
+    assert_eq!(code(&github), ExitCode::FOUND);
+    let annotations = String::from_utf8_lossy(&github.stdout);
+    let held = annotations
+        .lines()
+        .find(|l| l.contains("held_port"))
+        .unwrap_or_else(|| panic!("an annotation for held_port: {annotations}"));
+    assert!(
+        held.starts_with("::error file=tests/net.rs,line=14,title=test held_port failed%3A LC001::"),
+        "{held}"
+    );
+    assert!(held.contains(&format!("pid {}", std::process::id())), "{held}");
+    if let Some(leak) = json_leak_pid(&annotations) {
+        end_leaked_sleep(&serde_json::json!({"processes": [{"pid": leak}]}));
+    }
+}
+
+/// The pid in "child pid N `sleep 60`" of a human or GitHub leak message.
+fn json_leak_pid(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once("child pid ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn check_flake(suite: &Suite, output: &Output) {
+    assert_eq!(code(output), ExitCode::FOUND, "{}", stderr(output));
+    let report = json(output);
+    let flaky = report["flaky"].as_array().expect("flaky");
+    assert!(
+        !flaky.is_empty(),
+        "two copies racing for one port flake: {report:#}"
+    );
+    for flake in flaky {
+        let binary = flake["binary"].as_str().unwrap();
+        assert!(
+            binary.starts_with(&format!("{}::race_", suite.package)),
+            "{flake:#}"
+        );
+        assert!(flake["failures"].as_u64().unwrap() >= 1);
+        assert!(flake["runs"].as_u64().unwrap() >= 2);
+        assert!(
+            flake["codes"].as_array().unwrap().iter().any(|c| c == "LC001"),
+            "each failure is a port in use: {flake:#}"
+        );
+    }
+    assert_eq!(report["runs"], 2);
+}
+
+#[test]
+fn concurrent_copies_expose_two_binaries_sharing_a_port_under_cargo_test() {
+    let suite = Suite::new("race-cargo");
+    let output = suite.run(&[
+        "--cargo-test",
+        "--concurrent",
+        "2",
+        "--format",
+        "json",
+        "--",
+        "--test",
+        "race_a",
+        "--test",
+        "race_b",
+    ]);
+    check_flake(&suite, &output);
+}
+
+#[test]
+fn concurrent_copies_expose_two_binaries_sharing_a_port_under_nextest() {
+    if !nextest_installed() {
+        return;
+    }
+    let suite = Suite::new("race-nextest");
+    let output = suite.run(&[
+        "--nextest",
+        "--concurrent",
+        "2",
+        "--format",
+        "json",
+        "--",
+        "--test",
+        "race_a",
+        "--test",
+        "race_b",
+    ]);
+    check_flake(&suite, &output);
+}
+
+#[test]
+fn a_build_failure_could_not_run() {
+    let suite = Suite::new("broken");
+    let net = suite.dir.path().join("tests/net.rs");
+    let mut source = std::fs::read_to_string(&net).unwrap();
+    source.push_str(
+        "
+fn broken( {
+",
+    );
+    std::fs::write(&net, source).unwrap();
+    let output = suite.run(&["--cargo-test", "--", "--test", "net"]);
+    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the build failed"),
+        "{}",
+        stderr(&output)
+    );
+    if nextest_installed() {
+        let output = suite.run(&["--nextest", "--", "--test", "net"]);
+        assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("the build failed"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn missing_cargo_or_nextest_could_not_run() {
+    let suite = Suite::new("missing");
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+    command
+        .args(["loopcheck", "test", "--nextest", "--manifest-path"])
+        .arg(suite.dir.path().join("Cargo.toml"))
+        // cargo itself is found through $CARGO; nextest is looked for on PATH.
+        .env("PATH", empty.path())
+        .env("CARGO", env!("CARGO"));
+    let output = run_bounded(command, Duration::from_secs(120));
+    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cargo-nextest is not installed"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+    command
+        .args(["loopcheck", "test", "--cargo-test", "--manifest-path"])
+        .arg(suite.dir.path().join("Cargo.toml"))
+        .env("CARGO", "/nonexistent/cargo");
+    let output = run_bounded(command, Duration::from_secs(120));
+    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/nonexistent/cargo"),
+        "{}",
+        stderr(&output)
+    );
+}
