@@ -485,8 +485,7 @@ impl Context {
         eprint!("{text}");
     }
 
-    /// Writes one JSON record into `LOOPCHECK_RUN_DIR`, atomically: a temporary file renamed
-    /// into place, so a reader never sees half a record.
+    /// Writes one JSON record into `LOOPCHECK_RUN_DIR`: a line of this process's `PID.jsonl`.
     fn record(
         &self,
         outcome: &str,
@@ -535,23 +534,26 @@ struct Record<'a> {
     binary: Option<PathBuf>,
 }
 
+/// Appends `record` as one line to this process's `PID.jsonl` in `dir`, in one `write`: a
+/// file per process opened once, so a record costs one system call rather than a file
+/// creation (about 0.2 ms on ext4), and a reader never sees two records interleaved.
 fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
-    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    let safe: String = record
-        .name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let unique = format!(
-        "{safe}-{}-{}",
-        record.pid,
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    );
-    let temporary = dir.join(format!(".{unique}.tmp"));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, dir.join(format!("{unique}.json")))
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    static FILE: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
+    let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
+    if file.as_ref().is_none_or(|(open, _)| open != dir) {
+        let path = dir.join(format!("{}.jsonl", std::process::id()));
+        let opened = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        *file = Some((dir.to_path_buf(), opened));
+    }
+    match file.as_mut() {
+        Some((_, opened)) => opened.write_all(&line),
+        None => Ok(()),
+    }
 }
 
 /// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the

@@ -127,7 +127,8 @@ fn check_failure_names_the_child(output: &Output) {
     );
 }
 
-/// With `LOOPCHECK_RUN_DIR` set, each test writes one complete JSON record there.
+/// With `LOOPCHECK_RUN_DIR` set, each test writes one complete JSON record there: a line of
+/// its process's `PID.jsonl`.
 fn check_run_records() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run-42");
@@ -147,14 +148,14 @@ fn check_run_records() {
     let mut records: Vec<serde_json::Value> = std::fs::read_dir(&run_dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .inspect(|path| {
-            assert_eq!(
-                path.extension().unwrap(),
-                "json",
-                "no temporary file is left: {path:?}"
-            )
+        .inspect(|path| assert_eq!(path.extension().unwrap(), "jsonl", "{path:?}"))
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            assert!(text.ends_with('\n'), "every record is a whole line: {text}");
+            text.lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+                .collect::<Vec<_>>()
         })
-        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
         .collect();
     records.sort_by_key(|r| r["name"].as_str().unwrap().to_owned());
     let names: Vec<&str> = records.iter().map(|r| r["name"].as_str().unwrap()).collect();

@@ -297,7 +297,9 @@ pub(crate) struct Record {
     pub(crate) leaks: Vec<Diagnosis>,
 }
 
-/// The records in `dir`; a record that cannot be read is reported on stderr and skipped.
+/// The records in `dir`: the lines of every `PID.jsonl`. A line that is not a record is
+/// reported on stderr and skipped; so is a last line without its newline (its writer was
+/// killed mid-write).
 pub(crate) fn read_records(dir: &Path) -> Vec<Record> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -305,27 +307,34 @@ pub(crate) fn read_records(dir: &Path) -> Vec<Record> {
     let mut paths: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     paths.sort();
-    paths
-        .into_iter()
-        .filter_map(|path| {
-            let parsed = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(record) => Some(record),
-                Err(error) => {
-                    eprintln!(
-                        "warning: skipping the unreadable run record {}: {error}",
-                        path.display()
-                    );
-                    None
-                }
+    let mut records = Vec::new();
+    for path in paths {
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(error) => {
+                eprintln!(
+                    "warning: cannot read the run records in {}: {error}",
+                    path.display()
+                );
+                continue;
             }
-        })
-        .collect()
+        };
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for (number, line) in complete.lines().enumerate() {
+            match serde_json::from_str::<Record>(line) {
+                Ok(record) => records.push(record),
+                Err(error) => eprintln!(
+                    "warning: skipping line {} of {}, not a run record: {error}",
+                    number + 1,
+                    path.display()
+                ),
+            }
+        }
+    }
+    records
 }
 
 /// The execution a record or leaked process names: by `crate::path::test` (a record, a
@@ -462,6 +471,23 @@ mod tests {
             ]
         );
         assert!(mentioned_addrs("thread 'x' panicked at tests/a.rs:2:91:").is_empty());
+    }
+
+    #[test]
+    fn records_are_lines_and_a_torn_or_bad_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = r#"{"name":"net::a","outcome":"failed","diagnoses":[{"code":"LC005","severity":"error","addr":"127.0.0.1:9","summary":"s","fix":"f"}],"leaks":[]}"#;
+        std::fs::write(
+            dir.path().join("10.jsonl"),
+            format!("{record}\nnot json\n{{\"name\":\"net::b\"}}\n{{\"name\":\"torn"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("11.json"), record).unwrap();
+        let records = read_records(dir.path());
+        let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["net::a", "net::b"]);
+        assert_eq!(records[0].diagnoses[0].code, Code::ConnectionRefused);
+        assert!(read_records(&dir.path().join("missing")).is_empty());
     }
 
     #[test]

@@ -186,6 +186,14 @@ impl Parser<'_> {
     }
 }
 
+/// Whether cargo started a test binary: it builds all of them first, so when none ran and it
+/// failed, the build failed.
+pub(crate) fn any_binary_ran(output: &str) -> bool {
+    output
+        .lines()
+        .any(|line| running_line(strip_ansi(line).trim_start()).is_some())
+}
+
 /// The name given to a binary's failure that no test result explains.
 pub(crate) const CRASHED: &str = "(test binary)";
 

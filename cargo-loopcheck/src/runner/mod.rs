@@ -2,11 +2,12 @@
 //! failure: the process that held the port, the test that leaked it, the runs that flaked.
 //!
 //! A run goes like this:
-//! 1. zombie listeners of the workspace are reported (or ended with `--reap`);
-//! 2. with cargo test, the tests are built first (`cargo test --no-run`), so that a build
-//!    failure is told apart from failing tests;
+//! 1. zombie listeners of the workspace are ended first with `--reap`; otherwise they are looked
+//!    for, and the workspace read, while the first round runs;
+//! 2. with cargo test and several copies, the tests are built first (`cargo test --no-run`),
+//!    so that the copies start together;
 //! 3. the runner runs `--repeat` times, `--concurrent` copies at once, each copy with its own
-//!    `LOOPCHECK_RUN_DIR` under `target/loopcheck/runs/RUN_ID`, where `#[loopback_test]`s
+//!    `LOOPCHECK_RUN_DIR` under `runs/RUN_ID` of the per-user lease registry, where `#[loopback_test]`s
 //!    write their records and nextest writes its JUnit report (configured through
 //!    `--tool-config-file`, so the user's files are never touched);
 //! 4. after each round: the results (nextest's JUnit, or libtest's output), the records, the
@@ -39,7 +40,7 @@ use exec::Invocation;
 /// How long a zombie gets after SIGTERM before SIGKILL, with `--reap`.
 const REAP_GRACE: Duration = Duration::from_secs(3);
 
-/// How many finished runs are kept under `target/loopcheck/runs`.
+/// How many runs are kept under the registry's `runs` directory.
 const KEEP_RUNS: usize = 10;
 
 /// Runs `cargo loopcheck test`.
@@ -47,7 +48,6 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let format = common
         .format
         .expect_one_of("test", &[Format::Human, Format::Json, Format::Github])?;
-    let workspace = Workspace::load(common.manifest_path.as_deref())?;
     let runner = choose_runner(args)?;
     let invocation = Invocation {
         cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
@@ -56,13 +56,22 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         color: term.colors(),
         args: args.args.clone(),
     };
-
-    let zombies = handle_zombies(&workspace, args.reap, term)?;
     let run_id = new_run_id();
-    let run_root = workspace.target_dir.join("loopcheck").join("runs").join(&run_id);
+    let runs = loopcheck::lease::checked_registry_dir()?.join("runs");
+    let run_root = runs.join(&run_id);
     create_private_dir(&run_root)?;
 
-    if runner == RunnerKind::CargoTest {
+    // Zombies are ended before the run; otherwise the workspace is read, and zombies looked
+    // for, while the first round runs: `cargo metadata` costs as much as a small suite.
+    let mut prepared: Option<Prepared> = if args.reap {
+        Some(prepare(common, true, &runs, &run_id)?)
+    } else {
+        None
+    };
+
+    // Copies that start together race for ports together: build first, so that none of them
+    // waits for another's build.
+    if runner == RunnerKind::CargoTest && args.concurrent > 1 {
         let build = exec::run(invocation.command(true), true, None)?;
         if !build.status.success() {
             return Err(Error::BuildFailed {
@@ -72,7 +81,6 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         }
     }
 
-    let targets = Targets::new(&workspace);
     let single = args.repeat == 1 && args.concurrent == 1;
     let mut executions = Vec::new();
     let mut unattributed = Vec::new();
@@ -83,36 +91,40 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         for dir in &copies {
             create_private_dir(dir)?;
         }
-        let results: Vec<Result<Vec<Execution>>> = std::thread::scope(|scope| {
+        let (results, fresh) = std::thread::scope(|scope| {
             let handles: Vec<_> = copies
                 .iter()
                 .map(|dir| {
                     let invocation = &invocation;
-                    let targets = &targets;
-                    scope.spawn(move || run_copy(invocation, targets, dir, single))
+                    scope.spawn(move || run_copy(invocation, dir, single))
                 })
                 .collect();
-            handles
+            let fresh = prepared.is_none().then(|| prepare(common, false, &runs, &run_id));
+            let results: Vec<Result<Finished>> = handles
                 .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Usage("a runner thread panicked".into())))
-                })
-                .collect()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect();
+            (results, fresh)
         });
+        if let Some(fresh) = fresh {
+            prepared = Some(fresh?);
+        }
+        let Some((workspace, targets, _)) = prepared.as_ref() else {
+            unreachable!("the workspace is read during the first round")
+        };
         // Holders of a failure's port are looked for while the round's leftovers live.
-        let mut blamer = Blamer::new(&workspace, &targets, args.concurrent);
+        let mut blamer = Blamer::new(workspace, targets, args.concurrent);
         for (result, dir) in results.into_iter().zip(&copies) {
-            let mut round_executions = result?;
+            let mut round_executions = result?.executions(&invocation, targets)?;
             unattributed.extend(blame::attach_records(
                 &mut round_executions,
-                &targets,
+                targets,
                 blame::read_records(dir),
             ));
             for (leftover, diagnosis) in blame::leftovers(dir) {
                 let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
                 let full = leftover.process.loopcheck_test.as_deref();
-                match blame::find_execution(&mut round_executions, &targets, full, nextest) {
+                match blame::find_execution(&mut round_executions, targets, full, nextest) {
                     Some(execution) => model::merge(&mut execution.leaks, &[diagnosis]),
                     None => model::merge(&mut unattributed, &[diagnosis]),
                 }
@@ -126,6 +138,9 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             executions.extend(round_executions);
         }
     }
+    let Some((_, _, zombies)) = prepared else {
+        unreachable!("the workspace is read during the first round")
+    };
 
     let tests = sort_tests(model::aggregate(&executions));
     let flaky = tests
@@ -148,7 +163,6 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         leaks: unattributed,
         runs: args.repeat * args.concurrent,
     };
-    prune_runs(run_root.parent().unwrap_or(&run_root));
 
     if let Some(path) = &args.junit {
         let xml = junit::write(&report).map_err(|e| Error::Io {
@@ -187,16 +201,22 @@ fn choose_runner(args: &TestArgs) -> Result<RunnerKind> {
     }
 }
 
-/// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir` and reads its results.
-fn run_copy(invocation: &Invocation, targets: &Targets, dir: &Path, echo: bool) -> Result<Vec<Execution>> {
+/// One copy of the suite, run to its end.
+struct Finished {
+    dir: PathBuf,
+    echoed: bool,
+    run: exec::Finished,
+}
+
+/// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir`.
+fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished> {
     let mut command = invocation.command(false);
     command.env(loopcheck::lease::RUN_DIR_VAR, dir);
-    let junit_path = dir.join("junit.xml");
     if invocation.runner == RunnerKind::Nextest {
         let config = dir.join("nextest.toml");
         let text = format!(
             "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[profile.default.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
-            toml_string(&junit_path.to_string_lossy())
+            toml_string(&dir.join("junit.xml").to_string_lossy())
         );
         std::fs::write(&config, text).map_err(|source| Error::Io {
             action: "write",
@@ -207,74 +227,96 @@ fn run_copy(invocation: &Invocation, targets: &Targets, dir: &Path, echo: bool) 
         flag.push(&config);
         command.arg("--tool-config-file").arg(flag);
     }
-    let finished = exec::run(command, echo, Some(&dir.join("output.log")))?;
-    let code = finished.status.code();
-    let failed_to_run = |detail: String| Error::RunnerFailed {
-        command: invocation.shown(false),
-        status: exec::describe(finished.status),
-        detail,
-    };
-    let not_echoed = |output: &str| {
-        if echo {
-            String::new()
-        } else {
-            format!("; its last lines:\n{}", exec::tail(output, 15))
-        }
-    };
-    match invocation.runner {
-        RunnerKind::Nextest => {
-            match code {
-                Some(0 | 100) => {}
-                Some(101) => {
-                    return Err(Error::BuildFailed {
-                        command: invocation.shown(false),
-                        status: exec::describe(finished.status),
-                    });
-                }
-                Some(4) => return Err(failed_to_run(": no test matched the filters".into())),
-                _ => return Err(failed_to_run(not_echoed(&finished.output))),
+    let run = exec::run(command, echo, Some(&dir.join("output.log")))?;
+    Ok(Finished {
+        dir: dir.to_path_buf(),
+        echoed: echo,
+        run,
+    })
+}
+
+impl Finished {
+    /// The copy's results: nextest's JUnit report, or cargo test's output; an error when the
+    /// runner did not run the tests.
+    fn executions(self, invocation: &Invocation, targets: &Targets) -> Result<Vec<Execution>> {
+        let status = self.run.status;
+        let failed_to_run = |detail: String| Error::RunnerFailed {
+            command: invocation.shown(false),
+            status: exec::describe(status),
+            detail,
+        };
+        let build_failed = || Error::BuildFailed {
+            command: invocation.shown(false),
+            status: exec::describe(status),
+        };
+        let not_echoed = |output: &str| {
+            if self.echoed {
+                String::new()
+            } else {
+                format!("; its last lines:\n{}", exec::tail(output, 15))
             }
-            let xml = std::fs::read_to_string(&junit_path).map_err(|source| {
-                failed_to_run(format!(
-                    ", and wrote no JUnit report at {} ({source}); if .config/nextest.toml sets `junit.path` for this profile, remove it or run with --cargo-test",
-                    junit_path.display()
-                ))
-            })?;
-            junit::read(&xml).map_err(|e| failed_to_run(format!(", and its JUnit report is unreadable: {e}")))
-        }
-        RunnerKind::CargoTest => {
-            let executions = libtest::parse(&finished.output, &|line| targets.id_of(line));
-            let failed = executions.iter().any(|e| e.status == Status::Failed);
-            match code {
-                Some(0) => Ok(executions),
-                Some(101) if failed => Ok(executions),
-                _ => Err(failed_to_run(not_echoed(&finished.output))),
+        };
+        match invocation.runner {
+            RunnerKind::Nextest => {
+                match status.code() {
+                    Some(0 | 100) => {}
+                    Some(101) => return Err(build_failed()),
+                    Some(4) => return Err(failed_to_run(": no test matched the filters".into())),
+                    _ => return Err(failed_to_run(not_echoed(&self.run.output))),
+                }
+                let junit_path = self.dir.join("junit.xml");
+                let xml = std::fs::read_to_string(&junit_path).map_err(|source| {
+                    failed_to_run(format!(
+                        ", and wrote no JUnit report at {} ({source}); if .config/nextest.toml sets `junit.path` for this profile, remove it or run with --cargo-test",
+                        junit_path.display()
+                    ))
+                })?;
+                junit::read(&xml)
+                    .map_err(|e| failed_to_run(format!(", and its JUnit report is unreadable: {e}")))
+            }
+            RunnerKind::CargoTest => {
+                let executions = libtest::parse(&self.run.output, &|line| targets.id_of(line));
+                let failed = executions.iter().any(|e| e.status == Status::Failed);
+                match status.code() {
+                    Some(0) => Ok(executions),
+                    Some(101) if failed => Ok(executions),
+                    // cargo builds every test binary before it runs the first one.
+                    Some(101) if !libtest::any_binary_ran(&self.run.output) => Err(build_failed()),
+                    _ => Err(failed_to_run(not_echoed(&self.run.output))),
+                }
             }
         }
     }
 }
 
-/// The zombies of the workspace, warned about or, with `reap`, ended.
-fn handle_zombies(workspace: &Workspace, reap: bool, term: &Term) -> Result<Vec<ZombieReport>> {
-    let found = match zombies::find(workspace) {
-        Ok(found) => found,
+type Prepared = (Workspace, Targets, Vec<ZombieReport>);
+
+/// The workspace, its test targets and its zombies (reported, or with `reap` ended); old runs
+/// are pruned meanwhile.
+fn prepare(common: &Common, reap: bool, runs: &Path, run_id: &str) -> Result<Prepared> {
+    let workspace = Workspace::load(common.manifest_path.as_deref())?;
+    let targets = Targets::new(&workspace);
+    let zombies = find_zombies(&workspace, reap);
+    prune_runs(runs, run_id);
+    Ok((workspace, targets, zombies))
+}
+
+/// The zombies of the workspace, left alone or, with `reap`, ended.
+fn find_zombies(workspace: &Workspace, reap: bool) -> Vec<ZombieReport> {
+    match zombies::find(workspace) {
+        Ok(found) => found
+            .into_iter()
+            .map(|zombie| {
+                let outcome = reap.then(|| zombies::end(&zombie, REAP_GRACE));
+                ZombieReport { zombie, outcome }
+            })
+            .collect(),
+        // The run goes on: zombies are a hint, not a precondition.
         Err(error) => {
-            term.message(
-                loopcheck::report::Severity::Warning,
-                &format!("cannot look for zombie listeners: {error}"),
-            );
-            return Ok(Vec::new());
+            eprintln!("warning: cannot look for zombie listeners: {error}");
+            Vec::new()
         }
-    };
-    let reports: Vec<ZombieReport> = found
-        .into_iter()
-        .map(|zombie| {
-            let outcome = reap.then(|| zombies::end(&zombie, REAP_GRACE));
-            ZombieReport { zombie, outcome }
-        })
-        .collect();
-    output::zombies(term, &reports);
-    Ok(reports)
+    }
 }
 
 /// `YYYYMMDDTHHMMSS-PID`: sortable, and unique on a host at one time.
@@ -314,18 +356,19 @@ fn create_private_dir(path: &Path) -> Result<()> {
     })
 }
 
-/// Removes all but the newest [`KEEP_RUNS`] run directories (their names sort by time).
-fn prune_runs(runs: &Path) {
+/// Removes all but the newest [`KEEP_RUNS`] run directories (their names sort by time), never
+/// `current`.
+fn prune_runs(runs: &Path, current: &str) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
     };
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != current)
         .map(|e| e.path())
         .collect();
     dirs.sort();
-    let excess = dirs.len().saturating_sub(KEEP_RUNS);
+    let excess = dirs.len().saturating_sub(KEEP_RUNS - 1);
     for dir in &dirs[..excess] {
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -147,7 +147,7 @@ impl RunnerKind {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestRun {
-    /// This run's id: the name of its directory under `target/loopcheck/runs`.
+    /// This run's id: the name of its directory under the lease registry's `runs`.
     pub run_id: String,
     /// The runner.
     pub runner: RunnerKind,

@@ -55,6 +55,7 @@ pub(crate) fn progress(term: &Term, round: u32, args: &TestArgs, dir: &Path, exe
 pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Result<()> {
     let mut err = term.stderr();
     writeln!(err)?;
+    zombies(term, &run.zombies);
     for test in run.bad() {
         test_heading(&mut err, test)?;
         for diagnosis in &test.diagnoses {
