@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::PortLease;
 use crate::diagnose::Diagnoser;
-use crate::lease::{RUN_DIR_VAR, TEST_VAR};
+use crate::lease::{RECORDS_FILE, RUN_DIR_VAR, TEST_VAR};
 use crate::report::{Code, Diagnosis};
 use crate::scan::{ProcessInfo, ScanOptions};
 
@@ -485,7 +485,7 @@ impl Context {
         eprint!("{text}");
     }
 
-    /// Writes one JSON record into `LOOPCHECK_RUN_DIR`: a line of this process's `PID.jsonl`.
+    /// Writes one JSON record into `LOOPCHECK_RUN_DIR`: a line of its `records.jsonl`.
     fn record(
         &self,
         outcome: &str,
@@ -534,9 +534,9 @@ struct Record<'a> {
     binary: Option<PathBuf>,
 }
 
-/// Appends `record` as one line to this process's `PID.jsonl` in `dir`, in one `write`: a
-/// file per process opened once, so a record costs one system call rather than a file
-/// creation (about 0.2 ms on ext4), and a reader never sees two records interleaved.
+/// Appends `record` as one line to `records.jsonl` in `dir`, in one `write` to a file opened
+/// once per process in append mode: a record costs one system call rather than a file creation
+/// (about 0.2 ms on ext4), and appends of whole lines from several processes do not interleave.
 fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
     use std::io::Write;
     use std::sync::Mutex;
@@ -546,7 +546,7 @@ fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
     line.push(b'\n');
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if file.as_ref().is_none_or(|(open, _)| open != dir) {
-        let path = dir.join(format!("{}.jsonl", std::process::id()));
+        let path = dir.join(RECORDS_FILE);
         let opened = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         *file = Some((dir.to_path_buf(), opened));
     }

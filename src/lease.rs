@@ -30,6 +30,10 @@ pub const TEST_VAR: &str = "LOOPCHECK_TEST";
 /// The environment variable naming the run directory of `cargo loopcheck test`.
 pub const RUN_DIR_VAR: &str = "LOOPCHECK_RUN_DIR";
 
+/// The file of a run directory that `#[loopback_test]`s append their records to: one JSON
+/// object per line.
+pub const RECORDS_FILE: &str = "records.jsonl";
+
 /// Records are padded to this size so that rewriting one never needs a truncate.
 const RECORD_SIZE: usize = 512;
 

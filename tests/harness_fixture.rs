@@ -128,7 +128,7 @@ fn check_failure_names_the_child(output: &Output) {
 }
 
 /// With `LOOPCHECK_RUN_DIR` set, each test writes one complete JSON record there: a line of
-/// its process's `PID.jsonl`.
+/// `records.jsonl`.
 fn check_run_records() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run-42");
@@ -148,7 +148,7 @@ fn check_run_records() {
     let mut records: Vec<serde_json::Value> = std::fs::read_dir(&run_dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .inspect(|path| assert_eq!(path.extension().unwrap(), "jsonl", "{path:?}"))
+        .inspect(|path| assert_eq!(path.file_name().unwrap(), "records.jsonl", "{path:?}"))
         .flat_map(|path| {
             let text = std::fs::read_to_string(path).unwrap();
             assert!(text.ends_with('\n'), "every record is a whole line: {text}");

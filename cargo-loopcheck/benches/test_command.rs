@@ -2,19 +2,17 @@
 //! round runs both, in alternating order, and the ratio of the medians is reported.
 //!
 //! ```sh
-//! cargo bench -p cargo-loopcheck --bench test_command            # 15 rounds
-//! BENCH_ROUNDS=31 cargo bench -p cargo-loopcheck --bench test_command
+//! cargo bench -p cargo-loopcheck --bench test_command            # 15 rounds, 50 tests a binary
+//! BENCH_ROUNDS=31 BENCH_TESTS=200 cargo bench -p cargo-loopcheck --bench test_command
 //! ```
 //!
-//! The suite: 4 test binaries of 50 tests each, every test a loopback round trip (two binaries
+//! The suite: 4 test binaries of 50 tests each (`BENCH_TESTS`), every test a loopback round trip (two binaries
 //! with `#[loopback_test]`, two with plain `#[test]`s and `loopcheck::tcp_listener()`). It is
 //! written under the bench's target tmp directory and built before timing starts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const TESTS_PER_BINARY: usize = 50;
 
 fn main() {
     // `cargo bench` passes `--bench`; anything else (`cargo test --benches`) only checks that
@@ -26,7 +24,12 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(15);
-    let manifest = write_suite();
+    let tests: usize = std::env::var("BENCH_TESTS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50);
+    let manifest = write_suite(tests);
+    println!("{} tests in 4 binaries, {rounds} paired rounds\n", 4 * tests);
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-fixture");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let nextest = Command::new("cargo-nextest")
@@ -112,13 +115,13 @@ fn median(times: &mut [Duration]) -> Duration {
 }
 
 /// Writes the suite (once per content) and returns its manifest.
-fn write_suite() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-suite");
+fn write_suite(tests_per_binary: usize) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-suite-{tests_per_binary}"));
     let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     std::fs::create_dir_all(dir.join("tests")).unwrap();
     std::fs::create_dir_all(dir.join("src")).unwrap();
     let manifest = format!(
-        "[package]\nname = \"bench-suite\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+        "[package]\nname = \"bench-suite-{tests_per_binary}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
 [dev-dependencies]\nloopcheck = {{ path = {:?}, features = [\"tokio\"] }}\n\
 tokio = {{ version = \"1\", default-features = false, features = [\"rt\", \"net\", \"macros\"] }}\n\n[workspace]\n",
         repository.display().to_string()
@@ -142,7 +145,7 @@ let mut buf = [0; 4];\n        stream.read_exact(&mut buf).unwrap();\n        st
 let mut client = TcpStream::connect(addr).unwrap();\n    client.write_all(b\"ping\").unwrap();\n    \
 let mut buf = [0; 4];\n    client.read_exact(&mut buf).unwrap();\n    assert_eq!(&buf, b\"ping\");\n    server.join().unwrap();\n}\n",
         );
-        for test in 0..TESTS_PER_BINARY {
+        for test in 0..tests_per_binary {
             if harnessed {
                 source.push_str(&format!(
                     "\n#[loopcheck::loopback_test]\nfn round_trip_{test}(listener: TcpListener) {{\n    round_trip(listener);\n}}\n"

@@ -297,7 +297,7 @@ pub(crate) struct Record {
     pub(crate) leaks: Vec<Diagnosis>,
 }
 
-/// The records in `dir`: the lines of every `PID.jsonl`. A line that is not a record is
+/// The records in `dir`: the lines of `records.jsonl` (and of any other `.jsonl` file). A line that is not a record is
 /// reported on stderr and skipped; so is a last line without its newline (its writer was
 /// killed mid-write).
 pub(crate) fn read_records(dir: &Path) -> Vec<Record> {

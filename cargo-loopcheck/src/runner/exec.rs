@@ -12,9 +12,8 @@ use loopcheck::lease::{RUN_DIR_VAR, TEST_VAR};
 use super::model::RunnerKind;
 use crate::error::{Error, Result};
 
-/// How long output may keep coming after the runner exited: a process a test left running
-/// may hold the pipe open for ever.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// How often the runner's output is copied to stderr while it runs.
+const ECHO_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a finished runner printed and how it exited.
 pub(crate) struct Finished {
@@ -93,78 +92,67 @@ impl Invocation {
     }
 }
 
-/// Runs `command` to the end with stdout and stderr on one pipe, copying what it prints to
-/// this process's stderr when `echo`, and to `log` when given.
-pub(crate) fn run(mut command: Command, echo: bool, log: Option<&Path>) -> Result<Finished> {
+/// Runs `command` to the end with stdout and stderr written to the file `log`, copying what
+/// it writes to this process's stderr as it comes when `echo`.
+///
+/// A file rather than a pipe: the runner never waits for this process to read, nothing is
+/// woken for each line a test prints, and a process a test leaked with the runner's output as
+/// its own cannot keep the run from ending.
+pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finished> {
     let program = command.get_program().to_string_lossy().into_owned();
     let spawn_error = |source| Error::Spawn {
         program: program.clone(),
         source,
     };
-    let (mut reader, writer) = std::io::pipe().map_err(spawn_error)?;
-    let writer_clone = writer.try_clone().map_err(spawn_error)?;
-    command.stdin(Stdio::null()).stdout(writer_clone).stderr(writer);
+    let io_error = |action, source| Error::Io {
+        action,
+        path: log.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::create(log).map_err(|e| io_error("create", e))?;
+    let stderr = file.try_clone().map_err(|e| io_error("create", e))?;
+    command.stdin(Stdio::null()).stdout(file).stderr(stderr);
     let mut child = command.spawn().map_err(spawn_error)?;
-    // The command holds the pipe's write ends: without dropping it the read never ends.
     drop(command);
 
-    let mut log_file = match log {
-        Some(path) => Some(std::fs::File::create(path).map_err(|source| Error::Io {
-            action: "create",
-            path: path.to_path_buf(),
-            source,
-        })?),
-        None => None,
-    };
-    let (chunks, received) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = vec![0; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if chunks.send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-    });
-
+    let mut reader = std::fs::File::open(log).map_err(|e| io_error("read", e))?;
     let mut output = Vec::new();
-    let mut take = |chunk: Vec<u8>| {
-        if echo {
+    let mut copy_new = |output: &mut Vec<u8>| -> std::io::Result<()> {
+        let start = output.len();
+        reader.read_to_end(output)?;
+        if echo && output.len() > start {
             let mut err = std::io::stderr().lock();
-            let _ = err.write_all(&chunk);
-            let _ = err.flush();
+            // A closed stderr must not stop the run: the output is in the log.
+            let _ = err.write_all(&output[start..]).and_then(|()| err.flush());
         }
-        if let Some(file) = &mut log_file {
-            let _ = file.write_all(&chunk);
-        }
-        output.extend_from_slice(&chunk);
+        Ok(())
     };
-    // Output until the runner exits; then what is left, for a bounded time.
-    let status = loop {
-        match received.recv_timeout(Duration::from_millis(50)) {
-            Ok(chunk) => take(chunk),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break child.wait(),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(status) = child.try_wait().transpose() {
-                    break status;
-                }
+    let status = if echo {
+        let (done, exited) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = done.send(());
+            status
+        });
+        loop {
+            let finished = !matches!(
+                exited.recv_timeout(ECHO_INTERVAL),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            copy_new(&mut output).map_err(|e| io_error("read", e))?;
+            if finished {
+                break;
             }
         }
-    }
-    .map_err(spawn_error)?;
-    let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match received.recv_timeout(left) {
-            Ok(chunk) => take(chunk),
-            Err(_) => break,
-        }
-    }
+        waiter
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map_err(spawn_error)?
+    } else {
+        let status = child.wait().map_err(spawn_error)?;
+        copy_new(&mut output).map_err(|e| io_error("read", e))?;
+        status
+    };
     Ok(Finished {
         status,
         output: String::from_utf8_lossy(&output).into_owned(),
@@ -197,25 +185,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn captures_both_streams_in_order_and_survives_a_leaked_pipe_holder() {
-        let mut command = Command::new("sh");
-        // The background sleep keeps the pipe open after `sh` exits, as a leaked server would.
-        command.args(["-c", "echo one; echo two >&2; echo three; sleep 10 & exit 3"]);
-        let started = std::time::Instant::now();
-        let finished = run(command, false, None).expect("sh runs");
-        assert_eq!(finished.status.code(), Some(3));
-        assert_eq!(finished.output, "one\ntwo\nthree\n");
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "waited for the leaked holder"
-        );
+    fn captures_both_streams_in_order_and_ignores_a_leaked_holder_of_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        for echo in [false, true] {
+            let mut command = Command::new("sh");
+            // The background sleep keeps the output open after `sh` exits, as a leaked
+            // server would; it ends by itself.
+            command.args([
+                "-c",
+                "echo one; echo two >&2; sleep 0.3; echo three; sleep 10 & exit 3",
+            ]);
+            let started = std::time::Instant::now();
+            let log = dir.path().join(format!("echo-{echo}.log"));
+            let finished = run(command, echo, &log).expect("sh runs");
+            assert_eq!(finished.status.code(), Some(3));
+            assert_eq!(finished.output, "one\ntwo\nthree\n");
+            assert_eq!(std::fs::read_to_string(&log).unwrap(), finished.output);
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "waited for the leaked holder"
+            );
+        }
     }
 
     #[test]
-    fn a_missing_program_is_an_error() {
-        let error = run(Command::new("/nonexistent/cargo"), false, None)
+    fn a_missing_program_or_log_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = run(Command::new("/nonexistent/cargo"), false, &dir.path().join("log"))
             .err()
             .expect("fails");
         assert!(matches!(error, Error::Spawn { .. }), "{error}");
+        let error = run(Command::new("true"), false, &dir.path().join("missing/log"))
+            .err()
+            .expect("fails");
+        assert!(matches!(error, Error::Io { .. }), "{error}");
     }
 }

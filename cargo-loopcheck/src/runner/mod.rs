@@ -72,7 +72,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     // Copies that start together race for ports together: build first, so that none of them
     // waits for another's build.
     if runner == RunnerKind::CargoTest && args.concurrent > 1 {
-        let build = exec::run(invocation.command(true), true, None)?;
+        let build = exec::run(invocation.command(true), true, &run_root.join("build.log"))?;
         if !build.status.success() {
             return Err(Error::BuildFailed {
                 command: invocation.shown(true),
@@ -90,6 +90,13 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             .collect();
         for dir in &copies {
             create_private_dir(dir)?;
+            // Created here, each test process only opens it: cheaper than a creation in each.
+            let records = dir.join(loopcheck::lease::RECORDS_FILE);
+            std::fs::File::create(&records).map_err(|source| Error::Io {
+                action: "create",
+                path: records,
+                source,
+            })?;
         }
         let (results, fresh) = std::thread::scope(|scope| {
             let handles: Vec<_> = copies
@@ -227,7 +234,7 @@ fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished>
         flag.push(&config);
         command.arg("--tool-config-file").arg(flag);
     }
-    let run = exec::run(command, echo, Some(&dir.join("output.log")))?;
+    let run = exec::run(command, echo, &dir.join("output.log"))?;
     Ok(Finished {
         dir: dir.to_path_buf(),
         echoed: echo,
