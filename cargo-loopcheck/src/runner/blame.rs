@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::libtest::{BinaryLine, CRASHED};
 use super::model::{Execution, Status};
+use crate::lint::PortUse;
 use crate::workspace::Workspace;
 
 /// How many addresses of one failure are examined: a refused one is watched for a moment.
@@ -116,7 +117,7 @@ impl<'a> Blamer<'a> {
         if !matches!(execution.status, Status::Failed | Status::Flaky) || execution.name == CRASHED {
             return;
         }
-        let ports = self.locate(execution);
+        let uses = self.locate(execution);
         if !execution.diagnoses.is_empty() {
             return;
         }
@@ -124,9 +125,9 @@ impl<'a> Blamer<'a> {
             return;
         };
         let mut addrs: Vec<SocketAddr> = mentioned_addrs(&execution.output);
-        for port in &ports {
-            if !addrs.iter().any(|a| a.port() == *port) {
-                addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port));
+        for port in uses.iter().map(|u| u.port) {
+            if !addrs.iter().any(|a| a.port() == port) {
+                addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
             }
         }
         addrs.truncate(MAX_ADDRESSES);
@@ -142,7 +143,7 @@ impl<'a> Blamer<'a> {
                 self.diagnoser
                     .explain_symptom(kind, addr)
                     .or_else(|| other.and_then(|other| self.diagnoser.explain_symptom(kind, other)))
-                    .or_else(|| Some(self.freed(execution, addr)))
+                    .or_else(|| Some(self.freed(execution, &uses, addr)))
             } else {
                 self.diagnoser.explain_symptom(kind, addr)
             };
@@ -154,7 +155,7 @@ impl<'a> Blamer<'a> {
     }
 
     /// Sets the test's file and line; returns the hard-coded ports it reaches.
-    fn locate(&mut self, execution: &mut Execution) -> Vec<u16> {
+    fn locate(&mut self, execution: &mut Execution) -> Vec<PortUse> {
         let Some(target) = self.targets.by_id(&execution.binary) else {
             return Vec::new();
         };
@@ -177,12 +178,12 @@ impl<'a> Blamer<'a> {
         };
         execution.file = Some(relative(&self.workspace.root, &path));
         execution.line = Some(site.line);
-        site.ports.iter().map(|p| p.port).collect()
+        site.ports
     }
 
     /// LC001 for a port that was in use when the test bound it but is free now: the holder
     /// was as short-lived as a test, and the tests that hard-code the same port are named.
-    fn freed(&mut self, execution: &Execution, addr: SocketAddr) -> Diagnosis {
+    fn freed(&mut self, execution: &Execution, uses: &[PortUse], addr: SocketAddr) -> Diagnosis {
         let port = addr.port();
         let mut diagnosis = Diagnosis::new(
             Code::PortInUse,
@@ -193,12 +194,11 @@ impl<'a> Blamer<'a> {
             ),
             "take the port from loopcheck instead of a constant, so that no two tests share one: `#[loopback_test] fn name(addr: SocketAddr)`, or `loopcheck::tcp_listener()`",
         );
-        let own = (execution.file.clone(), execution.line);
+        let own = |f: &Finding| f.file == execution.file && uses.iter().any(|u| Some(u.line) == f.line);
         let others: Vec<String> = self
             .findings()
             .iter()
-            .filter(|f| f.code == Code::HardCodedPort && f.port == Some(port))
-            .filter(|f| (f.file.clone(), f.line) != own)
+            .filter(|f| f.code == Code::HardCodedPort && f.port == Some(port) && !own(f))
             .map(|f| format!("{}:{}", f.file.as_deref().unwrap_or("?"), f.line.unwrap_or(0)))
             .collect();
         for place in others.iter().take(5) {
@@ -488,6 +488,22 @@ mod tests {
         assert_eq!(names, ["net::a", "net::b"]);
         assert_eq!(records[0].diagnoses[0].code, Code::ConnectionRefused);
         assert!(read_records(&dir.path().join("missing")).is_empty());
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn addresses_are_loopback_and_written_in_the_text(text in "[0-9.:\\[\\] a-f]{0,80}") {
+                for addr in mentioned_addrs(&text) {
+                    prop_assert!(addr.ip().is_loopback());
+                    prop_assert!(addr.port() != 0);
+                    prop_assert!(text.contains(&addr.port().to_string()));
+                }
+            }
+        }
     }
 
     #[test]

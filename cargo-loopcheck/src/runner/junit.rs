@@ -149,6 +149,26 @@ called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, mes
     </testsuite>
 </testsuites>"#;
 
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(text in "\\PC{0,300}") {
+                let _ = read(&text);
+            }
+
+            #[test]
+            fn a_truncated_report_is_an_error_or_a_prefix(cut in 0..NEXTEST.len()) {
+                let Some(prefix) = NEXTEST.get(..cut) else { return Ok(()) };
+                if let Ok(executions) = read(prefix) {
+                    prop_assert!(executions.len() <= 4);
+                }
+            }
+        }
+    }
+
     #[test]
     fn reads_nextest_reports() {
         let executions = read(NEXTEST).expect("valid report");

@@ -373,6 +373,44 @@ Caused by:\n  process didn't exit successfully: `/w/target/debug/deps/crash-1` (
         );
     }
 
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines shaped like cargo's and libtest's, in any order, with any names.
+        fn line() -> impl Strategy<Value = String> {
+            let name = "[a-z_:]{0,12}( [a-z]{0,3})?";
+            prop_oneof![
+                name.prop_map(|n| format!("test {n} ... ok")),
+                name.prop_map(|n| format!("test {n} ... FAILED")),
+                name.prop_map(|n| format!("test {n} ...")),
+                name.prop_map(|n| format!("---- {n} stdout ----")),
+                name.prop_map(|n| format!("    {n}")),
+                "[a-z/.]{0,10}".prop_map(|s| format!("     Running {s} (target/debug/deps/{s}-1)")),
+                Just("failures:".to_owned()),
+                Just("test result: FAILED.".to_owned()),
+                Just("error: test failed, to rerun pass `--test x`".to_owned()),
+                "\\PC{0,40}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(text in "\\PC{0,400}") {
+                let _ = parse(&text, &id);
+                let _ = any_binary_ran(&text);
+            }
+
+            #[test]
+            fn near_valid_output_never_panics_and_names_only_seen_tests(lines in proptest::collection::vec(line(), 0..40)) {
+                let text = lines.join("\n");
+                for execution in parse(&text, &id) {
+                    prop_assert!(execution.name == CRASHED || text.contains(execution.name.as_str()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn doctests_and_garbage() {
         let output = "   Doc-tests demo\n\nrunning 1 test\ntest src/lib.rs - add (line 3) ... ok\n\ntest result: ok.\n";

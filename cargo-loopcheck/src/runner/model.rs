@@ -153,7 +153,8 @@ pub struct TestRun {
     pub runner: RunnerKind,
     /// Every test that ran, failing ones first.
     pub tests: Vec<TestReport>,
-    /// Zombie listeners of this workspace found before the run.
+    /// Zombie listeners of this workspace found as the run started (ended before it with
+    /// `--reap`).
     pub zombies: Vec<ZombieReport>,
     /// Tests that passed in some runs and failed in others.
     pub flaky: Vec<Flake>,
