@@ -325,9 +325,11 @@ fn nextest_failures_are_explained_in_json_human_and_github() {
     assert_eq!(codes(leaks), ["LC013"], "{report:#}");
     end_leaked_sleep(&leaks[0]);
 
-    let human = suite.run(&[&["--nextest", "--color", "never"][..], &filter].concat());
+    // Without a runner flag, an installed nextest is the runner.
+    let human = suite.run(&[&["--color", "never"][..], &filter].concat());
     assert_eq!(code(&human), ExitCode::FOUND);
     let text = stderr(&human);
+    assert!(text.contains("tests with cargo nextest run:"), "{text}");
     assert!(
         text.contains(&format!(
             "FAIL {}::net held_port (tests/net.rs:14)",

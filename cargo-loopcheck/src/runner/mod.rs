@@ -197,11 +197,16 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
 
 /// nextest when asked for, or when installed and cargo test was not asked for.
 fn choose_runner(args: &TestArgs) -> Result<RunnerKind> {
-    if args.cargo_test {
+    pick_runner(args.nextest, args.cargo_test, || {
+        which::which("cargo-nextest").is_ok()
+    })
+}
+
+fn pick_runner(nextest: bool, cargo_test: bool, installed: impl FnOnce() -> bool) -> Result<RunnerKind> {
+    if cargo_test {
         return Ok(RunnerKind::CargoTest);
     }
-    let installed = which::which("cargo-nextest").is_ok();
-    match (args.nextest, installed) {
+    match (nextest, installed()) {
         (true, false) => Err(Error::NoNextest),
         (_, true) => Ok(RunnerKind::Nextest),
         (false, false) => Ok(RunnerKind::CargoTest),
@@ -419,6 +424,17 @@ mod tests {
         assert_eq!(&stamp[8..9], "T");
         assert!(stamp.starts_with("20"), "{id}");
         assert_eq!(pid, std::process::id().to_string());
+    }
+
+    #[test]
+    fn nextest_when_installed_cargo_test_otherwise() {
+        let pick = |nextest, cargo_test, installed| pick_runner(nextest, cargo_test, || installed);
+        assert_eq!(pick(false, false, true).unwrap(), RunnerKind::Nextest);
+        assert_eq!(pick(false, false, false).unwrap(), RunnerKind::CargoTest);
+        assert_eq!(pick(true, false, true).unwrap(), RunnerKind::Nextest);
+        assert!(matches!(pick(true, false, false), Err(Error::NoNextest)));
+        assert_eq!(pick(false, true, true).unwrap(), RunnerKind::CargoTest);
+        assert_eq!(pick(false, true, false).unwrap(), RunnerKind::CargoTest);
     }
 
     #[test]
