@@ -171,6 +171,31 @@ impl Diagnoser {
         Some(self.diagnose(&io::Error::from(kind), addr))
     }
 
+    /// The diagnosis of `addr` for a failure that spoke of `kind` and ended a while ago, as a
+    /// test runner sees it when it reads a failed test's output: only what the address still
+    /// shows, and only for the errors an address can explain. `AddrInUse` needs a holder now;
+    /// `ConnectionRefused` gives LC005 (or LC007) naming what listens nearby; `TimedOut` needs
+    /// a stopped listener, a full accept queue or dropped packets; `ConnectionReset` and
+    /// `UnexpectedEof` (an early EOF) name who answers at the address, or that nobody does.
+    /// Any other kind gives `None`.
+    pub fn explain_afterwards(&self, kind: io::ErrorKind, addr: SocketAddr) -> Option<Diagnosis> {
+        let err = io::Error::from(kind);
+        match kind {
+            io::ErrorKind::AddrInUse => self.explain_symptom(kind, addr),
+            io::ErrorKind::ConnectionRefused => Some(self.refused(Port::scan(addr), &err)),
+            io::ErrorKind::TimedOut => {
+                let port = Port::scan(addr);
+                let mut d = port.timeout_cause(&err)?;
+                port.describe_lease(&mut d);
+                Some(d)
+            }
+            io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof => {
+                Some(Port::scan(addr).answered(Some(&err)))
+            }
+            _ => None,
+        }
+    }
+
     /// See [`probe`].
     pub fn probe(&self, addr: SocketAddr, timeout: Duration) -> Diagnosis {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -542,8 +567,37 @@ impl Port {
 
     fn timeout(&self, err: &io::Error) -> Diagnosis {
         let addr = self.addr;
-        let listeners: Vec<&SocketEntry> = self.listeners_at_addr().collect();
-        let mut d = if let Some(listener) = listeners.first() {
+        let mut d = match self.timeout_cause(err) {
+            Some(d) => d,
+            None => match self.listeners_at_addr().next() {
+                Some(listener) => {
+                    let mut d = Diagnosis::new(
+                        Code::ConnectTimeout,
+                        Some(addr),
+                        format!("{addr} has a listener but did not answer in time ({err})"),
+                        "the server is busy or blocked before accepting; give it more time or check it does not wait on the test itself",
+                    );
+                    self.describe_socket(&mut d, listener, "listener");
+                    d
+                }
+                None => Diagnosis::new(
+                    Code::ConnectTimeout,
+                    Some(addr),
+                    format!("connecting to {addr} timed out ({err}); nothing listens there now"),
+                    "the server was gone or not yet listening; bind before connecting (`loopcheck::tcp_listener()`)",
+                ),
+            },
+        };
+        self.describe_lease(&mut d);
+        self.note_scan_limits(&mut d);
+        d
+    }
+
+    /// What makes connections to the address time out, when the address shows it: a stopped
+    /// listener, a full accept queue, or loopback packets being dropped.
+    fn timeout_cause(&self, err: &io::Error) -> Option<Diagnosis> {
+        let addr = self.addr;
+        if let Some(listener) = self.listeners_at_addr().next() {
             let owners = self.owners(listener);
             let stopped = owners.iter().find(|o| o.state == Some('T'));
             let full = listener.send_queue > 0 && listener.recv_queue >= listener.send_queue;
@@ -565,42 +619,29 @@ impl Port {
                     "the server does not call accept() fast enough or has hung; check that its accept loop runs, or raise its backlog".to_owned(),
                 )
             } else {
-                (
-                    format!("{addr} has a listener but did not answer in time ({err})"),
-                    "the server is busy or blocked before accepting; give it more time or check it does not wait on the test itself".to_owned(),
-                )
+                return None;
             };
             let mut d = Diagnosis::new(Code::ConnectTimeout, Some(addr), summary, fix);
             self.describe_socket(&mut d, listener, "listener");
-            d
-        } else {
-            let dropped = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-                .err()
-                .is_some_and(|e| matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock));
-            if dropped {
-                let mut d = Diagnosis::new(
-                    Code::ConnectTimeout,
-                    Some(addr),
-                    format!(
-                        "connections to {addr} time out with no listener there ({err}): packets on loopback are dropped"
-                    ),
-                    "a firewall rule drops loopback traffic: list the rules with `iptables -S`, `ip6tables -S` or `nft list ruleset` and allow `lo`",
-                );
-                d.evidence
-                    .push("a fresh connection attempt also timed out instead of being refused".into());
-                d
-            } else {
-                Diagnosis::new(
-                    Code::ConnectTimeout,
-                    Some(addr),
-                    format!("connecting to {addr} timed out ({err}); nothing listens there now"),
-                    "the server was gone or not yet listening; bind before connecting (`loopcheck::tcp_listener()`)",
-                )
-            }
-        };
-        self.describe_lease(&mut d);
-        self.note_scan_limits(&mut d);
-        d
+            return Some(d);
+        }
+        let dropped = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+            .err()
+            .is_some_and(|e| matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock));
+        if !dropped {
+            return None;
+        }
+        let mut d = Diagnosis::new(
+            Code::ConnectTimeout,
+            Some(addr),
+            format!(
+                "connections to {addr} time out with no listener there ({err}): packets on loopback are dropped"
+            ),
+            "a firewall rule drops loopback traffic: list the rules with `iptables -S`, `ip6tables -S` or `nft list ruleset` and allow `lo`",
+        );
+        d.evidence
+            .push("a fresh connection attempt also timed out instead of being refused".into());
+        Some(d)
     }
 
     /// Who answers at the address: LC001 (or LC002) naming the holder, LC005 when nobody does.

@@ -1,7 +1,8 @@
 //! Real sockets on loopback, seen through every backend that runs on this host.
 //!
 //! Every socket binds port 0, so the tests run in parallel with each other and with anything
-//! else on the host. The only process started is this test binary itself, killed by pid.
+//! else on the host. The processes started are this test binary itself and `sleep`s, each
+//! killed by pid.
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -496,4 +497,52 @@ fn owners_can_be_skipped() {
     let entry = find(&table, Protocol::Tcp, listener.local_addr().unwrap(), None);
     assert!(entry.pids.is_empty());
     assert!(table.processes.is_empty());
+}
+
+/// A run's processes are found by the `LOOPCHECK_RUN_DIR` they inherit; those the build
+/// started (they carry cargo's compile-time variables) are not the tests' leftovers.
+#[test]
+fn processes_of_a_run_leave_out_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run.0.0");
+    let spawn = |extra: &[(&str, &str)]| {
+        let mut command = Command::new("sleep");
+        command
+            .arg("30")
+            .env("LOOPCHECK_RUN_DIR", &run_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command.spawn().expect("spawn sleep")
+    };
+    let mut children = [
+        spawn(&[
+            ("NEXTEST_BINARY_ID", "demo::net"),
+            ("NEXTEST_TEST_NAME", "serves"),
+        ]),
+        spawn(&[("CARGO_CRATE_NAME", "demo")]),
+        spawn(&[
+            ("OUT_DIR", "/tmp/out"),
+            ("TARGET", "x86_64-unknown-linux-gnu"),
+            ("HOST", "x"),
+        ]),
+    ];
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let found = eventually(Duration::from_secs(5), || {
+        let found = scan::processes_of_run(&run_dir);
+        found.iter().any(|p| p.process.pid == pids[0]).then_some(found)
+    })
+    .expect("the test's child is found");
+    let found_pids: Vec<u32> = found.iter().map(|p| p.process.pid).collect();
+    assert_eq!(found_pids, [pids[0]], "only the test's child, not the build's");
+    assert_eq!(found[0].binary_id.as_deref(), Some("demo::net"));
+    assert_eq!(found[0].test_name.as_deref(), Some("serves"));
+    assert!(scan::processes_of_run(&dir.path().join("other")).is_empty());
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

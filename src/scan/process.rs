@@ -170,7 +170,9 @@ pub struct RunProcess {
 }
 
 /// The live processes (zombies left out) whose environment holds `LOOPCHECK_RUN_DIR=run_dir`,
-/// other than this one. After a test run has ended these are what its tests left running.
+/// other than this one and other than those the build started (a rustc wrapper's server, a
+/// build script's child: they carry cargo's compile-time variables). After a test run has
+/// ended these are what its tests left running.
 ///
 /// Linux reads `/proc/PID/environ`, which only the process's owner (and root) can read:
 /// another user's processes are never counted. Elsewhere this finds nothing.
@@ -205,7 +207,12 @@ pub fn processes_of_run(run_dir: &std::path::Path) -> Vec<RunProcess> {
                     .and_then(|v| v.strip_prefix(b"="))
                     == Some(wanted)
             });
-            if !in_run {
+            // Started by the build rather than by a test: a rustc wrapper's server (sccache)
+            // carries the compiler's `CARGO_CRATE_NAME`, a build script's child its
+            // `OUT_DIR`, `TARGET` and `HOST`. Tests run with none of these.
+            let has = |key: &[u8]| find_env(&environ, key).is_some();
+            let of_build = has(b"CARGO_CRATE_NAME") || (has(b"OUT_DIR") && has(b"TARGET") && has(b"HOST"));
+            if !in_run || of_build {
                 continue;
             }
             let Some(process) = ProcessInfo::read(pid).filter(|p| p.state != Some('Z')) else {

@@ -25,6 +25,9 @@ pub struct PortUse {
     pub port: u16,
     /// The line of the literal.
     pub line: u32,
+    /// Whether it is bound (`TcpListener::bind`, `UdpSocket::bind`) rather than connected to
+    /// or only written down.
+    pub bind: bool,
 }
 
 /// How many helpers deep a test's calls are followed, and how many items at most: enough for
@@ -32,9 +35,11 @@ pub struct PortUse {
 const MAX_DEPTH: usize = 4;
 const MAX_ITEMS: usize = 64;
 
-/// The function `name` in `source` and the hard-coded ports of its body, of the functions of
-/// the same file it calls (and they call, a few levels deep) and of the constants and statics
-/// they name. `None` when the file has no such function or cannot be lexed.
+/// The function at `path` in `source` (`serves`, or `tests::serves` for one in an inline
+/// `mod tests`) and the hard-coded ports of its body, of the functions of the same file it
+/// calls (and they call, a few levels deep) and of the constants and statics they name. A
+/// function of that name in another module is taken only when none matches the whole path.
+/// `None` when the file has no such function or cannot be lexed.
 ///
 /// ```
 /// use cargo_loopcheck::lint::test_site;
@@ -53,18 +58,22 @@ const MAX_ITEMS: usize = 64;
 /// let ports: Vec<u16> = site.ports.iter().map(|p| p.port).collect();
 /// assert_eq!(ports, [7878, 9090]);
 /// ```
-pub fn test_site(source: &str, name: &str) -> Option<TestSite> {
+pub fn test_site(source: &str, path: &str) -> Option<TestSite> {
+    let mut segments: Vec<&str> = path.split("::").collect();
+    let name = segments.pop()?;
     let hits = super::rules::lint(source, true).ok()?;
     let stream = source.parse::<TokenStream>().ok()?;
     let toks = tree(stream);
     let mut found = Vec::new();
-    collect(&toks, &mut found);
+    collect(&toks, &mut Vec::new(), &mut found);
     proc_macro2::extra::invalidate_current_thread_spans();
 
+    let named = |item: &Item| item.is_fn && item.name == name;
     let start = found
         .iter()
-        .position(|item| item.is_fn && item.test && item.name == name)
-        .or_else(|| found.iter().position(|item| item.is_fn && item.name == name))?;
+        .position(|item| named(item) && item.modules == segments)
+        .or_else(|| found.iter().position(|item| named(item) && item.test))
+        .or_else(|| found.iter().position(named))?;
     let mut reached = vec![start];
     let mut frontier = vec![start];
     for _ in 0..MAX_DEPTH {
@@ -86,14 +95,37 @@ pub fn test_site(source: &str, name: &str) -> Option<TestSite> {
         frontier = next;
     }
 
+    // The arguments of `bind` calls in the reached functions: their lines, and the names of
+    // the constants they use.
+    let binds: Vec<(u32, u32)> = reached
+        .iter()
+        .flat_map(|&i| found[i].binds.iter().copied())
+        .collect();
+    let bound_names: HashSet<&String> = reached.iter().flat_map(|&i| &found[i].bound).collect();
     let mut ports: Vec<PortUse> = Vec::new();
     for hit in &hits {
         let Some(port) = hit.port else { continue };
         let inside = reached
             .iter()
             .any(|&i| (found[i].first..=found[i].last).contains(&hit.line));
-        if inside && !ports.iter().any(|p| p.port == port) {
-            ports.push(PortUse { port, line: hit.line });
+        if !inside {
+            continue;
+        }
+        let bind = binds
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&hit.line))
+            || reached.iter().any(|&i| {
+                !found[i].is_fn
+                    && bound_names.contains(&&found[i].name)
+                    && (found[i].first..=found[i].last).contains(&hit.line)
+            });
+        match ports.iter_mut().find(|p| p.port == port) {
+            Some(known) => known.bind |= bind,
+            None => ports.push(PortUse {
+                port,
+                line: hit.line,
+                bind,
+            }),
         }
     }
     Some(TestSite {
@@ -105,6 +137,12 @@ pub fn test_site(source: &str, name: &str) -> Option<TestSite> {
 /// A function, constant or static of the file, with its lines and the identifiers it names.
 struct Item {
     name: String,
+    /// The inline modules around it, outermost first.
+    modules: Vec<String>,
+    /// The lines of the arguments of each `bind` call in it.
+    binds: Vec<(u32, u32)>,
+    /// The names used in those arguments.
+    bound: HashSet<String>,
     is_fn: bool,
     test: bool,
     line: u32,
@@ -113,15 +151,23 @@ struct Item {
     idents: HashSet<String>,
 }
 
-fn collect(toks: &[Tok], out: &mut Vec<Item>) {
+fn collect(toks: &[Tok], modules: &mut Vec<String>, out: &mut Vec<Item>) {
     for item in items(toks) {
         let Some((keyword, k)) = &item.keyword else {
             continue;
         };
         match keyword.as_str() {
-            "mod" | "impl" | "trait" => {
+            "mod" => {
+                let name = item.toks.get(k + 1).and_then(Tok::ident).map(ToString::to_string);
+                if let (Some(name), Some(body)) = (name, item.toks.last().and_then(Tok::brace)) {
+                    modules.push(name.trim_start_matches("r#").to_owned());
+                    collect(body, modules, out);
+                    modules.pop();
+                }
+            }
+            "impl" | "trait" => {
                 if let Some(body) = item.toks.last().and_then(Tok::brace) {
-                    collect(body, out);
+                    collect(body, modules, out);
                 }
             }
             "fn" => {
@@ -132,8 +178,13 @@ fn collect(toks: &[Tok], out: &mut Vec<Item>) {
                 let mut idents = HashSet::new();
                 names(sig.body, &mut idents);
                 let (first, last) = lines(item.toks);
+                let (mut binds, mut bound) = (Vec::new(), HashSet::new());
+                bind_arguments(sig.body, &mut binds, &mut bound);
                 out.push(Item {
                     name: sig.name,
+                    modules: modules.clone(),
+                    binds,
+                    bound,
                     is_fn: true,
                     test: item.test_fn(),
                     line,
@@ -155,6 +206,9 @@ fn collect(toks: &[Tok], out: &mut Vec<Item>) {
                 names(&item.toks[at + 1..], &mut idents);
                 out.push(Item {
                     name: name.to_string(),
+                    modules: modules.clone(),
+                    binds: Vec::new(),
+                    bound: HashSet::new(),
                     is_fn: false,
                     test: false,
                     line: first,
@@ -164,6 +218,25 @@ fn collect(toks: &[Tok], out: &mut Vec<Item>) {
                 });
             }
             _ => {}
+        }
+    }
+}
+
+/// The arguments of every `bind(..)` call in `toks` (`TcpListener::bind`, `.bind`): their
+/// lines, and the names they use.
+fn bind_arguments(toks: &[Tok], lines_out: &mut Vec<(u32, u32)>, names_out: &mut HashSet<String>) {
+    for (i, tok) in toks.iter().enumerate() {
+        if tok.is("bind")
+            && let Some(args) = toks.get(i + 1).and_then(Tok::paren)
+        {
+            let (first, last) = lines(args);
+            if first <= last && last > 0 {
+                lines_out.push((first, last));
+            }
+            names(args, names_out);
+        }
+        if let Tok::Group(_, _, inner) = tok {
+            bind_arguments(inner, lines_out, names_out);
         }
     }
 }
@@ -231,7 +304,33 @@ mod nested {
         assert_eq!(ports(&a), [4000, 4002]);
         assert_eq!(ports(&test_site(source, "b").unwrap()), [4001]);
         assert_eq!(ports(&test_site(source, "c").unwrap()), [4003]);
+        assert_eq!(ports(&test_site(source, "nested::c").unwrap()), [4003]);
         assert_eq!(test_site(source, "missing"), None);
+        let binds: Vec<bool> = test_site(source, "a")
+            .unwrap()
+            .ports
+            .iter()
+            .map(|p| p.bind)
+            .collect();
+        assert_eq!(binds, [true, false], "4000 is bound, 4002 connected to");
+    }
+
+    #[test]
+    fn the_module_path_tells_tests_of_the_same_name_apart() {
+        let source = r#"
+mod tcp {
+    #[test]
+    fn connects() { let _ = std::net::TcpStream::connect("127.0.0.1:7001"); }
+}
+mod udp {
+    #[test]
+    fn connects() { let _ = std::net::UdpSocket::bind("127.0.0.1:7002"); }
+}
+"#;
+        let udp = test_site(source, "udp::connects").unwrap();
+        assert_eq!((udp.line, ports(&udp)), (8, vec![7002]));
+        let tcp = test_site(source, "tcp::connects").unwrap();
+        assert_eq!((tcp.line, ports(&tcp)), (4, vec![7001]));
     }
 
     #[test]
@@ -241,7 +340,7 @@ mod nested {
             test_site(source, "plain"),
             Some(TestSite {
                 line: 2,
-                ports: Vec::new()
+                ports: Vec::new(),
             })
         );
         assert_eq!(test_site("fn broken( {", "broken"), None);

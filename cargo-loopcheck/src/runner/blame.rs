@@ -95,6 +95,7 @@ pub(crate) struct Blamer<'a> {
     diagnoser: Diagnoser,
     sources: HashMap<PathBuf, Option<String>>,
     findings: Option<Vec<Finding>>,
+    seen: HashMap<(io::ErrorKind, SocketAddr), Option<Diagnosis>>,
     /// How many copies of the suite ran at once.
     concurrent: u32,
 }
@@ -107,12 +108,15 @@ impl<'a> Blamer<'a> {
             diagnoser: Diagnoser::default(),
             sources: HashMap::new(),
             findings: None,
+            seen: HashMap::new(),
             concurrent,
         }
     }
 
-    /// Finds a failed test's source and, when its output speaks of a socket error and it
-    /// has no diagnosis from its own harness, diagnoses the addresses it uses.
+    /// Finds a failed test's source and, when its failure message speaks of a socket error
+    /// and it has no diagnosis from its own harness, diagnoses the addresses that error
+    /// concerns: the ones written in the message, else the ports the test's code hard-codes
+    /// (the bound ones for "address in use", the others for a failed connection).
     pub(crate) fn explain(&mut self, execution: &mut Execution) {
         if !matches!(execution.status, Status::Failed | Status::Flaky) || execution.name == CRASHED {
             return;
@@ -121,37 +125,64 @@ impl<'a> Blamer<'a> {
         if !execution.diagnoses.is_empty() {
             return;
         }
-        let Some(kind) = symptom(&execution.output) else {
+        // The message, not the captured logs: a log line about a timeout or a refused
+        // connection says nothing about why the test failed.
+        let message = failure_message(&execution.output);
+        let Some(kind) = symptom(&message).filter(|kind| BLAMED.contains(kind)) else {
             return;
         };
-        let mut addrs: Vec<SocketAddr> = mentioned_addrs(&execution.output);
-        for port in uses.iter().map(|u| u.port) {
-            if !addrs.iter().any(|a| a.port() == port) {
-                addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-            }
-        }
-        addrs.truncate(MAX_ADDRESSES);
-        let mut diagnoses: Vec<Diagnosis> = Vec::new();
-        for addr in addrs {
-            let found = if kind == io::ErrorKind::AddrInUse {
-                let other = match addr.ip() {
-                    IpAddr::V4(ip) if ip.is_loopback() => {
-                        Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()))
-                    }
-                    _ => None,
-                };
-                self.diagnoser
-                    .explain_symptom(kind, addr)
-                    .or_else(|| other.and_then(|other| self.diagnoser.explain_symptom(kind, other)))
-                    .or_else(|| Some(self.freed(execution, &uses, addr)))
+        let mentioned = mentioned_addrs(&message);
+        let addrs: Vec<SocketAddr> = if !mentioned.is_empty() {
+            mentioned
+        } else {
+            let binding = kind == io::ErrorKind::AddrInUse;
+            let preferred: Vec<u16> = uses
+                .iter()
+                .filter(|u| u.bind == binding)
+                .map(|u| u.port)
+                .collect();
+            let ports = if preferred.is_empty() {
+                uses.iter().map(|u| u.port).collect()
             } else {
-                self.diagnoser.explain_symptom(kind, addr)
+                preferred
             };
+            ports
+                .into_iter()
+                .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+                .collect()
+        };
+        let mut diagnoses: Vec<Diagnosis> = Vec::new();
+        for &addr in addrs.iter().take(MAX_ADDRESSES) {
+            let found = self.afterwards(kind, addr).or_else(|| match (kind, addr.ip()) {
+                // `localhost` and `[::]` binds collide on [::1] too.
+                (io::ErrorKind::AddrInUse, IpAddr::V4(ip)) if ip.is_loopback() => self.afterwards(
+                    kind,
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
+                ),
+                _ => None,
+            });
             if let Some(diagnosis) = found {
                 super::model::merge(&mut diagnoses, &[diagnosis]);
             }
         }
+        // Nothing holds any of them now: the first was taken by something short-lived.
+        if diagnoses.is_empty()
+            && kind == io::ErrorKind::AddrInUse
+            && let Some(&addr) = addrs.first()
+        {
+            diagnoses.push(self.freed(execution, &uses, addr));
+        }
         execution.diagnoses = diagnoses;
+    }
+
+    /// [`Diagnoser::explain_afterwards`], once per round for each error and address: a hundred
+    /// tests refused by one dead server cost one look at it.
+    fn afterwards(&mut self, kind: io::ErrorKind, addr: SocketAddr) -> Option<Diagnosis> {
+        let diagnoser = &self.diagnoser;
+        self.seen
+            .entry((kind, addr))
+            .or_insert_with(|| diagnoser.explain_afterwards(kind, addr))
+            .clone()
     }
 
     /// Sets the test's file and line; returns the hard-coded ports it reaches.
@@ -159,20 +190,21 @@ impl<'a> Blamer<'a> {
         let Some(target) = self.targets.by_id(&execution.binary) else {
             return Vec::new();
         };
-        let mut segments: Vec<&str> = execution.name.split("::").collect();
-        let Some(function) = segments.pop() else {
-            return Vec::new();
-        };
+        let segments: Vec<&str> = execution.name.split("::").collect();
+        let (modules, function) = segments.split_at(segments.len().saturating_sub(1));
         let root = target.src_path.clone();
-        let file = module_file(&root, &segments);
-        let found = [file.clone(), root.clone()].into_iter().find_map(|path| {
-            let source = self
-                .sources
-                .entry(path.clone())
-                .or_insert_with(|| std::fs::read_to_string(&path).ok())
-                .as_deref()?;
-            Some((path, crate::lint::test_site(source, function)?))
-        });
+        let (file, inline) = module_file(&root, modules);
+        let within = [&inline[..], function].concat().join("::");
+        let found = [(file, within), (root, execution.name.clone())]
+            .into_iter()
+            .find_map(|(path, within)| {
+                let source = self
+                    .sources
+                    .entry(path.clone())
+                    .or_insert_with(|| std::fs::read_to_string(&path).ok())
+                    .as_deref()?;
+                Some((path, crate::lint::test_site(source, &within)?))
+            });
         let Some((path, site)) = found else {
             return Vec::new();
         };
@@ -229,12 +261,18 @@ impl<'a> Blamer<'a> {
     }
 }
 
-/// The file of module `segments` under the crate root `root`: `a/b.rs` or `a/b/mod.rs`; the
-/// last file found when a module is inline.
-fn module_file(root: &Path, segments: &[&str]) -> PathBuf {
+/// The file that holds module `segments` of the crate whose root is `root`, and the modules
+/// left inline in it. A module is looked for in `a/b.rs` or `a/b/mod.rs` only when its parent
+/// declares it out of line (`mod b;`): an inline `mod b { .. }` stays in its file even where a
+/// `b.rs` exists (another test binary's root, say).
+fn module_file<'s>(root: &Path, segments: &[&'s str]) -> (PathBuf, Vec<&'s str>) {
     let mut file = root.to_path_buf();
     let mut owns_dir = true;
-    for segment in segments {
+    for (i, segment) in segments.iter().enumerate() {
+        let declared = std::fs::read_to_string(&file).is_ok_and(|text| declares_file_module(&text, segment));
+        if !declared {
+            return (file, segments[i..].to_vec());
+        }
         let dir = if owns_dir {
             file.parent().map(Path::to_path_buf).unwrap_or_default()
         } else {
@@ -249,10 +287,59 @@ fn module_file(root: &Path, segments: &[&str]) -> PathBuf {
             file = nested;
             owns_dir = true;
         } else {
-            break;
+            return (file, segments[i..].to_vec());
         }
     }
-    file
+    (file, Vec::new())
+}
+
+/// Whether `source` declares `mod name;` (out of line), as text: `mod name;`, `pub mod name;`.
+fn declares_file_module(source: &str, name: &str) -> bool {
+    source.match_indices(&format!("mod {name}")).any(|(at, found)| {
+        let before_ok = source[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let rest = source[at + found.len()..].trim_start();
+        before_ok && rest.starts_with(';')
+    })
+}
+
+/// The error kinds a failure may be blamed on a socket for: the issue's address in use,
+/// refused connection, timeout and early EOF.
+const BLAMED: [io::ErrorKind; 4] = [
+    io::ErrorKind::AddrInUse,
+    io::ErrorKind::ConnectionRefused,
+    io::ErrorKind::TimedOut,
+    io::ErrorKind::ConnectionReset,
+];
+
+/// The failure message in a failed test's output: each panic (`thread 'x' panicked at ..:`
+/// and its message, up to the backtrace or the next blank line) and each `Error: ..` line a
+/// test returning `Err` ends with. Empty when the output shows neither (a crash, a signal).
+pub(crate) fn failure_message(output: &str) -> String {
+    let mut message = String::new();
+    let mut in_panic = false;
+    for line in output.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("thread '") && trimmed.contains("panicked at") {
+            in_panic = true;
+        } else if in_panic
+            && (trimmed.is_empty()
+                || trimmed.starts_with("stack backtrace:")
+                || trimmed.starts_with("note: "))
+        {
+            in_panic = false;
+        } else if !in_panic && trimmed.starts_with("Error: ") {
+            message.push_str(trimmed);
+            message.push('\n');
+        }
+        if in_panic {
+            message.push_str(trimmed);
+            message.push('\n');
+        }
+    }
+    message
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -511,15 +598,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("src/lib.rs");
         std::fs::create_dir_all(dir.path().join("src/net/wire")).unwrap();
-        for file in ["src/lib.rs", "src/net.rs", "src/net/wire/mod.rs"] {
-            std::fs::write(dir.path().join(file), "").unwrap();
+        for (file, text) in [
+            ("src/lib.rs", "pub mod net;\nmod tests { }\n"),
+            ("src/net.rs", "mod wire;\n"),
+            ("src/net/wire/mod.rs", "#[cfg(test)]\nmod tests {}\n"),
+            ("src/tests.rs", "// another file, not the inline module\n"),
+        ] {
+            std::fs::write(dir.path().join(file), text).unwrap();
         }
-        assert_eq!(module_file(&root, &[]), root);
-        assert_eq!(module_file(&root, &["net"]), dir.path().join("src/net.rs"));
+        assert_eq!(module_file(&root, &[]), (root.clone(), vec![]));
+        assert_eq!(
+            module_file(&root, &["net"]),
+            (dir.path().join("src/net.rs"), vec![])
+        );
         assert_eq!(
             module_file(&root, &["net", "wire", "tests"]),
-            dir.path().join("src/net/wire/mod.rs")
+            (dir.path().join("src/net/wire/mod.rs"), vec!["tests"])
         );
-        assert_eq!(module_file(&root, &["tests"]), root);
+        assert_eq!(module_file(&root, &["tests"]), (root.clone(), vec!["tests"]));
+        assert!(declares_file_module("pub(crate) mod net ;", "net"));
+        assert!(!declares_file_module("mod network;\nmod net { }", "net"));
+    }
+
+    #[test]
+    fn the_failure_message_is_the_panic_not_the_log() {
+        let output = "server: connection refused by 127.0.0.1:9000, retrying\n\
+thread 'fetches' (7) panicked at tests/a.rs:3:5:\n\
+called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, message: \"Address already in use\" }\n\
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
+timed out waiting for the log flusher\n";
+        let message = failure_message(output);
+        assert_eq!(symptom(&message), Some(io::ErrorKind::AddrInUse));
+        assert!(mentioned_addrs(&message).is_empty(), "{message}");
+        assert_eq!(
+            failure_message(
+                "Error: Os { code: 111, kind: ConnectionRefused, message: \"Connection refused\" }\n"
+            ),
+            "Error: Os { code: 111, kind: ConnectionRefused, message: \"Connection refused\" }\n"
+        );
+        assert_eq!(
+            failure_message("process didn't exit successfully (signal: 11)"),
+            ""
+        );
     }
 }

@@ -58,13 +58,16 @@ impl Invocation {
         }
         // A run that explains failures explains all of them: the runners stop at the first
         // failing binary (cargo test) or test (nextest) by default.
-        if !no_run && !given("--no-fail-fast") && !given("--fail-fast") {
+        let fail_fast_given = ["--no-fail-fast", "--fail-fast", "--nff", "--ff", "--max-fail"]
+            .iter()
+            .any(|flag| given(flag));
+        if !no_run && !fail_fast_given {
             command.arg("--no-fail-fast");
         }
         if !given("--color") {
             command.args(["--color", if self.color { "always" } else { "never" }]);
         }
-        command.args(&self.args);
+        command.args(self.runner_args());
         command.env_remove(TEST_VAR).env_remove(RUN_DIR_VAR);
         // Inside a nextest test (this tool's own suite, or a user's) the outer run's variables
         // would make the inner one believe each test has its own process.
@@ -76,6 +79,46 @@ impl Invocation {
             }
         }
         command
+    }
+
+    /// The user's arguments as the runner gets them. cargo test loses `-q`/`--quiet` (its
+    /// own, before `--`): without them cargo names each test binary it runs, which is how
+    /// results are tied to binaries. libtest's `-q`, after `--`, stays.
+    fn runner_args(&self) -> Vec<OsString> {
+        let mut before_separator = true;
+        self.args
+            .iter()
+            .filter(|arg| {
+                if *arg == "--" {
+                    before_separator = false;
+                }
+                !(before_separator
+                    && self.runner == RunnerKind::CargoTest
+                    && (*arg == "-q" || *arg == "--quiet"))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The nextest profile the user chose, with `--profile`/`-P` or `NEXTEST_PROFILE`.
+    pub(crate) fn user_profile(&self) -> Option<String> {
+        let mut args = self
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .take_while(|a| a != "--");
+        while let Some(arg) = args.next() {
+            if arg == "--profile" || arg == "-P" {
+                return args.next().map(|p| p.into_owned());
+            }
+            if let Some(profile) = arg.strip_prefix("--profile=").or_else(|| arg.strip_prefix("-P")) {
+                return Some(profile.trim_start_matches('=').to_owned());
+            }
+        }
+        let inside_nextest = std::env::var_os("NEXTEST_RUN_ID").is_some();
+        std::env::var("NEXTEST_PROFILE")
+            .ok()
+            .filter(|p| !p.is_empty() && !inside_nextest)
     }
 
     /// The command as a user would type it, for messages.
@@ -117,14 +160,26 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
 
     let mut reader = std::fs::File::open(log).map_err(|e| io_error("read", e))?;
     let mut output = Vec::new();
-    let mut copy_new = |output: &mut Vec<u8>| -> std::io::Result<()> {
-        let start = output.len();
+    // Whole lines only, so that a message this process writes meanwhile starts on a line of
+    // its own; the rest of the last line goes out at the end.
+    let mut echoed = 0;
+    let mut copy_new = |output: &mut Vec<u8>, last: bool| -> std::io::Result<()> {
         reader.read_to_end(output)?;
-        if echo && output.len() > start {
+        let end = if last {
+            output.len()
+        } else {
+            output
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(echoed, |at| at + 1)
+                .max(echoed)
+        };
+        if echo && end > echoed {
             let mut err = std::io::stderr().lock();
             // A closed stderr must not stop the run: the output is in the log.
-            let _ = err.write_all(&output[start..]).and_then(|()| err.flush());
+            let _ = err.write_all(&output[echoed..end]).and_then(|()| err.flush());
         }
+        echoed = end;
         Ok(())
     };
     let status = if echo {
@@ -139,7 +194,7 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
                 exited.recv_timeout(ECHO_INTERVAL),
                 Err(mpsc::RecvTimeoutError::Timeout)
             );
-            copy_new(&mut output).map_err(|e| io_error("read", e))?;
+            copy_new(&mut output, finished).map_err(|e| io_error("read", e))?;
             if finished {
                 break;
             }
@@ -150,7 +205,7 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
             .map_err(spawn_error)?
     } else {
         let status = child.wait().map_err(spawn_error)?;
-        copy_new(&mut output).map_err(|e| io_error("read", e))?;
+        copy_new(&mut output, true).map_err(|e| io_error("read", e))?;
         status
     };
     Ok(Finished {
@@ -183,6 +238,80 @@ pub(crate) fn describe(status: ExitStatus) -> String {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    fn invocation(runner: RunnerKind, args: &[&str]) -> Invocation {
+        Invocation {
+            cargo: "cargo".into(),
+            runner,
+            manifest_path: None,
+            color: false,
+            args: args.iter().map(OsString::from).collect(),
+        }
+    }
+
+    fn command_line(invocation: &Invocation) -> Vec<String> {
+        invocation
+            .command(false)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn flags_are_added_only_where_the_user_gave_none() {
+        let plain = invocation(
+            RunnerKind::CargoTest,
+            &["-q", "-p", "demo", "--", "-q", "--nocapture"],
+        );
+        assert_eq!(
+            command_line(&plain),
+            [
+                "test",
+                "--no-fail-fast",
+                "--color",
+                "never",
+                "-p",
+                "demo",
+                "--",
+                "-q",
+                "--nocapture"
+            ]
+        );
+        for limit in [
+            &["--max-fail", "3"][..],
+            &["--max-fail=3"],
+            &["--ff"],
+            &["--nff"],
+            &["--fail-fast"],
+        ] {
+            let nextest = invocation(RunnerKind::Nextest, limit);
+            assert!(
+                !command_line(&nextest).contains(&"--no-fail-fast".to_owned()),
+                "{limit:?}"
+            );
+        }
+        let colored = invocation(RunnerKind::Nextest, &["--color=always"]);
+        assert_eq!(
+            command_line(&colored),
+            ["nextest", "run", "--no-fail-fast", "--color=always"]
+        );
+    }
+
+    #[test]
+    fn the_user_profile_is_read_from_the_arguments() {
+        for (args, profile) in [
+            (&["--profile", "ci"][..], Some("ci")),
+            (&["--profile=ci"], Some("ci")),
+            (&["-P", "ci"], Some("ci")),
+            (&["-Pci"], Some("ci")),
+            (&["--", "--profile", "ci"], None),
+        ] {
+            let nextest = invocation(RunnerKind::Nextest, args);
+            if std::env::var_os("NEXTEST_PROFILE").is_none() || profile.is_some() {
+                assert_eq!(nextest.user_profile().as_deref(), profile, "{args:?}");
+            }
+        }
+    }
 
     #[test]
     fn captures_both_streams_in_order_and_ignores_a_leaked_holder_of_the_output() {

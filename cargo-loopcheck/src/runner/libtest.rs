@@ -25,14 +25,31 @@ pub(crate) fn parse(output: &str, binary_id: &dyn Fn(&BinaryLine) -> String) -> 
         executions: Vec::new(),
         pending: None,
         section: None,
-        in_failure_list: false,
+        block: Block::Results,
+        panic: None,
+        panics: Vec::new(),
         binary_start: 0,
     };
     for line in output.lines() {
         parser.line(&strip_ansi(line));
     }
     parser.finish_section();
+    parser.finish_panic();
+    parser.attach_panics();
     parser.executions
+}
+
+/// The part of a binary's libtest output being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// `test NAME ... ok` lines.
+    Results,
+    /// After `successes:` (`--show-output`): passing tests' captured output.
+    Successes,
+    /// After the first `failures:`: failing tests' captured output.
+    Failures,
+    /// After the second `failures:`: the names of the failing tests.
+    FailureList,
 }
 
 struct Parser<'a> {
@@ -43,19 +60,27 @@ struct Parser<'a> {
     pending: Option<String>,
     /// The `---- NAME stdout ----` section being read: the test and its lines.
     section: Option<(String, String)>,
-    in_failure_list: bool,
+    block: Block,
+    /// A panic printed outside any section (`--nocapture`): the test (its thread's name) and
+    /// the lines so far.
+    panic: Option<(String, String)>,
+    /// Such panics, by binary and test, for tests that have no captured output.
+    panics: Vec<(String, String, String)>,
     /// Where this binary's executions start in `executions`.
     binary_start: usize,
 }
 
 impl Parser<'_> {
     fn line(&mut self, line: &str) {
-        let trimmed = line.trim_start();
-        if let Some(binary) = running_line(trimmed) {
-            self.finish_section();
+        // cargo's own lines are right-aligned status words; a test's output that happens to
+        // start with `Running` is not one, nor is anything inside a captured section.
+        if self.section.is_none()
+            && let Some(binary) = running_line(line)
+        {
+            self.finish_panic();
             self.binary = Some((self.binary_id)(&binary));
             self.binary_start = self.executions.len();
-            self.in_failure_list = false;
+            self.block = Block::Results;
             self.pending = None;
             return;
         }
@@ -68,25 +93,26 @@ impl Parser<'_> {
                 .strip_suffix(" stdout")
                 .or_else(|| header.strip_suffix(" stderr"))
                 .unwrap_or(header);
-            self.section = Some((name.to_owned(), String::new()));
+            self.section = Some((test_name(name).to_owned(), String::new()));
+            return;
+        }
+        if line == "successes:" {
+            self.finish_section();
+            self.block = Block::Successes;
             return;
         }
         if line == "failures:" {
             // The first `failures:` opens the captured output, the second the list of names.
-            if self.section.is_some() {
-                self.finish_section();
-                self.in_failure_list = true;
-            } else if self.executions[self.binary_start..]
-                .iter()
-                .any(|e| e.status == Status::Failed && !e.output.is_empty())
-            {
-                self.in_failure_list = true;
-            }
+            self.finish_section();
+            self.block = match self.block {
+                Block::Failures => Block::FailureList,
+                _ => Block::Failures,
+            };
             return;
         }
         if line.starts_with("test result: ") {
             self.finish_section();
-            self.in_failure_list = false;
+            self.block = Block::Results;
             return;
         }
         if let Some((_, text)) = &mut self.section {
@@ -94,25 +120,29 @@ impl Parser<'_> {
             text.push('\n');
             return;
         }
-        if self.in_failure_list {
-            if let Some(name) = line.strip_prefix("    ").filter(|n| !n.contains(' ')) {
-                self.record(name, Status::Failed);
+        if self.block == Block::FailureList {
+            if let Some(name) = line.strip_prefix("    ").filter(|n| !n.trim().is_empty()) {
+                self.record(test_name(name), Status::Failed);
             }
+            return;
+        }
+        if self.panic_line(line) {
             return;
         }
         if let Some(rest) = line.strip_prefix("test ") {
             if let Some((name, result)) = rest.split_once(" ... ") {
                 match result_status(result) {
-                    Some(status) => self.record(name, status),
-                    None => self.pending = Some(name.to_owned()),
+                    Some(status) => self.record(test_name(name), status),
+                    None => self.pending = Some(test_name(name).to_owned()),
                 }
                 return;
             }
             if let Some(name) = rest.strip_suffix(" ...") {
-                self.pending = Some(name.to_owned());
+                self.pending = Some(test_name(name).to_owned());
                 return;
             }
         }
+        let trimmed = line.trim_start();
         if let Some(status) = result_status(trimmed)
             && let Some(name) = self.pending.take()
         {
@@ -123,6 +153,49 @@ impl Parser<'_> {
             || trimmed.starts_with("error: test failed")
         {
             self.binary_failed(trimmed);
+        }
+    }
+
+    /// Collects a panic printed straight to the output (`--nocapture`): libtest names a test's
+    /// thread after the test. Returns whether the line was part of one.
+    fn panic_line(&mut self, line: &str) -> bool {
+        if let Some(name) = line
+            .strip_prefix("thread '")
+            .and_then(|rest| rest.split_once('\''))
+            .filter(|(_, rest)| rest.contains("panicked at"))
+            .map(|(name, _)| name.to_owned())
+        {
+            self.finish_panic();
+            self.panic = Some((name, format!("{line}\n")));
+            return true;
+        }
+        let Some((_, text)) = &mut self.panic else {
+            return false;
+        };
+        if line.trim().is_empty() || line.starts_with("test ") || line.starts_with("note: ") {
+            self.finish_panic();
+            return false;
+        }
+        text.push_str(line);
+        text.push('\n');
+        true
+    }
+
+    fn finish_panic(&mut self) {
+        if let Some((name, text)) = self.panic.take() {
+            let binary = self.binary.clone().unwrap_or_default();
+            self.panics.push((binary, name, text));
+        }
+    }
+
+    /// Gives each failed test without captured output the panic its thread printed.
+    fn attach_panics(&mut self) {
+        for (binary, name, text) in std::mem::take(&mut self.panics) {
+            if let Some(execution) = self.executions.iter_mut().find(|e| {
+                e.binary == binary && e.name == name && e.status == Status::Failed && e.output.is_empty()
+            }) {
+                execution.output = text;
+            }
         }
     }
 
@@ -143,6 +216,10 @@ impl Parser<'_> {
 
     fn finish_section(&mut self) {
         if let Some((name, text)) = self.section.take() {
+            // `--show-output` prints passing tests' output the same way, under `successes:`.
+            if self.block == Block::Successes {
+                return;
+            }
             self.record(&name, Status::Failed);
             if let Some(execution) = self.executions[self.binary_start..]
                 .iter_mut()
@@ -191,7 +268,17 @@ impl Parser<'_> {
 pub(crate) fn any_binary_ran(output: &str) -> bool {
     output
         .lines()
-        .any(|line| running_line(strip_ansi(line).trim_start()).is_some())
+        .any(|line| running_line(&strip_ansi(line)).is_some())
+}
+
+/// A test's name without what libtest appends to it: `name - should panic`, and a doctest's
+/// ` - compile fail`, ` - no_run`.
+fn test_name(name: &str) -> &str {
+    let name = name.trim();
+    [" - should panic", " - compile fail", " - no_run"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
 }
 
 /// The name given to a binary's failure that no test result explains.
@@ -210,25 +297,25 @@ fn result_status(result: &str) -> Option<Status> {
     }
 }
 
-/// `Running tests/echo.rs (target/debug/deps/echo-1a2b)`, `Running unittests src/lib.rs (..)`,
-/// `Doc-tests demo`.
+/// cargo's `     Running tests/echo.rs (target/debug/deps/echo-1a2b)`, `     Running
+/// unittests src/lib.rs (..)` and `   Doc-tests demo`: status words right-aligned in twelve
+/// columns, and for `Running` the executable in parentheses.
 fn running_line(line: &str) -> Option<BinaryLine> {
-    if let Some(package) = line.strip_prefix("Doc-tests ") {
-        return Some(BinaryLine {
-            source: package.trim().to_owned(),
+    if let Some(package) = line.strip_prefix("   Doc-tests ") {
+        let package = package.trim();
+        return (!package.is_empty() && !package.contains(' ')).then(|| BinaryLine {
+            source: package.to_owned(),
             exe: None,
             doctests: true,
         });
     }
-    let rest = line.strip_prefix("Running ")?;
+    let rest = line.strip_prefix("     Running ")?;
     let rest = rest.strip_prefix("unittests ").unwrap_or(rest);
-    let (source, exe) = match rest.rfind(" (") {
-        Some(at) if rest.ends_with(')') => (&rest[..at], Some(rest[at + 2..rest.len() - 1].to_owned())),
-        _ => (rest, None),
-    };
+    let at = rest.rfind(" (")?;
+    let exe = rest[at + 2..].strip_suffix(')')?;
     Some(BinaryLine {
-        source: source.trim().to_owned(),
-        exe,
+        source: rest[..at].trim().to_owned(),
+        exe: Some(exe.to_owned()),
         doctests: false,
     })
 }
@@ -353,6 +440,57 @@ test result: FAILED. 1 passed; 1 failed\n";
             ]
         );
         assert_eq!(executions[1].output, "boom\n\n");
+    }
+
+    #[test]
+    fn show_output_should_panic_and_lookalike_lines() {
+        let output = "     Running tests/a.rs (target/debug/deps/a-1)\n\
+running 4 tests\n\
+test logs ... ok\n\
+test must_fail - should panic ... ok\n\
+test broken - should panic ... FAILED\n\
+test talks ... FAILED\n\
+\n\
+successes:\n\n---- logs stdout ----\nserver listening\n\n\
+successes:\n    logs\n\n\
+failures:\n\n---- broken stdout ----\nnote: test did not panic as expected\n\
+---- talks stdout ----\n     Running with config: verbose\n   Doc-tests are not this\n\
+thread 'talks' panicked at tests/a.rs:9:5:\nrefused\n\n\
+failures:\n    broken\n    talks\n\n\
+test result: FAILED. 2 passed; 2 failed\n";
+        let executions = parse(output, &id);
+        assert_eq!(
+            summary(&executions),
+            [
+                ("tests/a.rs".into(), "logs".into(), Status::Passed),
+                ("tests/a.rs".into(), "must_fail".into(), Status::Passed),
+                ("tests/a.rs".into(), "broken".into(), Status::Failed),
+                ("tests/a.rs".into(), "talks".into(), Status::Failed),
+            ]
+        );
+        assert!(
+            executions[3].output.contains("Running with config"),
+            "{}",
+            executions[3].output
+        );
+    }
+
+    #[test]
+    fn nocapture_panics_go_to_their_test() {
+        let output = "     Running tests/a.rs (target/debug/deps/a-1)\n\
+running 2 tests\n\
+test one ... \n\
+test two ... \n\
+thread 'two' (9) panicked at tests/a.rs:5:9:\n\
+called `Result::unwrap()` on an `Err` value: Os { code: 111, kind: ConnectionRefused }\n\
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
+FAILED\n\
+ok\n\
+\nfailures:\n\nfailures:\n    two\n\ntest result: FAILED. 1 passed; 1 failed\n";
+        let executions = parse(output, &id);
+        let two = executions.iter().find(|e| e.name == "two").expect("two");
+        assert_eq!(two.status, Status::Failed);
+        assert!(two.output.contains("ConnectionRefused"), "{:?}", two.output);
     }
 
     #[test]

@@ -60,11 +60,18 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let runs = loopcheck::lease::checked_registry_dir()?.join("runs");
     let run_root = runs.join(&run_id);
     create_private_dir(&run_root)?;
+    let setup = Setup {
+        common,
+        term,
+        human: format == Format::Human,
+        runs: &runs,
+        run_id: &run_id,
+    };
 
     // Zombies are ended before the run; otherwise the workspace is read, and zombies looked
     // for, while the first round runs: `cargo metadata` costs as much as a small suite.
     let mut prepared: Option<Prepared> = if args.reap {
-        Some(prepare(common, true, &runs, &run_id)?)
+        Some(setup.prepare(true, &[])?)
     } else {
         None
     };
@@ -84,9 +91,12 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let single = args.repeat == 1 && args.concurrent == 1;
     let mut executions = Vec::new();
     let mut unattributed = Vec::new();
-    for round in 0..args.repeat {
+    let mut copies_run = 0;
+    // A round that cannot run ends the hunt, but the rounds before it are still reported.
+    let mut stopped: Option<Error> = None;
+    'rounds: for round in 0..args.repeat {
         let copies: Vec<PathBuf> = (0..args.concurrent)
-            .map(|copy| run_root.join(format!("{round}-{copy}")))
+            .map(|copy| run_root.join(format!("{run_id}.{round}.{copy}")))
             .collect();
         for dir in &copies {
             create_private_dir(dir)?;
@@ -106,7 +116,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                     scope.spawn(move || run_copy(invocation, dir, single))
                 })
                 .collect();
-            let fresh = prepared.is_none().then(|| prepare(common, false, &runs, &run_id));
+            let fresh = prepared.is_none().then(|| setup.prepare(false, &copies));
             let results: Vec<Result<Finished>> = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
@@ -121,8 +131,17 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         };
         // Holders of a failure's port are looked for while the round's leftovers live.
         let mut blamer = Blamer::new(workspace, targets, args.concurrent);
-        for (result, dir) in results.into_iter().zip(&copies) {
-            let mut round_executions = result?.executions(&invocation, targets)?;
+        for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
+            let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
+            let mut round_executions = match read {
+                Ok(found) => found,
+                Err(error) if executions.is_empty() => return Err(error),
+                Err(error) => {
+                    stopped = Some(error);
+                    break 'rounds;
+                }
+            };
+            copies_run += 1;
             unattributed.extend(blame::attach_records(
                 &mut round_executions,
                 targets,
@@ -140,7 +159,13 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 blamer.explain(execution);
             }
             if !single {
-                output::progress(term, round, args, dir, &round_executions);
+                let copy = u32::try_from(copy).unwrap_or(u32::MAX);
+                output::progress(
+                    term,
+                    (round, args.repeat),
+                    (copy, args.concurrent),
+                    &round_executions,
+                );
             }
             executions.extend(round_executions);
         }
@@ -168,25 +193,29 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         zombies,
         flaky,
         leaks: unattributed,
-        runs: args.repeat * args.concurrent,
+        runs: copies_run,
     };
 
-    if let Some(path) = &args.junit {
-        let xml = junit::write(&report).map_err(|e| Error::Io {
-            action: "write",
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        std::fs::write(path, xml).map_err(|source| Error::Io {
-            action: "write",
-            path: path.clone(),
-            source,
-        })?;
-    }
     match format {
         Format::Json => crate::term::print_json(&report)?,
         Format::Github => output::github(&report)?,
         _ => output::human(term, &report, &run_root).map_err(Error::Output)?,
+    }
+    // Written after the report is out, so a bad path loses nothing else.
+    if let Some(path) = &args.junit {
+        let written = junit::write(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|xml| std::fs::write(path, xml));
+        if let Err(source) = written {
+            return Err(Error::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+    if let Some(error) = stopped {
+        return Err(error);
     }
     Ok(if report.bad().next().is_some() {
         ExitCode::FOUND
@@ -217,17 +246,32 @@ fn pick_runner(nextest: bool, cargo_test: bool, installed: impl FnOnce() -> bool
 struct Finished {
     dir: PathBuf,
     echoed: bool,
+    /// The nextest profile the user chose, whose JUnit settings may win over ours.
+    user_profile: Option<String>,
+    started: std::time::SystemTime,
     run: exec::Finished,
 }
+
+/// The nextest profile of a run, when the user chose none: the user's `default` settings,
+/// plus a JUnit report where this run reads it. A repository's configuration cannot move the
+/// report of a profile it does not know. (No `tool:` prefix: nextest makes a directory of the
+/// name, and Windows allows no colon in one.)
+const NEXTEST_PROFILE: &str = "loopcheck-run";
 
 /// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir`.
 fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished> {
     let mut command = invocation.command(false);
     command.env(loopcheck::lease::RUN_DIR_VAR, dir);
+    let user_profile = match invocation.runner {
+        RunnerKind::Nextest => invocation.user_profile(),
+        RunnerKind::CargoTest => None,
+    };
     if invocation.runner == RunnerKind::Nextest {
+        let profile = user_profile.as_deref().unwrap_or(NEXTEST_PROFILE);
         let config = dir.join("nextest.toml");
         let text = format!(
-            "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[profile.default.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
+            "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[profile.{}.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
+            toml_string(profile),
             toml_string(&dir.join("junit.xml").to_string_lossy())
         );
         std::fs::write(&config, text).map_err(|source| Error::Io {
@@ -238,11 +282,17 @@ fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished>
         let mut flag = std::ffi::OsString::from("loopcheck:");
         flag.push(&config);
         command.arg("--tool-config-file").arg(flag);
+        if user_profile.is_none() {
+            command.args(["--profile", NEXTEST_PROFILE]);
+        }
     }
+    let started = std::time::SystemTime::now();
     let run = exec::run(command, echo, &dir.join("output.log"))?;
     Ok(Finished {
         dir: dir.to_path_buf(),
         echoed: echo,
+        user_profile,
+        started,
         run,
     })
 }
@@ -250,7 +300,12 @@ fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished>
 impl Finished {
     /// The copy's results: nextest's JUnit report, or cargo test's output; an error when the
     /// runner did not run the tests.
-    fn executions(self, invocation: &Invocation, targets: &Targets) -> Result<Vec<Execution>> {
+    fn executions(
+        self,
+        invocation: &Invocation,
+        targets: &Targets,
+        workspace: &Workspace,
+    ) -> Result<Vec<Execution>> {
         let status = self.run.status;
         let failed_to_run = |detail: String| Error::RunnerFailed {
             command: invocation.shown(false),
@@ -276,24 +331,53 @@ impl Finished {
                     Some(4) => return Err(failed_to_run(": no test matched the filters".into())),
                     _ => return Err(failed_to_run(not_echoed(&self.run.output))),
                 }
-                let junit_path = self.dir.join("junit.xml");
-                let xml = std::fs::read_to_string(&junit_path).map_err(|source| {
-                    failed_to_run(format!(
-                        ", and wrote no JUnit report at {} ({source}); if .config/nextest.toml sets `junit.path` for this profile, remove it or run with --cargo-test",
-                        junit_path.display()
-                    ))
+                let ours = self.dir.join("junit.xml");
+                // A repository configuration that sets the JUnit path of the user's profile
+                // wins over ours: then the report is the one nextest just wrote there, under
+                // its store directory (`target/nextest` of the workspace by default).
+                let profile = self.user_profile.as_deref().unwrap_or(NEXTEST_PROFILE);
+                let stores = [
+                    workspace.root.join("target").join("nextest").join(profile),
+                    workspace.target_dir.join("nextest").join(profile),
+                ];
+                let path = if ours.exists() {
+                    ours
+                } else {
+                    stores
+                        .iter()
+                        .find_map(|store| fresh_xml(store, self.started))
+                        .ok_or_else(|| {
+                            failed_to_run(format!(
+                                ", and wrote no JUnit report, neither at {} nor under {}",
+                                ours.display(),
+                                stores[0].display()
+                            ))
+                        })?
+                };
+                let xml = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source,
                 })?;
-                junit::read(&xml)
-                    .map_err(|e| failed_to_run(format!(", and its JUnit report is unreadable: {e}")))
+                junit::read(&xml).map_err(|e| {
+                    failed_to_run(format!(
+                        ", and its JUnit report {} is unreadable: {e}",
+                        path.display()
+                    ))
+                })
             }
             RunnerKind::CargoTest => {
                 let executions = libtest::parse(&self.run.output, &|line| targets.id_of(line));
                 let failed = executions.iter().any(|e| e.status == Status::Failed);
+                let compile_error = self.run.output.contains("error: could not compile")
+                    || self.run.output.contains("error[E");
                 match status.code() {
                     Some(0) => Ok(executions),
                     Some(101) if failed => Ok(executions),
                     // cargo builds every test binary before it runs the first one.
-                    Some(101) if !libtest::any_binary_ran(&self.run.output) => Err(build_failed()),
+                    Some(101) if compile_error && !libtest::any_binary_ran(&self.run.output) => {
+                        Err(build_failed())
+                    }
                     _ => Err(failed_to_run(not_echoed(&self.run.output))),
                 }
             }
@@ -301,16 +385,67 @@ impl Finished {
     }
 }
 
+/// The newest `.xml` file under `dir` (three levels at most) written since `since`.
+fn fresh_xml(dir: &Path, since: std::time::SystemTime) -> Option<PathBuf> {
+    fn walk(
+        dir: &Path,
+        depth: u32,
+        since: std::time::SystemTime,
+        best: &mut Option<(std::time::SystemTime, PathBuf)>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() && depth > 0 {
+                walk(&path, depth - 1, since, best);
+            } else if path.extension().is_some_and(|e| e == "xml")
+                && let Ok(modified) = meta.modified()
+                && modified >= since
+                && best.as_ref().is_none_or(|(newest, _)| modified > *newest)
+            {
+                *best = Some((modified, path));
+            }
+        }
+    }
+    let mut best = None;
+    walk(dir, 3, since, &mut best);
+    best.map(|(_, path)| path)
+}
+
 type Prepared = (Workspace, Targets, Vec<ZombieReport>);
 
-/// The workspace, its test targets and its zombies (reported, or with `reap` ended); old runs
-/// are pruned meanwhile.
-fn prepare(common: &Common, reap: bool, runs: &Path, run_id: &str) -> Result<Prepared> {
-    let workspace = Workspace::load(common.manifest_path.as_deref())?;
-    let targets = Targets::new(&workspace);
-    let zombies = find_zombies(&workspace, reap);
-    prune_runs(runs, run_id);
-    Ok((workspace, targets, zombies))
+/// What reading the workspace needs.
+struct Setup<'a> {
+    common: &'a Common,
+    term: &'a Term,
+    human: bool,
+    runs: &'a Path,
+    run_id: &'a str,
+}
+
+impl Setup<'_> {
+    /// The workspace, its test targets and its zombies (with `reap`, ended), which are shown
+    /// at once (human output); old runs are pruned meanwhile. Processes of this run's `copies`
+    /// are no zombies, even orphaned.
+    fn prepare(&self, reap: bool, copies: &[PathBuf]) -> Result<Prepared> {
+        let workspace = Workspace::load(self.common.manifest_path.as_deref())?;
+        let targets = Targets::new(&workspace);
+        let ours: Vec<u32> = copies
+            .iter()
+            .flat_map(|dir| loopcheck::scan::processes_of_run(dir))
+            .map(|p| p.process.pid)
+            .collect();
+        let mut zombies = find_zombies(&workspace, reap);
+        zombies.retain(|z| !ours.contains(&z.zombie.pid));
+        if self.human {
+            output::zombies(self.term, &zombies);
+        }
+        prune_runs(self.runs, self.run_id);
+        Ok((workspace, targets, zombies))
+    }
 }
 
 /// The zombies of the workspace, left alone or, with `reap`, ended.

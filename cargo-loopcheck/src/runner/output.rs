@@ -6,14 +6,22 @@ use std::path::Path;
 use loopcheck::report::Severity;
 
 use super::model::{Execution, Status, TestReport, TestRun, ZombieReport};
-use crate::cli::TestArgs;
 use crate::error::{Error, Result};
 use crate::render::{escape_data, escape_property};
 use crate::term::{EMPHASIS, ERROR, GOOD, NOTE, Term, WARNING, write_diagnosis};
 
-/// The zombies found before the run: warnings, or what `--reap` did to them.
+/// The zombies found as the run starts: warnings, or what `--reap` did to them. Written to
+/// stderr in one piece, so the runner's output, copied there meanwhile, cannot split it.
 pub(crate) fn zombies(term: &Term, zombies: &[ZombieReport]) {
-    let mut err = term.stderr();
+    if zombies.is_empty() {
+        return;
+    }
+    let choice = if term.colors() {
+        anstream::ColorChoice::Always
+    } else {
+        anstream::ColorChoice::Never
+    };
+    let mut text = anstream::AutoStream::new(Vec::new(), choice);
     for report in zombies {
         let mut finding = report.zombie.finding();
         match report.outcome {
@@ -23,29 +31,26 @@ pub(crate) fn zombies(term: &Term, zombies: &[ZombieReport]) {
                 finding.suggestion = Some(format!("ended before the run: {outcome:?}").to_lowercase());
             }
         }
-        let _ = crate::term::write_finding(&mut err, &finding);
+        let _ = crate::term::write_finding(&mut text, &finding);
     }
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(&text.into_inner());
 }
 
-/// One line per copy of a flake hunt, as it finishes.
-pub(crate) fn progress(term: &Term, round: u32, args: &TestArgs, dir: &Path, executions: &[Execution]) {
+/// One line per copy of a flake hunt, as it finishes: `(round, rounds)`, `(copy, copies)`.
+pub(crate) fn progress(term: &Term, round: (u32, u32), copy: (u32, u32), executions: &[Execution]) {
     let count = |status| executions.iter().filter(|e| e.status == status).count();
     let failed = count(Status::Failed);
-    let copy = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.split_once('-'))
-        .map_or("0", |(_, copy)| copy);
     let mut err = term.stderr();
     let style = if failed > 0 { ERROR } else { GOOD };
     let _ = writeln!(
         err,
         "{style}{:>12}{style:#} run {}/{}, copy {}/{}: {} passed, {failed} failed, {} flaky",
         "Finished",
-        round + 1,
-        args.repeat,
-        copy.parse::<u32>().map_or(1, |c| c + 1),
-        args.concurrent,
+        round.0 + 1,
+        round.1,
+        copy.0 + 1,
+        copy.1,
         count(Status::Passed),
         count(Status::Flaky),
     );
@@ -55,7 +60,14 @@ pub(crate) fn progress(term: &Term, round: u32, args: &TestArgs, dir: &Path, exe
 pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Result<()> {
     let mut err = term.stderr();
     writeln!(err)?;
-    zombies(term, &run.zombies);
+    if !run.zombies.is_empty() {
+        writeln!(
+            err,
+            "{WARNING}{:>12}{WARNING:#} {} zombie listener(s) of this workspace were found as the run started (above)",
+            "Zombies",
+            run.zombies.len()
+        )?;
+    }
     for test in run.bad() {
         test_heading(&mut err, test)?;
         for diagnosis in &test.diagnoses {
