@@ -182,7 +182,13 @@ impl Diagnoser {
         let err = io::Error::from(kind);
         match kind {
             io::ErrorKind::AddrInUse => self.explain_symptom(kind, addr),
-            io::ErrorKind::ConnectionRefused => Some(self.refused(Port::scan(addr), &err)),
+            // The test is over: a listener that starts now was not late for it.
+            io::ErrorKind::ConnectionRefused => {
+                let now = Diagnoser {
+                    grace: Duration::ZERO,
+                };
+                Some(now.refused(Port::scan(addr), &err))
+            }
             io::ErrorKind::TimedOut => {
                 let port = Port::scan(addr);
                 let mut d = port.timeout_cause(&err)?;

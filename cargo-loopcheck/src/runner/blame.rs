@@ -32,8 +32,11 @@ pub(crate) struct Target {
     pub(crate) src_path: PathBuf,
 }
 
-/// The workspace's test targets.
-pub(crate) struct Targets(Vec<Target>);
+/// The workspace's test targets, and the root cargo's relative paths start from.
+pub(crate) struct Targets {
+    targets: Vec<Target>,
+    root: PathBuf,
+}
 
 impl Targets {
     pub(crate) fn new(workspace: &Workspace) -> Targets {
@@ -61,30 +64,55 @@ impl Targets {
                 });
             }
         }
-        Targets(targets)
+        Targets {
+            targets,
+            root: workspace.root.clone(),
+        }
     }
 
     pub(crate) fn by_id(&self, id: &str) -> Option<&Target> {
-        self.0.iter().find(|t| t.id == id)
+        self.targets.iter().find(|t| t.id == id)
     }
 
     /// The id of the binary cargo announced with `line`: the target whose crate name is the
     /// executable's (`echo-9a8b` is `echo`) and whose source ends with the path cargo shows.
+    /// Two packages with a `tests/api.rs` each are told apart by the executable's dep-info
+    /// file, which lists its sources.
     pub(crate) fn id_of(&self, line: &BinaryLine) -> String {
         if line.doctests {
             return format!("{}::doctests", line.source);
         }
-        let stem = line
-            .exe
-            .as_deref()
-            .and_then(|exe| Path::new(exe).file_name()?.to_str())
+        let exe = line.exe.as_deref().map(Path::new);
+        let stem = exe
+            .and_then(|exe| exe.file_name()?.to_str())
             .map(|name| name.rsplit_once('-').map_or(name, |(crate_name, _)| crate_name));
         let source = Path::new(&line.source);
-        self.0
+        let candidates: Vec<&Target> = self
+            .targets
             .iter()
-            .filter(|t| t.src_path.ends_with(source))
-            .find(|t| stem.is_none_or(|stem| stem == t.crate_name))
-            .map_or_else(|| line.source.clone(), |t| t.id.clone())
+            .filter(|t| line.source.is_empty() || t.src_path.ends_with(source))
+            .filter(|t| stem.is_none_or(|stem| stem == t.crate_name))
+            .collect();
+        let chosen = match candidates.as_slice() {
+            [] => None,
+            [only] => Some(*only),
+            several => {
+                let dep_info = exe
+                    .map(|exe| self.root.join(exe).with_extension("d"))
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                several
+                    .iter()
+                    .find(|t| dep_info.contains(&*t.src_path.to_string_lossy()))
+                    .or(several.first())
+                    .copied()
+            }
+        };
+        match chosen {
+            Some(target) => target.id.clone(),
+            None if !line.source.is_empty() => line.source.clone(),
+            None => stem.unwrap_or_default().to_owned(),
+        }
     }
 }
 
@@ -315,27 +343,44 @@ const BLAMED: [io::ErrorKind; 4] = [
 ];
 
 /// The failure message in a failed test's output: each panic (`thread 'x' panicked at ..:`
-/// and its message, up to the backtrace or the next blank line) and each `Error: ..` line a
-/// test returning `Err` ends with. Empty when the output shows neither (a crash, a signal).
+/// and its message, up to the backtrace or a blank line, through an error's `Caused by:`
+/// chain) or, when nothing panicked, the `Error: ..` that a test returning `Err` ends with,
+/// from the last one to the end. Empty when the output shows neither (a crash, a signal).
 pub(crate) fn failure_message(output: &str) -> String {
+    /// A panic message longer than this is another test's output interleaved with it.
+    const MAX_PANIC_LINES: usize = 12;
+    let lines: Vec<&str> = output.lines().map(str::trim_end).collect();
     let mut message = String::new();
-    let mut in_panic = false;
-    for line in output.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("thread '") && trimmed.contains("panicked at") {
-            in_panic = true;
-        } else if in_panic
-            && (trimmed.is_empty()
-                || trimmed.starts_with("stack backtrace:")
-                || trimmed.starts_with("note: "))
-        {
-            in_panic = false;
-        } else if !in_panic && trimmed.starts_with("Error: ") {
-            message.push_str(trimmed);
-            message.push('\n');
+    let mut at = 0;
+    while at < lines.len() {
+        let line = lines[at].trim_start();
+        at += 1;
+        if !(line.starts_with("thread '") && line.contains("panicked at")) {
+            continue;
         }
-        if in_panic {
-            message.push_str(trimmed);
+        message.push_str(line);
+        message.push('\n');
+        let mut taken = 0;
+        while at < lines.len() && taken < MAX_PANIC_LINES {
+            let next = lines[at];
+            let ends = next.starts_with("stack backtrace:")
+                || next.starts_with("note: ")
+                || next.starts_with("thread '")
+                || (next.is_empty() && !lines.get(at + 1).is_some_and(|l| l.trim() == "Caused by:"));
+            if ends {
+                break;
+            }
+            message.push_str(next);
+            message.push('\n');
+            at += 1;
+            taken += 1;
+        }
+    }
+    if message.is_empty()
+        && let Some(last) = lines.iter().rposition(|l| l.starts_with("Error: "))
+    {
+        for line in &lines[last..] {
+            message.push_str(line);
             message.push('\n');
         }
     }
@@ -618,6 +663,69 @@ mod tests {
         assert_eq!(module_file(&root, &["tests"]), (root.clone(), vec!["tests"]));
         assert!(declares_file_module("pub(crate) mod net ;", "net"));
         assert!(!declares_file_module("mod network;\nmod net { }", "net"));
+    }
+
+    #[test]
+    fn binaries_of_the_same_name_in_two_packages_are_told_apart_by_dep_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = |id: &str, src: &str| Target {
+            id: id.to_owned(),
+            crate_name: "api".to_owned(),
+            src_path: PathBuf::from(src),
+        };
+        let targets = Targets {
+            targets: vec![
+                target("a::api", "/w/a/tests/api.rs"),
+                target("b::api", "/w/b/tests/api.rs"),
+            ],
+            root: dir.path().to_path_buf(),
+        };
+        std::fs::create_dir_all(dir.path().join("target/debug/deps")).unwrap();
+        std::fs::write(
+            dir.path().join("target/debug/deps/api-2.d"),
+            "/t/deps/api-2: /w/b/tests/api.rs\n",
+        )
+        .unwrap();
+        let line = |exe: &str, source: &str| BinaryLine {
+            source: source.to_owned(),
+            exe: Some(exe.to_owned()),
+            doctests: false,
+        };
+        assert_eq!(
+            targets.id_of(&line("target/debug/deps/api-2", "tests/api.rs")),
+            "b::api"
+        );
+        assert_eq!(
+            targets.id_of(&line("target/debug/deps/api-1", "tests/api.rs")),
+            "a::api"
+        );
+        // `cargo test -v` shows no source: the executable decides.
+        let verbose = line(&dir.path().join("target/debug/deps/api-2").to_string_lossy(), "");
+        assert_eq!(targets.id_of(&verbose), "b::api");
+        assert_eq!(
+            targets.id_of(&line("target/debug/deps/other-1", "tests/other.rs")),
+            "tests/other.rs"
+        );
+    }
+
+    #[test]
+    fn error_chains_and_logged_errors() {
+        let anyhow = "Error: bind the test server on 127.0.0.1:7003\n\nCaused by:\n    Address already in use (os error 98)\n";
+        let message = failure_message(anyhow);
+        assert_eq!(symptom(&message), Some(io::ErrorKind::AddrInUse), "{message}");
+        let unwrapped = "thread 't' panicked at tests/a.rs:3:5:\ncalled `Result::unwrap()` on an `Err` value: bind\n\nCaused by:\n    Address already in use (os error 98)\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            symptom(&failure_message(unwrapped)),
+            Some(io::ErrorKind::AddrInUse)
+        );
+        let logged = "Error: connect to 127.0.0.1:7003: Connection refused, retrying\nthread 't' panicked at tests/a.rs:9:5:\nassertion `left == right` failed\n  left: 1\n right: 2\n";
+        let message = failure_message(logged);
+        assert_eq!(
+            symptom(&message),
+            None,
+            "a logged error is not the failure: {message}"
+        );
+        assert!(mentioned_addrs(&message).is_empty());
     }
 
     #[test]

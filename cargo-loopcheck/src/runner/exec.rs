@@ -35,8 +35,10 @@ pub(crate) struct Invocation {
 }
 
 impl Invocation {
-    /// `cargo test --no-run ARGS` or `cargo nextest run ... ARGS`.
-    pub(crate) fn command(&self, no_run: bool) -> Command {
+    /// `cargo test --no-run ARGS` or `cargo nextest run ... ARGS`; `own` are this tool's
+    /// flags for the runner, which go before the user's (after a `--`, nextest takes only
+    /// test-binary arguments).
+    pub(crate) fn command(&self, no_run: bool, own: &[OsString]) -> Command {
         let mut command = Command::new(&self.cargo);
         match self.runner {
             RunnerKind::Nextest => command.args(["nextest", "run"]),
@@ -67,7 +69,12 @@ impl Invocation {
         if !given("--color") {
             command.args(["--color", if self.color { "always" } else { "never" }]);
         }
+        command.args(own);
         command.args(self.runner_args());
+        if self.runner == RunnerKind::CargoTest {
+            // cargo names the binaries it runs only when it is not quiet, whatever the config.
+            command.env("CARGO_TERM_QUIET", "false");
+        }
         command.env_remove(TEST_VAR).env_remove(RUN_DIR_VAR);
         // Inside a nextest test (this tool's own suite, or a user's) the outer run's variables
         // would make the inner one believe each test has its own process.
@@ -81,20 +88,16 @@ impl Invocation {
         command
     }
 
-    /// The user's arguments as the runner gets them. cargo test loses `-q`/`--quiet` (its
-    /// own, before `--`): without them cargo names each test binary it runs, which is how
-    /// results are tied to binaries. libtest's `-q`, after `--`, stays.
+    /// The user's arguments as the runner gets them. cargo test loses `-q`/`--quiet`, before
+    /// `--` (without them cargo names each binary it runs, which is how results are tied to
+    /// binaries) and after it (libtest's terse output names no passing test, so a flake would
+    /// look like a failure).
     fn runner_args(&self) -> Vec<OsString> {
-        let mut before_separator = true;
         self.args
             .iter()
             .filter(|arg| {
-                if *arg == "--" {
-                    before_separator = false;
-                }
-                !(before_separator
-                    && self.runner == RunnerKind::CargoTest
-                    && (*arg == "-q" || *arg == "--quiet"))
+                !(self.runner == RunnerKind::CargoTest
+                    && (*arg == "-q" || *arg == "--quiet" || *arg == "--format=terse"))
             })
             .cloned()
             .collect()
@@ -251,7 +254,7 @@ mod tests {
 
     fn command_line(invocation: &Invocation) -> Vec<String> {
         invocation
-            .command(false)
+            .command(false, &[])
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
@@ -273,7 +276,6 @@ mod tests {
                 "-p",
                 "demo",
                 "--",
-                "-q",
                 "--nocapture"
             ]
         );

@@ -29,9 +29,11 @@ pub(crate) fn parse(output: &str, binary_id: &dyn Fn(&BinaryLine) -> String) -> 
         panic: None,
         panics: Vec::new(),
         binary_start: 0,
+        reported_failed: Vec::new(),
     };
-    for line in output.lines() {
-        parser.line(&strip_ansi(line));
+    let lines: Vec<String> = output.lines().map(|line| strip_ansi(line).into_owned()).collect();
+    for (at, line) in lines.iter().enumerate() {
+        parser.line(line, &lines[at + 1..]);
     }
     parser.finish_section();
     parser.finish_panic();
@@ -68,10 +70,13 @@ struct Parser<'a> {
     panics: Vec<(String, String, String)>,
     /// Where this binary's executions start in `executions`.
     binary_start: usize,
+    /// The tests this binary's result lines call `FAILED`: the only ones libtest writes a
+    /// section and a list entry for, which tells them from look-alikes in captured output.
+    reported_failed: Vec<String>,
 }
 
 impl Parser<'_> {
-    fn line(&mut self, line: &str) {
+    fn line(&mut self, line: &str, rest: &[String]) {
         // cargo's own lines are right-aligned status words; a test's output that happens to
         // start with `Running` is not one, nor is anything inside a captured section.
         if self.section.is_none()
@@ -82,36 +87,42 @@ impl Parser<'_> {
             self.binary_start = self.executions.len();
             self.block = Block::Results;
             self.pending = None;
+            self.reported_failed.clear();
             return;
         }
         if let Some(header) = line
             .strip_prefix("---- ")
             .and_then(|rest| rest.strip_suffix(" ----"))
         {
-            self.finish_section();
             let name = header
                 .strip_suffix(" stdout")
                 .or_else(|| header.strip_suffix(" stderr"))
                 .unwrap_or(header);
-            self.section = Some((test_name(name).to_owned(), String::new()));
-            return;
+            let name = test_name(name);
+            // Inside a section, only the header of another failed test ends it: libtest
+            // output that a test printed (it ran a suite of its own) is that test's output.
+            if self.section.is_none() || self.expects_section(name) {
+                self.finish_section();
+                self.section = Some((name.to_owned(), String::new()));
+                return;
+            }
         }
-        if line == "successes:" {
+        if line == "successes:" && (self.section.is_none() || self.block == Block::Successes) {
             self.finish_section();
             self.block = Block::Successes;
             return;
         }
-        if line == "failures:" {
+        if line == "failures:" && (self.section.is_none() || self.is_failure_list(rest)) {
             // The first `failures:` opens the captured output, the second the list of names.
             self.finish_section();
             self.block = match self.block {
                 Block::Failures => Block::FailureList,
+                _ if self.is_failure_list(rest) => Block::FailureList,
                 _ => Block::Failures,
             };
             return;
         }
-        if line.starts_with("test result: ") {
-            self.finish_section();
+        if line.starts_with("test result: ") && self.section.is_none() {
             self.block = Block::Results;
             return;
         }
@@ -131,9 +142,19 @@ impl Parser<'_> {
         }
         if let Some(rest) = line.strip_prefix("test ") {
             if let Some((name, result)) = rest.split_once(" ... ") {
+                let name = test_name(name);
                 match result_status(result) {
-                    Some(status) => self.record(test_name(name), status),
-                    None => self.pending = Some(test_name(name).to_owned()),
+                    Some(status) => {
+                        if status == Status::Failed {
+                            self.reported_failed.push(name.to_owned());
+                        }
+                        self.record(name, status);
+                    }
+                    None => {
+                        self.pending = Some(name.to_owned());
+                        // `--nocapture --test-threads=1`: the panic follows on the same line.
+                        self.panic_line(result);
+                    }
                 }
                 return;
             }
@@ -146,6 +167,9 @@ impl Parser<'_> {
         if let Some(status) = result_status(trimmed)
             && let Some(name) = self.pending.take()
         {
+            if status == Status::Failed {
+                self.reported_failed.push(name.clone());
+            }
             self.record(&name, status);
             return;
         }
@@ -154,6 +178,33 @@ impl Parser<'_> {
         {
             self.binary_failed(trimmed);
         }
+    }
+
+    /// Whether a `---- NAME stdout ----` inside a section is libtest's: NAME failed in this
+    /// binary's results, and has no section yet. Without results (libtest's terse output
+    /// names no test), every header is taken.
+    fn expects_section(&self, name: &str) -> bool {
+        if self.reported_failed.is_empty() {
+            return true;
+        }
+        self.reported_failed.iter().any(|f| f == name)
+            && !self.executions[self.binary_start..]
+                .iter()
+                .any(|e| e.name == name && !e.output.is_empty())
+    }
+
+    /// Whether the lines after a `failures:` are libtest's list of this binary's failed tests,
+    /// rather than a list a test printed.
+    fn is_failure_list(&self, rest: &[String]) -> bool {
+        let names: Vec<&str> = rest
+            .iter()
+            .map_while(|line| line.strip_prefix("    "))
+            .map(test_name)
+            .collect();
+        if names.is_empty() {
+            return false;
+        }
+        self.reported_failed.is_empty() || names.iter().all(|n| self.reported_failed.iter().any(|f| f == n))
     }
 
     /// Collects a panic printed straight to the output (`--nocapture`): libtest names a test's
@@ -310,6 +361,16 @@ fn running_line(line: &str) -> Option<BinaryLine> {
         });
     }
     let rest = line.strip_prefix("     Running ")?;
+    // `cargo test -v`: the command line in backticks, environment first, the binary last.
+    if let Some(command) = rest.strip_prefix('`').and_then(|r| r.strip_suffix('`')) {
+        let exe = command.split_whitespace().last()?;
+        let in_deps = exe.contains("/deps/") || exe.contains("\\deps\\");
+        return in_deps.then(|| BinaryLine {
+            source: String::new(),
+            exe: Some(exe.to_owned()),
+            doctests: false,
+        });
+    }
     let rest = rest.strip_prefix("unittests ").unwrap_or(rest);
     let at = rest.rfind(" (")?;
     let exe = rest[at + 2..].strip_suffix(')')?;
@@ -472,6 +533,92 @@ test result: FAILED. 2 passed; 2 failed\n";
             executions[3].output.contains("Running with config"),
             "{}",
             executions[3].output
+        );
+    }
+
+    #[test]
+    fn verbose_running_lines_and_nested_suite_output() {
+        let output = [
+            "     Running `CARGO=/usr/bin/cargo CARGO_PKG_NAME=demo /w/target/debug/deps/outer-1`",
+            "running 2 tests",
+            "test runs_a_fixture ... FAILED",
+            "test plain ... ok",
+            "",
+            "failures:",
+            "",
+            "---- runs_a_fixture stdout ----",
+            "     Running tests/net.rs (target/debug/deps/net-9)",
+            "test held_port ... FAILED",
+            "failures:",
+            "",
+            "---- held_port stdout ----",
+            "Address already in use",
+            "",
+            "failures:",
+            "    held_port",
+            "",
+            "test result: FAILED. 0 passed; 1 failed",
+            "thread 'runs_a_fixture' panicked at tests/outer.rs:9:5:",
+            "the fixture failed",
+            "",
+            "failures:",
+            "    runs_a_fixture",
+            "",
+            "test result: FAILED. 1 passed; 1 failed",
+            "   Doc-tests demo",
+            "     Running `/toolchain/bin/rustdoc --edition=2024 --test src/lib.rs`",
+            "test src/lib.rs - add (line 3) ... ok",
+        ]
+        .join("\n");
+        let output = output.as_str();
+        let executions = parse(output, &|binary: &BinaryLine| {
+            if binary.doctests {
+                "doctests".to_owned()
+            } else {
+                binary.exe.clone().unwrap_or_default()
+            }
+        });
+        assert_eq!(
+            summary(&executions),
+            [
+                (
+                    "/w/target/debug/deps/outer-1".into(),
+                    "runs_a_fixture".into(),
+                    Status::Failed
+                ),
+                (
+                    "/w/target/debug/deps/outer-1".into(),
+                    "plain".into(),
+                    Status::Passed
+                ),
+                (
+                    "doctests".into(),
+                    "src/lib.rs - add (line 3)".into(),
+                    Status::Passed
+                ),
+            ]
+        );
+        assert!(executions[0].output.contains("the fixture failed"));
+        assert!(
+            executions[0].output.contains("held_port"),
+            "nested output stays the test's own"
+        );
+    }
+
+    #[test]
+    fn a_panic_on_the_line_of_its_test() {
+        let output = "     Running tests/a.rs (target/debug/deps/a-1)\n\
+test fixed_port ... thread 'fixed_port' (3) panicked at tests/a.rs:4:9:\n\
+called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse }\n\
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
+FAILED\n\nfailures:\n\nfailures:\n    fixed_port\n\ntest result: FAILED.\n";
+        let executions = parse(output, &id);
+        assert_eq!(executions.len(), 1);
+        assert_eq!(executions[0].status, Status::Failed);
+        assert!(
+            executions[0].output.contains("AddrInUse"),
+            "{:?}",
+            executions[0].output
         );
     }
 

@@ -57,7 +57,15 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         args: args.args.clone(),
     };
     let run_id = new_run_id();
-    let runs = loopcheck::lease::checked_registry_dir()?.join("runs");
+    // Absolute: the tests and nextest resolve it from directories of their own.
+    let registry = loopcheck::lease::checked_registry_dir()?;
+    let runs = std::path::absolute(&registry)
+        .map_err(|source| Error::Io {
+            action: "read",
+            path: registry.clone(),
+            source,
+        })?
+        .join("runs");
     let run_root = runs.join(&run_id);
     create_private_dir(&run_root)?;
     let setup = Setup {
@@ -79,7 +87,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     // Copies that start together race for ports together: build first, so that none of them
     // waits for another's build.
     if runner == RunnerKind::CargoTest && args.concurrent > 1 {
-        let build = exec::run(invocation.command(true), true, &run_root.join("build.log"))?;
+        let build = exec::run(invocation.command(true, &[]), true, &run_root.join("build.log"))?;
         if !build.status.success() {
             return Err(Error::BuildFailed {
                 command: invocation.shown(true),
@@ -260,17 +268,19 @@ const NEXTEST_PROFILE: &str = "loopcheck-run";
 
 /// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir`.
 fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished> {
-    let mut command = invocation.command(false);
-    command.env(loopcheck::lease::RUN_DIR_VAR, dir);
     let user_profile = match invocation.runner {
         RunnerKind::Nextest => invocation.user_profile(),
         RunnerKind::CargoTest => None,
     };
+    let mut own = Vec::new();
     if invocation.runner == RunnerKind::Nextest {
         let profile = user_profile.as_deref().unwrap_or(NEXTEST_PROFILE);
         let config = dir.join("nextest.toml");
+        // The store too is the copy's: where a repository's own `junit.path` puts the report
+        // of the user's profile, copies running at once do not overwrite each other's.
         let text = format!(
-            "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[profile.{}.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
+            "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[store]\ndir = {}\n\n[profile.{}.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
+            toml_string(&dir.join("store").to_string_lossy()),
             toml_string(profile),
             toml_string(&dir.join("junit.xml").to_string_lossy())
         );
@@ -281,11 +291,15 @@ fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished>
         })?;
         let mut flag = std::ffi::OsString::from("loopcheck:");
         flag.push(&config);
-        command.arg("--tool-config-file").arg(flag);
+        own.push("--tool-config-file".into());
+        own.push(flag);
         if user_profile.is_none() {
-            command.args(["--profile", NEXTEST_PROFILE]);
+            own.push("--profile".into());
+            own.push(NEXTEST_PROFILE.into());
         }
     }
+    let mut command = invocation.command(false, &own);
+    command.env(loopcheck::lease::RUN_DIR_VAR, dir);
     let started = std::time::SystemTime::now();
     let run = exec::run(command, echo, &dir.join("output.log"))?;
     Ok(Finished {
@@ -337,6 +351,7 @@ impl Finished {
                 // its store directory (`target/nextest` of the workspace by default).
                 let profile = self.user_profile.as_deref().unwrap_or(NEXTEST_PROFILE);
                 let stores = [
+                    self.dir.join("store").join(profile),
                     workspace.root.join("target").join("nextest").join(profile),
                     workspace.target_dir.join("nextest").join(profile),
                 ];
@@ -359,12 +374,22 @@ impl Finished {
                     path: path.clone(),
                     source,
                 })?;
-                junit::read(&xml).map_err(|e| {
+                let executions = junit::read(&xml).map_err(|e| {
                     failed_to_run(format!(
                         ", and its JUnit report {} is unreadable: {e}",
                         path.display()
                     ))
-                })
+                })?;
+                let failed = executions
+                    .iter()
+                    .any(|e| matches!(e.status, Status::Failed | Status::Flaky));
+                if status.code() == Some(100) && !failed {
+                    return Err(failed_to_run(format!(
+                        ", a failure, but its JUnit report {} shows none: another run may have written over it",
+                        path.display()
+                    )));
+                }
+                Ok(executions)
             }
             RunnerKind::CargoTest => {
                 let executions = libtest::parse(&self.run.output, &|line| targets.id_of(line));
@@ -372,7 +397,12 @@ impl Finished {
                 let compile_error = self.run.output.contains("error: could not compile")
                     || self.run.output.contains("error[E");
                 match status.code() {
-                    Some(0) => Ok(executions),
+                    // cargo says every test passed: a "failure" read off the output is a test
+                    // printing libtest output of its own.
+                    Some(0) => Ok(executions
+                        .into_iter()
+                        .filter(|e| e.status != Status::Failed)
+                        .collect()),
                     Some(101) if failed => Ok(executions),
                     // cargo builds every test binary before it runs the first one.
                     Some(101) if compile_error && !libtest::any_binary_ran(&self.run.output) => {
@@ -504,20 +534,41 @@ fn create_private_dir(path: &Path) -> Result<()> {
 }
 
 /// Removes all but the newest [`KEEP_RUNS`] run directories (their names sort by time), never
-/// `current`.
+/// `current`, nor one whose `cargo loopcheck test` still runs (its pid ends the name).
 fn prune_runs(runs: &Path, current: &str) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
     };
-    let mut dirs: Vec<PathBuf> = entries
+    let mut dirs: Vec<(PathBuf, String)> = entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != current)
-        .map(|e| e.path())
+        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
         .collect();
     dirs.sort();
     let excess = dirs.len().saturating_sub(KEEP_RUNS - 1);
-    for dir in &dirs[..excess] {
-        let _ = std::fs::remove_dir_all(dir);
+    for (dir, name) in &dirs[..excess] {
+        let pid = name.rsplit_once('-').and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if !pid.is_some_and(running) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Whether a process with this pid runs (a reused pid errs on the side of keeping).
+fn running(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let sent = unsafe { libc::kill(pid, 0) } == 0;
+        sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
     }
 }
 
@@ -570,6 +621,32 @@ mod tests {
         assert!(matches!(pick(true, false, false), Err(Error::NoNextest)));
         assert_eq!(pick(false, true, true).unwrap(), RunnerKind::CargoTest);
         assert_eq!(pick(false, true, false).unwrap(), RunnerKind::CargoTest);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_runs_and_those_still_running() {
+        let runs = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let gone = 999_999_999;
+        let names: Vec<String> = (0..14)
+            .map(|i| format!("20260101T0000{i:02}-{}", if i < 2 { me } else { gone }))
+            .collect();
+        for name in &names {
+            std::fs::create_dir(runs.path().join(name)).unwrap();
+        }
+        let current = names.last().unwrap();
+        prune_runs(runs.path(), current);
+        let mut left: Vec<String> = std::fs::read_dir(runs.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> = names[..2].to_vec();
+        expected.extend_from_slice(&names[names.len() - KEEP_RUNS..]);
+        assert_eq!(
+            left, expected,
+            "running ones, the current one and the nine newest before it"
+        );
     }
 
     #[test]
