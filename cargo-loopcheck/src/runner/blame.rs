@@ -366,7 +366,7 @@ pub(crate) fn failure_message(output: &str) -> String {
             let ends = next.starts_with("stack backtrace:")
                 || next.starts_with("note: ")
                 || next.starts_with("thread '")
-                || (next.is_empty() && !lines.get(at + 1).is_some_and(|l| l.trim() == "Caused by:"));
+                || (next.is_empty() && lines.get(at + 1).is_none_or(|l| l.trim() != "Caused by:"));
             if ends {
                 break;
             }
