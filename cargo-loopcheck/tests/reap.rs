@@ -85,7 +85,9 @@ fn orphan_listener(exe: &Path) -> (SocketAddr, u32) {
         // Reads to the end: a closed pipe would fail the parent's last writes. The orphan keeps
         // the pipe open until the test kills it.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(tagged) = line.strip_prefix('@') {
+            // After the tag, not only at the start: an orphan shares its parent's stdout, and
+            // its line can follow libtest's `.` for the parent's test on the same line.
+            if let Some((_, tagged)) = line.split_once('@') {
                 let _ = sender.send(tagged.to_owned());
             }
         }

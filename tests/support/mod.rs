@@ -52,7 +52,9 @@ pub fn start(mut command: Command) -> Role {
     std::thread::spawn(move || {
         for line in stdout.lines() {
             let Ok(line) = line else { break };
-            if let Some(tagged) = line.trim_end().strip_prefix('@')
+            // After the tag, not only at the start: a grandchild shares its parent's stdout,
+            // and its line can follow libtest's `.` for the parent's test on the same line.
+            if let Some((_, tagged)) = line.trim_end().split_once('@')
                 && sender.send(tagged.to_owned()).is_err()
             {
                 break;
