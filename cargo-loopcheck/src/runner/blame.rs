@@ -80,7 +80,13 @@ impl Targets {
     /// file, which lists its sources.
     pub(crate) fn id_of(&self, line: &BinaryLine) -> String {
         if line.doctests {
-            return format!("{}::doctests", line.source);
+            // cargo names doctests by crate (`my_lib`); ids name packages (`my-lib`).
+            let package = self
+                .targets
+                .iter()
+                .find(|t| t.crate_name == line.source && !t.id.contains("::"))
+                .map_or(line.source.as_str(), |t| t.id.as_str());
+            return format!("{package}::doctests");
         }
         let exe = line.exe.as_deref().map(Path::new);
         let stem = exe
@@ -706,6 +712,20 @@ mod tests {
             targets.id_of(&line("target/debug/deps/other-1", "tests/other.rs")),
             "tests/other.rs"
         );
+        let lib = Targets {
+            targets: vec![Target {
+                id: "my-lib".to_owned(),
+                crate_name: "my_lib".to_owned(),
+                src_path: PathBuf::from("/w/src/lib.rs"),
+            }],
+            root: dir.path().to_path_buf(),
+        };
+        let doctests = BinaryLine {
+            source: "my_lib".to_owned(),
+            exe: None,
+            doctests: true,
+        };
+        assert_eq!(lib.id_of(&doctests), "my-lib::doctests");
     }
 
     #[test]
