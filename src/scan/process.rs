@@ -186,25 +186,25 @@ pub fn processes_of_run(run_dir: &std::path::Path) -> Vec<RunProcess> {
     {
         use std::os::unix::ffi::OsStrExt;
 
-        let Ok(entries) = std::fs::read_dir("/proc") else {
+        let Ok(proc) = super::procfs::ProcFs::open() else {
             return Vec::new();
         };
+        let Ok(pids) = proc.pids() else {
+            return Vec::new();
+        };
+        let mut reader = ProcessReader::new(&proc);
         let own = std::process::id();
         let wanted = run_dir.as_os_str().as_bytes();
+        let mut environ = Vec::with_capacity(4096);
         let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == own {
+        for pid in pids.filter(|&pid| pid != own) {
+            if proc.read(pid, c"environ", &mut environ).is_err() {
                 continue;
             }
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-                continue;
-            };
+            // Bytes, not text: a directory name need not be UTF-8.
             let in_run = environ.split(|&b| b == 0).any(|var| {
                 var.strip_prefix(crate::lease::RUN_DIR_VAR.as_bytes())
-                    .and_then(|v| v.strip_prefix(b"="))
+                    .and_then(|value| value.strip_prefix(b"="))
                     == Some(wanted)
             });
             // Started by the build rather than by a test: a rustc wrapper's server (sccache)
@@ -215,7 +215,7 @@ pub fn processes_of_run(run_dir: &std::path::Path) -> Vec<RunProcess> {
             if !in_run || of_build {
                 continue;
             }
-            let Some(process) = ProcessInfo::read(pid).filter(|p| p.state != Some('Z')) else {
+            let Some(process) = reader.read(pid).filter(|p| p.state != Some('Z')) else {
                 continue;
             };
             found.push(RunProcess {
