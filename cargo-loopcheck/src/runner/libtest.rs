@@ -31,7 +31,9 @@ pub(crate) fn parse(output: &str, binary_id: &dyn Fn(&BinaryLine) -> String) -> 
         binary_start: 0,
         reported_failed: Vec::new(),
     };
-    let lines: Vec<String> = output.lines().map(|line| strip_ansi(line).into_owned()).collect();
+    // Runners that colour: the escape sequences go, as anstream strips them for a plain stream.
+    let plain = anstream::adapter::strip_str(output).to_string();
+    let lines: Vec<String> = plain.lines().map(str::to_owned).collect();
     for (at, line) in lines.iter().enumerate() {
         parser.line(line, &lines[at + 1..]);
     }
@@ -319,7 +321,7 @@ impl Parser<'_> {
 pub(crate) fn any_binary_ran(output: &str) -> bool {
     output
         .lines()
-        .any(|line| running_line(&strip_ansi(line)).is_some())
+        .any(|line| running_line(&anstream::adapter::strip_str(line).to_string()).is_some())
 }
 
 /// A test's name without what libtest appends to it: `name - should panic`, and a doctest's
@@ -379,29 +381,6 @@ fn running_line(line: &str) -> Option<BinaryLine> {
         exe: Some(exe.to_owned()),
         doctests: false,
     })
-}
-
-/// `line` without ANSI escape sequences (`CSI ... letter`), for runners that color.
-pub(crate) fn strip_ansi(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.contains('\u{1b}') {
-        return line.into();
-    }
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        }
-    }
-    out.into()
 }
 
 #[cfg(test)]
