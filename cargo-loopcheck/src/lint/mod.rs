@@ -252,8 +252,9 @@ pub fn file_errors(workspace: &Workspace, errors: Vec<(PathBuf, String)>) -> Vec
         .collect()
 }
 
-/// `path` relative to `root` with `/` separators, or as it is when outside `root`.
-fn relative_path(root: &Path, path: &Path) -> String {
+/// `path` relative to `root` with `/` separators, or as it is when outside `root`: how
+/// findings and test reports name files.
+pub(crate) fn relative_path(root: &Path, path: &Path) -> String {
     let relative = path.strip_prefix(root).unwrap_or(path);
     let parts: Vec<String> = relative
         .components()

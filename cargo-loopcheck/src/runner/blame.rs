@@ -242,7 +242,7 @@ impl<'a> Blamer<'a> {
         let Some((path, site)) = found else {
             return Vec::new();
         };
-        execution.file = Some(relative(&self.workspace.root, &path));
+        execution.file = Some(crate::lint::relative_path(&self.workspace.root, &path));
         execution.line = Some(site.line);
         site.ports
     }
@@ -391,13 +391,6 @@ pub(crate) fn failure_message(output: &str) -> String {
         }
     }
     message
-}
-
-fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
 }
 
 /// Loopback and wildcard socket addresses written in `text`, in order, wildcards as
