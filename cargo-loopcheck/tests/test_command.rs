@@ -484,6 +484,31 @@ fn broken( {
 }
 
 #[test]
+fn an_unwritable_junit_path_is_an_error_after_the_report() {
+    let suite = Suite::new("junit-path");
+    let missing = suite.dir.path().join("no-such-dir/report.xml");
+    let output = suite.run(&[
+        "--cargo-test",
+        "--color",
+        "never",
+        "--junit",
+        missing.to_str().unwrap(),
+        "--",
+        "--lib",
+    ]);
+    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("Summary 1 tests with cargo test: 1 passed"),
+        "the report comes first: {text}"
+    );
+    assert!(
+        text.contains("cannot write") && text.contains("report.xml"),
+        "{text}"
+    );
+}
+
+#[test]
 fn missing_cargo_or_nextest_could_not_run() {
     let suite = Suite::new("missing");
     let empty = tempfile::tempdir().unwrap();
