@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::term::{Format, print_json};
 
 /// `docs/diagnostics.md`, embedded so that `explain` works without the source tree.
-const DIAGNOSTICS: &str = include_str!("../../docs/diagnostics.md");
+const DIAGNOSTICS: &str = include_str!("../docs/diagnostics.md");
 
 /// The section of `docs/diagnostics.md` about `code`: from its `## LC001 name` heading to the
 /// next level-2 heading.

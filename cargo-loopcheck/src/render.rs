@@ -223,7 +223,7 @@ impl Report {
                 "tool": { "driver": {
                     "name": "cargo-loopcheck",
                     "version": env!("CARGO_PKG_VERSION"),
-                    "informationUri": env!("CARGO_PKG_REPOSITORY"),
+                    "informationUri": concat!("https://docs.rs/cargo-loopcheck/", env!("CARGO_PKG_VERSION")),
                     "rules": rules,
                 } },
                 "results": results,
