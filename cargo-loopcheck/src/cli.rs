@@ -37,7 +37,14 @@ pub struct Common {
     #[arg(long, global = true, value_name = "PATH")]
     pub manifest_path: Option<PathBuf>,
     /// Output format: human text on stderr, or data on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Human, value_name = "FORMAT")]
+    #[arg(
+        long = "message-format",
+        visible_alias = "format",
+        global = true,
+        value_enum,
+        default_value_t = Format::Human,
+        value_name = "FMT"
+    )]
     pub format: Format,
     /// Coloring of human output [default: CARGO_TERM_COLOR, else auto].
     #[arg(long, global = true, value_enum, value_name = "WHEN")]
@@ -63,6 +70,8 @@ pub enum Command {
     Test(TestArgs),
     /// Show the documentation of a diagnostic code.
     Explain(ExplainArgs),
+    /// Print a shell completion script for `cargo loopcheck` to stdout.
+    Completions(CompletionsArgs),
 }
 
 /// `cargo loopcheck test`.
@@ -135,4 +144,15 @@ pub struct ExplainArgs {
     /// A code (`LC001`) or its name (`port-in-use`).
     #[arg(value_name = "CODE")]
     pub code: String,
+}
+
+/// `cargo loopcheck completions`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Install:\n  bash (with bash-completion 2.12+):  cargo loopcheck completions bash > ~/.local/share/bash-completion/completions/cargo-loopcheck\n  zsh:   cargo loopcheck completions zsh > \"${fpath[1]}/_cargo-loopcheck\"\n  fish:  cargo loopcheck completions fish > ~/.config/fish/completions/cargo-loopcheck.fish"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: clap_complete::Shell,
 }

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod completions;
 pub mod doctor;
 mod error;
 mod exit;
@@ -70,6 +71,7 @@ where
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
+        Command::Completions(completions) => completions::run(completions),
     };
     match result {
         Ok(code) => code,

@@ -20,7 +20,7 @@ pub enum ColorWhen {
     Never,
 }
 
-/// `--format`.
+/// `--message-format` (alias `--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Text for people, on stderr.
@@ -51,7 +51,7 @@ impl Format {
         }
         let names: Vec<&str> = allowed.iter().map(|f| f.name()).collect();
         Err(Error::Usage(format!(
-            "`cargo loopcheck {command}` does not support `--format {}`; use one of: {}",
+            "`cargo loopcheck {command}` does not support `--message-format {}`; use one of: {}",
             self.name(),
             names.join(", ")
         )))

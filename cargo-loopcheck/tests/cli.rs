@@ -353,7 +353,7 @@ fn formats_that_a_command_lacks_are_usage_errors() {
         let output = run(args);
         assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
         assert!(
-            stderr(&output).contains("does not support `--format"),
+            stderr(&output).contains("does not support `--message-format"),
             "{args:?}: {}",
             stderr(&output)
         );
