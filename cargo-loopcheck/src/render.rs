@@ -86,7 +86,7 @@ impl Report {
                 print!("{}", self.github());
                 Ok(())
             }
-            Format::Sarif => print_json(&self.sarif()),
+            Format::Sarif => crate::term::print_json_as_is(&self.sarif()),
         }
     }
 
