@@ -110,6 +110,7 @@ pub fn run(common: &Common, term: &Term) -> Result<u8> {
     let workspace = Workspace::load(common.manifest_path.as_deref())?;
     let report = report(&workspace)?;
     report.render(common.format, term)?;
+    crate::summary::append(term, || crate::summary::check(&report));
     Ok(if report.has_errors() {
         ExitCode::FOUND
     } else {

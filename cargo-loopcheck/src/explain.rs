@@ -8,7 +8,9 @@ use crate::cli::{Common, ExplainArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, print_json};
 
-/// `docs/diagnostics.md`, embedded so that `explain` works without the source tree.
+/// `docs/diagnostics.md`, embedded so that `explain` works without the source tree. The crate's
+/// `docs/diagnostics.md` is a symlink to the workspace's, so that the crate's tarball carries the
+/// file (cargo packages a symlink as the file it points to).
 const DIAGNOSTICS: &str = include_str!("../docs/diagnostics.md");
 
 /// The section of `docs/diagnostics.md` about `code`: from its `## LC001 name` heading to the
@@ -85,6 +87,24 @@ mod tests {
             assert!(at > last, "{code} is out of order");
             last = at;
         }
+    }
+
+    #[test]
+    fn the_embedded_text_is_the_workspace_s_diagnostics() {
+        let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let workspace = manifest_dir.join("../docs/diagnostics.md");
+        if !workspace.exists() {
+            // Built from the crate's tarball: the embedded copy is all there is.
+            eprintln!("skipped: no workspace docs beside this crate");
+            return;
+        }
+        // A checkout without symlinks (git's core.symlinks=false) writes the link's target as
+        // text; a copy made by hand drifts. Either way the texts differ.
+        assert_eq!(
+            DIAGNOSTICS,
+            std::fs::read_to_string(&workspace).unwrap(),
+            "cargo-loopcheck/docs/diagnostics.md must be a symlink to ../../docs/diagnostics.md"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod reap;
 pub mod render;
 pub mod runner;
+pub mod summary;
 pub mod term;
 pub mod workspace;
 pub mod zombies;

@@ -2,6 +2,8 @@
 //! that must be spared.
 #![cfg(target_os = "linux")]
 
+mod schema;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -187,6 +189,7 @@ fn reap_ends_only_this_workspaces_zombies() {
         String::from_utf8_lossy(&dry.stderr)
     );
     let listed: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    schema::assert_valid("reap", &listed);
     let listed = listed["zombies"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["pid"], zombie);
@@ -197,6 +200,7 @@ fn reap_ends_only_this_workspaces_zombies() {
 
     let check = cargo_loopcheck(&["check", "--manifest-path", manifest, "--format", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    schema::assert_valid("check", &report);
     let zombies: Vec<&serde_json::Value> = report["findings"]
         .as_array()
         .unwrap()

@@ -3,6 +3,8 @@
 //! a leaking test, a failure unrelated to sockets, and two binaries racing for one port.
 #![cfg(target_os = "linux")]
 
+mod schema;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -209,6 +211,7 @@ fn codes(diagnoses: &Value) -> Vec<&str> {
 fn check_report(suite: &Suite, output: &Output, runner: &str) -> Value {
     assert_eq!(code(output), ExitCode::FOUND, "{}", stderr(output));
     let report = json(output);
+    schema::assert_valid("test", &report);
     assert_eq!(report["runner"], runner);
     assert!(report["run_id"].as_str().is_some_and(|id| !id.is_empty()));
 
@@ -382,6 +385,7 @@ fn nextest_failures_are_explained_in_json_human_and_github() {
 fn check_flake(suite: &Suite, output: &Output) {
     assert_eq!(code(output), ExitCode::FOUND, "{}", stderr(output));
     let report = json(output);
+    schema::assert_valid("test", &report);
     let flaky = report["flaky"].as_array().expect("flaky");
     assert!(
         !flaky.is_empty(),

@@ -209,6 +209,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         Format::Github => output::github(&report)?,
         _ => output::human(term, &report, &run_root).map_err(Error::Output)?,
     }
+    crate::summary::append(term, || crate::summary::test_run(&report));
     // Written after the report is out, so a bad path loses nothing else.
     if let Some(path) = &args.junit {
         let written = junit::write(&report)
