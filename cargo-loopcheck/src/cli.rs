@@ -149,7 +149,7 @@ pub struct ExplainArgs {
 /// `cargo loopcheck completions`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Install:\n  bash (with bash-completion 2.12+):  cargo loopcheck completions bash > ~/.local/share/bash-completion/completions/cargo-loopcheck\n  zsh:   cargo loopcheck completions zsh > \"${fpath[1]}/_cargo-loopcheck\"\n  fish:  cargo loopcheck completions fish > ~/.config/fish/completions/cargo-loopcheck.fish"
+    after_help = "Install (docs/cli.md has PowerShell and elvish):\n  bash (bash-completion 2.12+), in ~/.local/share/bash-completion/completions/:\n    cargo loopcheck completions bash > cargo-loopcheck\n  zsh, in a directory of $fpath:\n    cargo loopcheck completions zsh > _cargo-loopcheck\n  fish, in ~/.config/fish/completions/:\n    cargo loopcheck completions fish > cargo-loopcheck.fish"
 )]
 pub struct CompletionsArgs {
     /// The shell to complete in.

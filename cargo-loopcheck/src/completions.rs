@@ -17,8 +17,9 @@ use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
 use crate::ExitCode;
-use crate::cli::{Cargo, CompletionsArgs, Loopcheck};
+use crate::cli::{Cargo, Common, CompletionsArgs, Loopcheck};
 use crate::error::{Error, Result};
+use crate::term::Format;
 
 /// The completion script for `shell`.
 ///
@@ -53,7 +54,8 @@ fn loopcheck_command() -> clap::Command {
 }
 
 /// Runs `completions`: the script goes to stdout.
-pub fn run(args: &CompletionsArgs) -> Result<u8> {
+pub fn run(common: &Common, args: &CompletionsArgs) -> Result<u8> {
+    common.format.expect_one_of("completions", &[Format::Human])?;
     let mut out = std::io::stdout().lock();
     match out
         .write_all(script(args.shell).as_bytes())

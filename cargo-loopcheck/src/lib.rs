@@ -72,7 +72,7 @@ where
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
-        Command::Completions(completions) => completions::run(completions),
+        Command::Completions(completions) => completions::run(&args.common, completions),
     };
     match result {
         Ok(code) => code,

@@ -426,6 +426,8 @@ fn the_usage_in_readme_and_docs_matches_help() {
         .skip_while(|l| !l.starts_with("Commands:"))
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
+        // A wrapped description continues on a line indented further than the commands.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     commands.sort_unstable();

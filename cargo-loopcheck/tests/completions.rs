@@ -115,3 +115,13 @@ fn bash_completes_subcommands_flags_and_values() {
     let test_flags = bash_complete(&script, &["cargo-loopcheck", "test", "--re"]).unwrap();
     assert!(test_flags.contains(&"--repeat".to_owned()), "{test_flags:?}");
 }
+
+#[test]
+fn help_is_stable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
+        .args(["loopcheck", "completions", "--help"])
+        .output()
+        .expect("run cargo-loopcheck");
+    assert_eq!(output.status.code(), Some(ExitCode::OK.into()));
+    insta::assert_snapshot!("help_completions", String::from_utf8_lossy(&output.stdout));
+}
