@@ -49,6 +49,7 @@ use loopcheck::report::Finding;
 pub use config::LintConfig;
 pub use files::test_sources;
 pub use sites::{PortUse, TestSite, test_site};
+pub(crate) use items::loopback_test_form;
 
 use crate::workspace::Workspace;
 

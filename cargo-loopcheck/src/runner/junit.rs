@@ -1,6 +1,6 @@
 //! JUnit XML: reading the report nextest writes for a run, and writing ours (`--junit FILE`).
 
-use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite, XmlString};
 
 use super::model::{Execution, Status, TestReport, TestRun};
 
@@ -11,29 +11,34 @@ pub(crate) fn read(xml: &str) -> Result<Vec<Execution>, quick_junit::Deserialize
     let mut executions = Vec::new();
     for suite in &report.test_suites {
         for case in &suite.test_cases {
-            let (status, mut output) = match &case.status {
-                TestCaseStatus::Success { flaky_runs } if flaky_runs.is_empty() => {
-                    (Status::Passed, String::new())
-                }
-                TestCaseStatus::Success { flaky_runs } => (Status::Flaky, rerun_text(&flaky_runs[0])),
+            // A flaky test's failure is its first failed attempt's.
+            let (status, failure) = match &case.status {
+                TestCaseStatus::Success { flaky_runs } => match flaky_runs.first() {
+                    None => (Status::Passed, None),
+                    Some(rerun) => (
+                        Status::Flaky,
+                        Some(Failure {
+                            message: rerun.message.as_ref(),
+                            description: rerun.description.as_ref(),
+                            stdout: rerun.system_out.as_ref(),
+                            stderr: rerun.system_err.as_ref(),
+                        }),
+                    ),
+                },
                 TestCaseStatus::NonSuccess {
                     message, description, ..
-                } => {
-                    // nextest's message is the description's first line: one of them suffices.
-                    let text = description
-                        .as_ref()
-                        .or(message.as_ref())
-                        .map_or_else(String::new, |text| format!("{}\n", text.as_str()));
-                    (Status::Failed, text)
-                }
-                TestCaseStatus::Skipped { .. } => (Status::Skipped, String::new()),
+                } => (
+                    Status::Failed,
+                    Some(Failure {
+                        message: message.as_ref(),
+                        description: description.as_ref(),
+                        stdout: case.system_out.as_ref(),
+                        stderr: case.system_err.as_ref(),
+                    }),
+                ),
+                TestCaseStatus::Skipped { .. } => (Status::Skipped, None),
             };
-            if status != Status::Passed {
-                for stream in [&case.system_out, &case.system_err].into_iter().flatten() {
-                    output.push_str(stream.as_str());
-                    output.push('\n');
-                }
-            }
+            let output = failure.map_or_else(String::new, |f| f.output(case.name.as_str()));
             let mut execution = Execution::new(suite.name.as_str(), case.name.as_str(), status);
             execution.output = output;
             executions.push(execution);
@@ -42,17 +47,61 @@ pub(crate) fn read(xml: &str) -> Result<Vec<Execution>, quick_junit::Deserialize
     Ok(executions)
 }
 
-fn rerun_text(rerun: &TestRerun) -> String {
-    [
-        &rerun.message,
-        &rerun.description,
-        &rerun.system_out,
-        &rerun.system_err,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|s| format!("{}\n", s.as_str()))
-    .collect()
+/// What nextest kept of a failed attempt.
+struct Failure<'a> {
+    message: Option<&'a XmlString>,
+    description: Option<&'a XmlString>,
+    stdout: Option<&'a XmlString>,
+    stderr: Option<&'a XmlString>,
+}
+
+impl Failure<'_> {
+    /// The captured output in the order printed, each panic once. nextest's description
+    /// repeats only the last panic: put first, it would hide the first one, the root cause.
+    /// It is kept where the output lacks it (a profile that stores no output).
+    fn output(&self, name: &str) -> String {
+        let mut output = String::new();
+        if let Some(stdout) = self.stdout {
+            output.push_str(&without_libtest_framing(stdout.as_str(), name));
+        }
+        if let Some(stderr) = self.stderr {
+            output.push_str(stderr.as_str());
+            output.push('\n');
+        }
+        // nextest's message is the description's first line: one of them suffices.
+        if let Some(description) = self.description.or(self.message)
+            && !output.contains(description.as_str().trim())
+        {
+            output = format!("{}\n{output}", description.as_str());
+        }
+        output
+    }
+}
+
+/// A test's captured stdout without what libtest prints around a single test (nextest runs each
+/// in a process of its own): `running 1 test`, its result line, the `failures:` list, the
+/// `test result:` line.
+fn without_libtest_framing(stdout: &str, name: &str) -> String {
+    let framing = |line: &str| {
+        let line = line.trim_end();
+        line == "running 1 test"
+            || line == "failures:"
+            || line.starts_with("test result: ")
+            || line == format!("    {name}")
+            || line.strip_prefix(&format!("test {name} ... ")).is_some()
+    };
+    let mut out = String::new();
+    let mut blank = true;
+    for line in stdout.lines().filter(|l| !framing(l)) {
+        // Framing leaves runs of blank lines behind: one is enough.
+        let is_blank = line.trim().is_empty();
+        if !(is_blank && blank) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        blank = is_blank;
+    }
+    out
 }
 
 /// Our report as JUnit: one suite per binary; a failed or flaky test carries its diagnoses in
@@ -100,7 +149,8 @@ fn case(test: &TestReport) -> TestCase {
             } else {
                 "failure"
             });
-            let mut description = test.output.clone();
+            // Once, without the frames of std and dependencies.
+            let mut description = super::panics::trim_backtraces(&test.output);
             for diagnosis in test.diagnoses.iter().chain(&test.leaks) {
                 description.push_str(&format!("\nloopcheck: {diagnosis}\n"));
             }
