@@ -27,6 +27,10 @@ pub struct Zombie {
     pub test: Option<String>,
     /// The workspace package whose test binary it is, if any.
     pub package: Option<String>,
+    /// What its executable is to the workspace: `test binary of `PACKAGE``, `the
+    /// workspace's binary `NAME` of `PACKAGE``.
+    #[serde(skip)]
+    pub built: Option<String>,
     /// How long it has been running, in seconds, where known.
     pub age_secs: Option<u64>,
     /// Why it is a leftover.
@@ -47,9 +51,9 @@ impl Zombie {
             .map(|s| format!(", running for {}", human_age(s)))
             .unwrap_or_default();
         let package = self
-            .package
+            .built
             .as_deref()
-            .map(|p| format!(" (test binary of `{p}`)"))
+            .map(|built| format!(" ({built})"))
             .unwrap_or_default();
         let mut f = Finding::new(
             Code::ZombieListener,
@@ -150,6 +154,10 @@ pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
                 .as_deref()
                 .and_then(|exe| workspace.package_of_binary(exe))
                 .map(str::to_owned),
+            built: process
+                .exe
+                .as_deref()
+                .and_then(|exe| workspace.describe_binary(exe)),
             age_secs: age_secs(process.start_time),
             reason: found.reason,
             addrs: vec![found.socket.local],

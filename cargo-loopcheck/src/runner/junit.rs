@@ -78,6 +78,23 @@ impl Failure<'_> {
     }
 }
 
+/// How many tests nextest skipped, from its summary line (`Summary [ 0.1s] 3 tests run: 1
+/// passed, 2 failed, 1 skipped`): its JUnit report leaves ignored and filtered-out tests out.
+pub(crate) fn skipped_in_summary(output: &str) -> Option<u32> {
+    let plain = anstream::adapter::strip_str(output).to_string();
+    plain
+        .lines()
+        .rev()
+        .filter(|line| line.trim_start().starts_with("Summary [") && line.contains(" run: "))
+        .find_map(|line| {
+            let counts = line.split_once(" run: ")?.1;
+            counts.split(", ").find_map(|count| {
+                let (number, what) = count.trim().split_once(' ')?;
+                what.starts_with("skipped").then(|| number.parse().ok()).flatten()
+            })
+        })
+}
+
 /// A test's captured stdout without what libtest prints around a single test (nextest runs each
 /// in a process of its own): `running 1 test`, its result line, the `failures:` list, the
 /// `test result:` line.
@@ -218,6 +235,108 @@ called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, mes
             }
         }
     }
+
+    #[test]
+    fn the_skipped_count_comes_from_the_summary_line() {
+        let output = "        PASS [   0.005s] (2/3) report::quick passes\n\
+\u{1b}[32;1m     Summary\u{1b}[0m [   0.009s] 3 tests run: 1 passed, 2 failed, 4 skipped\n\
+        FAIL [   0.004s] (1/3) report::quick fails\n";
+        assert_eq!(skipped_in_summary(output), Some(4));
+        let none = "     Summary [   0.009s] 3 tests run: 3 passed, 0 skipped\n";
+        assert_eq!(skipped_in_summary(none), Some(0));
+        let flaky = "     Summary [   0.2s] 2 tests run: 1 passed, 1 flaky, 1 failed, 12 skipped\n";
+        assert_eq!(skipped_in_summary(flaky), Some(12));
+        assert_eq!(skipped_in_summary("Summary of my own: 3 skipped\n"), None);
+        assert_eq!(skipped_in_summary(""), None);
+    }
+
+    #[test]
+    fn each_panic_once_in_the_order_printed() {
+        let executions = read(SERVER_TASK).expect("valid report");
+        let output = &executions[0].output;
+        let first = output.find("AddrInUse").expect("the root cause");
+        let last = output.find("Canceled").expect("the last panic");
+        assert!(first < last, "{output}");
+        assert_eq!(output.matches("Canceled").count(), 1, "{output}");
+        assert!(!output.contains("running 1 test"), "{output}");
+        assert!(!output.contains("test result:"), "{output}");
+        // Without stored output, the description is what there is.
+        let bare = SERVER_TASK
+            .split("<system-out>")
+            .next()
+            .unwrap()
+            .to_owned()
+            + "</testcase></testsuite></testsuites>";
+        let executions = read(&bare).expect("valid report");
+        assert!(executions[0].output.contains("Canceled"), "{}", executions[0].output);
+    }
+
+    #[test]
+    fn our_report_holds_the_failure_once_without_foreign_frames() {
+        let mut executions = read(SERVER_TASK).expect("valid report");
+        executions[0].output.push_str("stack backtrace:\n   0: std::panicking::begin\n             at /rustc/1/library/std/src/panicking.rs:1:1\n   1: a::serves\n             at ./tests/a.rs:3:5\n");
+        let tests = super::super::model::aggregate(&executions);
+        let run = TestRun {
+            run_id: "r".into(),
+            runner: super::super::model::RunnerKind::Nextest,
+            tests,
+            zombies: Vec::new(),
+            flaky: Vec::new(),
+            leaks: Vec::new(),
+            runs: 1,
+            skipped_unlisted: 0,
+        };
+        let xml = write(&run).expect("serializes");
+        let parsed = Report::deserialize_from_str(&xml).expect("valid JUnit");
+        let case = &parsed.test_suites[0].test_cases[0];
+        let TestCaseStatus::NonSuccess {
+            message, description, ..
+        } = &case.status
+        else {
+            panic!("a failure: {xml}");
+        };
+        let description = description.as_ref().unwrap().as_str();
+        assert_eq!(description.matches("AddrInUse").count(), 1, "{description}");
+        assert_eq!(description.matches("Canceled").count(), 1, "{description}");
+        assert!(!description.contains("std::panicking"), "{description}");
+        assert!(description.contains("at ./tests/a.rs:3:5"), "{description}");
+        assert!(
+            message.as_ref().unwrap().as_str().contains("AddrInUse"),
+            "the message is the root cause: {message:?}"
+        );
+    }
+
+    /// nextest's report of a tokio test whose server task failed to bind: the description
+    /// repeats the last panic only, the output has both.
+    const SERVER_TASK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="nextest-run" tests="1" failures="1" errors="0">
+    <testsuite name="demo::server" tests="1" skipped="0" errors="0" failures="1">
+        <testcase name="serves" classname="demo::server" time="0.004">
+            <failure message="thread &apos;serves&apos; (9) panicked at tests/a.rs:15:20" type="test failure with exit code 101">thread &apos;serves&apos; (9) panicked at tests/a.rs:15:20:
+Failed to wait for server to be ready: Canceled</failure>
+            <system-out>
+running 1 test
+test serves ... FAILED
+
+failures:
+
+failures:
+    serves
+
+test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s
+
+</system-out>
+            <system-err>
+thread &apos;serves&apos; (9) panicked at tests/a.rs:11:81:
+called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, message: &quot;Address already in use&quot; }
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
+
+thread &apos;serves&apos; (9) panicked at tests/a.rs:15:20:
+Failed to wait for server to be ready: Canceled
+</system-err>
+        </testcase>
+    </testsuite>
+</testsuites>"#;
 
     #[test]
     fn reads_nextest_reports() {

@@ -18,6 +18,7 @@
 
 mod blame;
 mod exec;
+mod exposure;
 mod junit;
 mod libtest;
 mod model;
@@ -110,6 +111,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let mut executions = Vec::new();
     let mut unattributed = Vec::new();
     let mut copies_run = 0;
+    let mut skipped_unlisted = 0;
     // A round that cannot run ends the hunt, but the rounds before it are still reported.
     let mut stopped: Option<Error> = None;
     // A SIGTERM or SIGINT ends the run too; the tests that finished are reported.
@@ -156,8 +158,12 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         // Holders of a failure's port are looked for while the round's leftovers live.
         let mut blamer = Blamer::new(workspace, targets, args.concurrent);
         for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
+            let mut runner_skipped = None;
             if let Ok(finished) = &result {
                 interrupted = interrupted.or(finished.run.stopped);
+                if runner == RunnerKind::Nextest {
+                    runner_skipped = junit::skipped_in_summary(&finished.run.output);
+                }
             }
             let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
             let mut round_executions = match read {
@@ -169,6 +175,11 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 }
             };
             copies_run += 1;
+            if let Some(count) = runner_skipped {
+                let listed = round_executions.iter().filter(|e| e.status == Status::Skipped).count();
+                let listed = u32::try_from(listed).unwrap_or(u32::MAX);
+                skipped_unlisted = skipped_unlisted.max(count.saturating_sub(listed));
+            }
             unattributed.extend(blame::attach_records(
                 &mut round_executions,
                 targets,
@@ -185,6 +196,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             for execution in &mut round_executions {
                 blamer.explain(execution);
             }
+            exposure::flag_wildcard_holders(&mut round_executions);
             if !single {
                 let copy = u32::try_from(copy).unwrap_or(u32::MAX);
                 output::progress(
@@ -224,6 +236,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         flaky,
         leaks: unattributed,
         runs: copies_run,
+        skipped_unlisted,
     };
 
     match format {

@@ -165,6 +165,15 @@ pub struct TestRun {
     pub leaks: Vec<Diagnosis>,
     /// How many times the suite ran, in all.
     pub runs: u32,
+    /// Tests the runner skipped without naming them, which `tests` therefore lacks: nextest
+    /// leaves ignored and filtered-out tests out of its JUnit report, and counts them in its
+    /// summary. Counted in the summary's skipped tests.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_unlisted: u32,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 /// A zombie found before the run, and what became of it.

@@ -90,7 +90,7 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         count(Status::Passed),
         count(Status::Failed),
         count(Status::Flaky),
-        count(Status::Skipped),
+        count(Status::Skipped) + run.skipped_unlisted as usize,
     );
     let leaks: usize = run.tests.iter().map(|t| t.leaks.len()).sum::<usize>() + run.leaks.len();
     let style = if failed + flaky > 0 { ERROR } else { GOOD };
@@ -103,7 +103,7 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         err,
         "{style}{:>12}{style:#} {} tests{runs} with {}: {passed} passed, {failed} failed, {flaky} flaky, {skipped} skipped{}",
         "Summary",
-        run.tests.len(),
+        run.tests.len() + run.skipped_unlisted as usize,
         run.runner.command(),
         if leaks > 0 {
             format!("; {leaks} leak(s)")
