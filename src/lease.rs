@@ -470,7 +470,10 @@ fn check_dir(dir: &Path, meta: &fs::Metadata, own: bool) -> Result<()> {
                     meta.uid()
                 )
             } else {
-                format!("it is owned by uid {}, not by this user (uid {uid}); {elsewhere}", meta.uid())
+                format!(
+                    "it is owned by uid {}, not by this user (uid {uid}); {elsewhere}",
+                    meta.uid()
+                )
             }));
         }
         if meta.mode() & 0o077 != 0 {
@@ -739,7 +742,9 @@ mod tests {
         assert!(!err.contains("chmod"), "{err}");
         assert!(!err.contains("remove it"), "{err}");
         assert!(err.contains("private directory of your own"), "{err}");
-        let err = Registry::open(PathBuf::from("/etc/passwd")).unwrap_err().to_string();
+        let err = Registry::open(PathBuf::from("/etc/passwd"))
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("remove it"), "{err}");
     }
 

@@ -91,7 +91,10 @@ pub fn rows(table: &SocketTable, leases: &[LeaseInfo], workspace: Option<&Worksp
                     test: l.record.as_ref().and_then(|r| r.test.clone()),
                 });
             let (workspace_package, built) = match (workspace, owner.and_then(|o| o.exe.as_deref())) {
-                (Some(ws), Some(exe)) => (ws.package_of_binary(exe).map(str::to_owned), ws.describe_binary(exe)),
+                (Some(ws), Some(exe)) => (
+                    ws.package_of_binary(exe).map(str::to_owned),
+                    ws.describe_binary(exe),
+                ),
                 _ => (None, None),
             };
             PortRow {

@@ -54,7 +54,10 @@ impl Workspace {
         let relative = exe.strip_prefix(&self.target_dir).ok()?;
         let name = relative.file_name()?.to_str()?.trim_end_matches(" (deleted)");
         let name = name.strip_suffix(".exe").unwrap_or(name);
-        let dir = relative.parent().and_then(Path::file_name).and_then(|d| d.to_str());
+        let dir = relative
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|d| d.to_str());
         let target_of = |kind: cargo_metadata::TargetKind| {
             self.packages
                 .iter()

@@ -43,8 +43,16 @@ impl Fixture {
             std::fs::write(&path, text.replace(from, to)).unwrap();
         };
         substitute("Cargo.toml", "LOOPCHECK_PATH", &repository.display().to_string());
-        substitute("Cargo.toml", "name = \"report\"", &format!("name = \"{package}\""));
-        substitute("tests/server_task.rs", "/*HELD_PORT*/ 1", &lease.port().to_string());
+        substitute(
+            "Cargo.toml",
+            "name = \"report\"",
+            &format!("name = \"{package}\""),
+        );
+        substitute(
+            "tests/server_task.rs",
+            "/*HELD_PORT*/ 1",
+            &lease.port().to_string(),
+        );
         Fixture {
             dir,
             package: package.to_owned(),
@@ -84,7 +92,10 @@ impl Fixture {
     fn test(&self, args: &[&str], backtrace: &str) -> Output {
         let mut command = self.command("test", args);
         command.env("RUST_BACKTRACE", backtrace);
-        wait_bounded(command.spawn().expect("run cargo-loopcheck"), Duration::from_secs(600))
+        wait_bounded(
+            command.spawn().expect("run cargo-loopcheck"),
+            Duration::from_secs(600),
+        )
     }
 }
 
@@ -191,8 +202,14 @@ fn junit_case(path: &Path, binary: &str, name: &str) -> (quick_junit::TestCase, 
         quick_junit::TestCaseStatus::NonSuccess {
             message, description, ..
         } => Some((
-            message.as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default(),
-            description.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default(),
+            message
+                .as_ref()
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_default(),
+            description
+                .as_ref()
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or_default(),
         )),
         _ => None,
     };
@@ -223,15 +240,23 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
         fixture.line_of("tests/server_task.rs", "async fn server_task_fails_to_bind")
     );
     let message = task["message"].as_str().expect("a message");
-    let root = message.find("AddrInUse").unwrap_or_else(|| panic!("the root cause is shown: {message}"));
-    let last = message.find("RecvError").unwrap_or_else(|| panic!("the last panic is shown: {message}"));
+    let root = message
+        .find("AddrInUse")
+        .unwrap_or_else(|| panic!("the root cause is shown: {message}"));
+    let last = message
+        .find("RecvError")
+        .unwrap_or_else(|| panic!("the last panic is shown: {message}"));
     assert!(root < last, "{message}");
     assert!(message.contains("then, the last of 2 panics:"), "{message}");
     assert!(!message.contains("stack backtrace"), "{message}");
     let diagnoses = task["diagnoses"].as_array().expect("diagnoses");
     assert_eq!(diagnoses.len(), 1, "{task:#}");
     assert_eq!(diagnoses[0]["code"], "LC001", "{task:#}");
-    assert_eq!(diagnoses[0]["processes"][0]["pid"], std::process::id(), "{task:#}");
+    assert_eq!(
+        diagnoses[0]["processes"][0]["pid"],
+        std::process::id(),
+        "{task:#}"
+    );
     assert_eq!(
         diagnoses[0]["addr"],
         fixture.held.local_addr().unwrap().to_string()
@@ -241,7 +266,10 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
     let case = test(&report, "binds_its_case::case_1");
     assert_eq!(case["status"], "failed");
     assert_eq!(case["file"], "tests/server_task.rs");
-    assert_eq!(case["line"], fixture.line_of("tests/server_task.rs", "fn binds_its_case("));
+    assert_eq!(
+        case["line"],
+        fixture.line_of("tests/server_task.rs", "fn binds_its_case(")
+    );
     assert_eq!(test(&report, "binds_its_case::case_2")["status"], "passed");
 
     // JUnit: each panic once, the root cause in the message, no frames of std or tokio.
@@ -250,11 +278,21 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
     assert!(message.starts_with("LC001"), "{message}");
     assert!(message.contains("AddrInUse"), "{message}");
     assert_eq!(description.matches("kind: AddrInUse").count(), 1, "{description}");
-    assert_eq!(description.matches("Failed to wait for server").count(), 1, "{description}");
+    assert_eq!(
+        description.matches("Failed to wait for server").count(),
+        1,
+        "{description}"
+    );
     assert!(!description.contains("tokio::runtime"), "{description}");
     assert!(!description.contains("std::panicking"), "{description}");
-    assert!(description.contains("at ./tests/server_task.rs:"), "own frames stay: {description}");
-    assert!(description.contains("frames of std and dependencies left out"), "{description}");
+    assert!(
+        description.contains("at ./tests/server_task.rs:"),
+        "own frames stay: {description}"
+    );
+    assert!(
+        description.contains("frames of std and dependencies left out"),
+        "{description}"
+    );
     assert!(description.contains("error[LC001]"), "{description}");
 
     // Human: both panics under the heading, the runner's skipped count in the summary.
@@ -265,9 +303,15 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
         "FAIL {binary} server_task_fails_to_bind (tests/server_task.rs:{})",
         fixture.line_of("tests/server_task.rs", "async fn server_task_fails_to_bind")
     );
-    let report_part = &text[text.find(&heading).unwrap_or_else(|| panic!("{heading} in {text}"))..];
-    let root = report_part.find("kind: AddrInUse").expect("the root cause under the heading");
-    let last = report_part.find("RecvError").expect("the last panic under the heading");
+    let report_part = &text[text
+        .find(&heading)
+        .unwrap_or_else(|| panic!("{heading} in {text}"))..];
+    let root = report_part
+        .find("kind: AddrInUse")
+        .expect("the root cause under the heading");
+    let last = report_part
+        .find("RecvError")
+        .expect("the last panic under the heading");
     assert!(root < last, "{report_part}");
     assert!(
         text.contains(&format!(
@@ -280,7 +324,10 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
         .lines()
         .find(|l| l.trim_start().starts_with("Summary") && l.contains("tests with"))
         .unwrap_or_else(|| panic!("a summary line: {text}"));
-    assert!(summary.contains("1 passed, 2 failed, 0 flaky, 1 skipped"), "{summary}");
+    assert!(
+        summary.contains("1 passed, 2 failed, 0 flaky, 1 skipped"),
+        "{summary}"
+    );
     assert!(summary.contains("4 tests"), "{summary}");
     // The holder's command is on one line, whatever it is.
     for line in report_part.lines().filter(|l| l.contains("held by pid")) {
@@ -317,7 +364,10 @@ fn stop_mid_run(fixture: &Fixture, args: &[&str], signal: i32) -> (Output, u32) 
     let mut child = command.spawn().expect("run cargo-loopcheck");
     let started = Instant::now();
     let slow = loop {
-        if let Some(pid) = std::fs::read_to_string(&ready).ok().and_then(|t| t.trim().parse().ok()) {
+        if let Some(pid) = std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
             break pid;
         }
         if child.try_wait().expect("wait").is_some() {
@@ -360,8 +410,15 @@ fn sigterm_leaves_a_report_and_junit(runner: &str, package: &str) {
     ];
     let (output, slow) = stop_mid_run(&fixture, &args, libc::SIGTERM);
     let text = stderr(&output);
-    assert_eq!(code(&output), Some(ExitCode::FOUND.into()), "a test had failed: {text}");
-    assert!(text.contains("the run was stopped by SIGTERM before it ended"), "{text}");
+    assert_eq!(
+        code(&output),
+        Some(ExitCode::FOUND.into()),
+        "a test had failed: {text}"
+    );
+    assert!(
+        text.contains("the run was stopped by SIGTERM before it ended"),
+        "{text}"
+    );
     let quick = format!("{}::quick", fixture.package);
     assert!(
         text.contains(&format!("FAIL {quick} fails (tests/quick.rs:")),
@@ -413,7 +470,10 @@ fn sigint_with_nothing_failed_could_not_run() {
     let (output, slow) = stop_mid_run(&fixture, &args, libc::SIGINT);
     let text = stderr(&output);
     assert_eq!(code(&output), Some(ExitCode::COULD_NOT_RUN.into()), "{text}");
-    assert!(text.contains("the run was stopped by SIGINT before it ended"), "{text}");
+    assert!(
+        text.contains("the run was stopped by SIGINT before it ended"),
+        "{text}"
+    );
     assert!(text.contains("1 passed, 0 failed"), "{text}");
     let quick = format!("{}::quick", fixture.package);
     assert!(junit_case(&junit, &quick, "passes").1.is_none());

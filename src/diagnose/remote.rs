@@ -84,10 +84,26 @@ mod tests {
     #[test]
     fn a_remote_outcome_says_what_was_seen_and_never_that_nothing_listens() {
         let cases = [
-            (io::ErrorKind::ConnectionRefused, Code::ConnectionRefused, "refused the connection"),
-            (io::ErrorKind::HostUnreachable, Code::ConnectTimeout, "unreachable"),
-            (io::ErrorKind::NetworkUnreachable, Code::ConnectTimeout, "unreachable"),
-            (io::ErrorKind::TimedOut, Code::ConnectTimeout, "nothing answered in time"),
+            (
+                io::ErrorKind::ConnectionRefused,
+                Code::ConnectionRefused,
+                "refused the connection",
+            ),
+            (
+                io::ErrorKind::HostUnreachable,
+                Code::ConnectTimeout,
+                "unreachable",
+            ),
+            (
+                io::ErrorKind::NetworkUnreachable,
+                Code::ConnectTimeout,
+                "unreachable",
+            ),
+            (
+                io::ErrorKind::TimedOut,
+                Code::ConnectTimeout,
+                "nothing answered in time",
+            ),
         ];
         for (kind, code, seen) in cases {
             let err = io::Error::from(kind);
@@ -96,7 +112,9 @@ mod tests {
             assert!(d.summary.contains(seen), "{kind:?}: {}", d.summary);
             assert!(!d.summary.contains("nothing listens"), "{}", d.summary);
             assert!(
-                d.evidence.iter().any(|e| e.contains("not visible to a scan from here")),
+                d.evidence
+                    .iter()
+                    .any(|e| e.contains("not visible to a scan from here")),
                 "{:?}",
                 d.evidence
             );
@@ -104,6 +122,10 @@ mod tests {
         }
         let answered = explain(remote(), Ok(()));
         assert_eq!(answered.severity, Severity::Info);
-        assert!(answered.summary.contains("another host answers"), "{}", answered.summary);
+        assert!(
+            answered.summary.contains("another host answers"),
+            "{}",
+            answered.summary
+        );
     }
 }

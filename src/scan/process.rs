@@ -373,7 +373,13 @@ fn one_line(text: &str) -> String {
         return text.to_owned();
     }
     text.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -476,7 +482,11 @@ mod tests {
         assert_eq!(info.command(), "kthreadd");
         info.cmdline = vec!["sleep".into(), "10".into()];
         assert_eq!(info.command(), "sleep 10");
-        info.cmdline = vec!["python3".into(), "-c".into(), "import socket\n\tserve()\r\u{1b}".into()];
+        info.cmdline = vec![
+            "python3".into(),
+            "-c".into(),
+            "import socket\n\tserve()\r\u{1b}".into(),
+        ];
         assert_eq!(info.command(), r"python3 -c import socket\n\tserve()\r\u{1b}");
         assert_eq!(one_line("pid 7 `ünïcode`"), "pid 7 `ünïcode`");
     }

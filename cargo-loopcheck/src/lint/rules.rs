@@ -609,9 +609,9 @@ impl Linter {
             Form::Addr => format!(
                 "take the port from the test: `{test}(addr: SocketAddr)`, or `loopcheck::tcp_listener()`"
             ),
-            Form::Port => format!(
-                "take the port from the test: `{test}(port: u16)`, or `loopcheck::reserve_port()`"
-            ),
+            Form::Port => {
+                format!("take the port from the test: `{test}(port: u16)`, or `loopcheck::reserve_port()`")
+            }
         };
         self.hit(Code::HardCodedPort, lit.pos, Some(lit.value), message, suggestion);
     }

@@ -34,7 +34,9 @@ pub(crate) fn wildcard_holder(local: SocketAddr, holder: ProcessRef) -> Diagnosi
 /// once, and only when some diagnosis names a holder.
 pub(crate) fn flag_wildcard_holders(executions: &mut [Execution]) {
     let named = |d: &Diagnosis| {
-        matches!(d.code, Code::PortInUse | Code::ZombieListener) && d.addr.is_some() && !d.processes.is_empty()
+        matches!(d.code, Code::PortInUse | Code::ZombieListener)
+            && d.addr.is_some()
+            && !d.processes.is_empty()
     };
     if !executions.iter().any(|e| e.diagnoses.iter().any(named)) {
         return;
@@ -73,7 +75,7 @@ fn exposed(table: &SocketTable, diagnosis: &Diagnosis) -> Vec<Diagnosis> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopcheck::scan::{Backend, Protocol, ProcessInfo, SocketEntry, SocketState};
+    use loopcheck::scan::{Backend, ProcessInfo, Protocol, SocketEntry, SocketState};
 
     /// A table with one listener on `local` held by this process: a wildcard listener is
     /// never really bound in a test, which would expose it beyond loopback.
@@ -102,7 +104,12 @@ mod tests {
             eprintln!("skipped: this platform cannot read its own process");
             return;
         };
-        let mut diagnosis = Diagnosis::new(Code::PortInUse, Some("127.0.0.1:7878".parse().unwrap()), "in use", "fix");
+        let mut diagnosis = Diagnosis::new(
+            Code::PortInUse,
+            Some("127.0.0.1:7878".parse().unwrap()),
+            "in use",
+            "fix",
+        );
         diagnosis.processes.push(process_ref(&me, "holder"));
         for wildcard in ["0.0.0.0:7878", "[::]:7878"] {
             let found = exposed(&table(&me, wildcard), &diagnosis);
@@ -110,18 +117,35 @@ mod tests {
             assert_eq!(found[0].code, Code::WildcardBind);
             assert_eq!(found[0].addr, Some(wildcard.parse().unwrap()));
             assert_eq!(found[0].processes[0].pid, me.pid);
-            assert!(found[0].summary.contains("reachable from the network"), "{}", found[0].summary);
+            assert!(
+                found[0].summary.contains("reachable from the network"),
+                "{}",
+                found[0].summary
+            );
         }
-        assert!(exposed(&table(&me, "127.0.0.1:7878"), &diagnosis).is_empty(), "loopback exposes nothing");
-        assert!(exposed(&table(&me, "0.0.0.0:7879"), &diagnosis).is_empty(), "another port");
+        assert!(
+            exposed(&table(&me, "127.0.0.1:7878"), &diagnosis).is_empty(),
+            "loopback exposes nothing"
+        );
+        assert!(
+            exposed(&table(&me, "0.0.0.0:7879"), &diagnosis).is_empty(),
+            "another port"
+        );
         let mut other = diagnosis.clone();
         other.processes[0].pid = u32::MAX;
-        assert!(exposed(&table(&me, "0.0.0.0:7878"), &other).is_empty(), "another holder");
+        assert!(
+            exposed(&table(&me, "0.0.0.0:7878"), &other).is_empty(),
+            "another holder"
+        );
     }
 
     #[test]
     fn no_holder_no_scan() {
-        let mut executions = [Execution::new("demo::net", "plain", super::super::model::Status::Failed)];
+        let mut executions = [Execution::new(
+            "demo::net",
+            "plain",
+            super::super::model::Status::Failed,
+        )];
         flag_wildcard_holders(&mut executions);
         assert!(executions[0].diagnoses.is_empty());
     }

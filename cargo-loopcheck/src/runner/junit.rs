@@ -261,14 +261,14 @@ called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, mes
         assert!(!output.contains("running 1 test"), "{output}");
         assert!(!output.contains("test result:"), "{output}");
         // Without stored output, the description is what there is.
-        let bare = SERVER_TASK
-            .split("<system-out>")
-            .next()
-            .unwrap()
-            .to_owned()
+        let bare = SERVER_TASK.split("<system-out>").next().unwrap().to_owned()
             + "</testcase></testsuite></testsuites>";
         let executions = read(&bare).expect("valid report");
-        assert!(executions[0].output.contains("Canceled"), "{}", executions[0].output);
+        assert!(
+            executions[0].output.contains("Canceled"),
+            "{}",
+            executions[0].output
+        );
     }
 
     #[test]

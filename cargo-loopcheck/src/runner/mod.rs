@@ -176,7 +176,10 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             };
             copies_run += 1;
             if let Some(count) = runner_skipped {
-                let listed = round_executions.iter().filter(|e| e.status == Status::Skipped).count();
+                let listed = round_executions
+                    .iter()
+                    .filter(|e| e.status == Status::Skipped)
+                    .count();
                 let listed = u32::try_from(listed).unwrap_or(u32::MAX);
                 skipped_unlisted = skipped_unlisted.max(count.saturating_sub(listed));
             }
@@ -414,13 +417,11 @@ impl Finished {
                     Some(path) => path,
                     None if stopped => return Ok(Vec::new()),
                     None => {
-                        return Err(
-                            failed_to_run(format!(
-                                ", and wrote no JUnit report, neither at {} nor under {}",
-                                ours.display(),
-                                stores[0].display()
-                            )),
-                        );
+                        return Err(failed_to_run(format!(
+                            ", and wrote no JUnit report, neither at {} nor under {}",
+                            ours.display(),
+                            stores[0].display()
+                        )));
                     }
                 };
                 let xml = std::fs::read_to_string(&path).map_err(|source| Error::Io {

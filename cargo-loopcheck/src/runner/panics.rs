@@ -195,7 +195,8 @@ Failed to wait for server to be ready: Canceled"
 
     #[test]
     fn errors_returned_and_output_without_a_panic() {
-        let returned = "log line\nError: bind 127.0.0.1:7003\n\nCaused by:\n    Address already in use (os error 98)\n";
+        let returned =
+            "log line\nError: bind 127.0.0.1:7003\n\nCaused by:\n    Address already in use (os error 98)\n";
         let found = failures(returned);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].lines[0], "Error: bind 127.0.0.1:7003");
@@ -210,11 +211,18 @@ Failed to wait for server to be ready: Canceled"
     #[test]
     fn backtraces_keep_only_the_workspace_frames() {
         let trimmed = trim_backtraces(TASK);
-        assert!(trimmed.contains("   2: a::serves::{{closure}}::{{closure}}\n             at ./tests/a.rs:11:81\n"), "{trimmed}");
+        assert!(
+            trimmed
+                .contains("   2: a::serves::{{closure}}::{{closure}}\n             at ./tests/a.rs:11:81\n"),
+            "{trimmed}"
+        );
         assert!(!trimmed.contains("tokio::runtime"), "{trimmed}");
         assert!(!trimmed.contains("unwrap_failed"), "{trimmed}");
         assert!(!trimmed.contains("__rust_try"), "{trimmed}");
-        assert!(trimmed.contains("(4 frames of std and dependencies left out)"), "{trimmed}");
+        assert!(
+            trimmed.contains("(4 frames of std and dependencies left out)"),
+            "{trimmed}"
+        );
         assert!(!trimmed.contains("RUST_BACKTRACE=full"), "{trimmed}");
         assert!(trimmed.contains("Failed to wait for server to be ready: Canceled"));
         let plain = "no backtrace\nat all\n";

@@ -141,7 +141,11 @@ mod tests {
         let background = dir.path().join("background");
         let mut command = Command::new("sh");
         command
-            .args(["-c", "trap '' TERM; sleep 30 & echo $! > \"$1\"; sleep 30; wait", "sh"])
+            .args([
+                "-c",
+                "trap '' TERM; sleep 30 & echo $! > \"$1\"; sleep 30; wait",
+                "sh",
+            ])
             .arg(&background);
         own_group(&mut command);
         let mut child = command.spawn().expect("sh runs");
@@ -159,7 +163,10 @@ mod tests {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "SIGKILL ends the group");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "SIGKILL ends the group"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         use std::os::unix::process::ExitStatusExt;
