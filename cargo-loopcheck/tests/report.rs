@@ -540,3 +540,51 @@ fn a_registry_directory_loopcheck_did_not_create_is_never_chmodded() {
         assert!(text.contains("private directory"), "{command}: {text}");
     }
 }
+
+/// `probe` of an address that is not on this host, inside a network namespace this test
+/// creates (only a loopback, down): nothing can leave it, and the attempt fails at once.
+#[test]
+fn a_probe_of_another_host_says_what_it_saw_not_that_nothing_listens() {
+    let works = Command::new("unshare")
+        .args(["-n", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("skipped: `unshare -n` cannot create a network namespace here");
+        assert!(
+            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
+            "LOOPCHECK_REQUIRE_TOOLS is set and `unshare -n` does not work"
+        );
+        return;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_cargo-loopcheck"))
+        .args([
+            "loopcheck",
+            "probe",
+            "10.200.0.2:80",
+            "--timeout",
+            "500ms",
+            "--format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = wait_bounded(command.spawn().expect("run unshare"), Duration::from_secs(60));
+    assert_eq!(code(&output), Some(ExitCode::FOUND.into()), "{}", stderr(&output));
+    let diagnosis = json(&output);
+    let summary = diagnosis["summary"].as_str().expect("a summary");
+    assert!(!summary.contains("nothing listens"), "{diagnosis:#}");
+    assert!(summary.contains("unreachable"), "{diagnosis:#}");
+    assert_eq!(diagnosis["code"], "LC006");
+    assert!(
+        diagnosis["evidence"]
+            .to_string()
+            .contains("not visible to a scan from here"),
+        "{diagnosis:#}"
+    );
+}

@@ -7,10 +7,51 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use crate::report::{Code, Diagnosis, Severity};
 
-/// Whether `ip` is an address of this host: loopback, a wildcard, or one of its interfaces'.
-/// Tells by binding a UDP socket to it, which sends nothing.
+/// Whether `ip` is an address of this host: loopback, a wildcard, or one of its interfaces'
+/// (`getifaddrs` on Unix; elsewhere, whether a UDP socket binds to it). Nothing is sent.
 pub(crate) fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    #[cfg(unix)]
+    if let Some(addrs) = interface_addrs() {
+        return addrs.contains(&ip);
+    }
+    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// The addresses of this host's interfaces, or `None` when they cannot be listed. (A bind
+/// is no test on Linux: in a network namespace whose loopback is down, any address binds.)
+#[cfg(unix)]
+fn interface_addrs() -> Option<Vec<IpAddr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut addrs = Vec::new();
+    let mut at = list;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*at };
+        if !entry.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let v4 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                addrs.push(IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let v6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                addrs.push(IpAddr::from(v6.sin6_addr.s6_addr));
+            }
+        }
+        at = entry.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Some(addrs)
 }
 
 /// What a connection to `addr`, an address of another host, showed: `outcome` is the
@@ -79,6 +120,13 @@ mod tests {
         assert!(is_local("::".parse().unwrap()));
         assert!(!is_local(remote().ip()));
         assert!(!is_local("192.0.2.1".parse().unwrap()), "TEST-NET-1 is nobody's");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_interfaces_include_loopback() {
+        let addrs = interface_addrs().expect("getifaddrs works");
+        assert!(addrs.contains(&"127.0.0.1".parse().unwrap()), "{addrs:?}");
     }
 
     #[test]
