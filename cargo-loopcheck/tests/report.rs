@@ -355,12 +355,15 @@ fn ended(pid: u32) -> bool {
 }
 
 /// Starts `cargo loopcheck test` on the quick and slow binaries, waits until the slow test
-/// says the quick ones are done, sends it `signal`, and returns what it reported, with the
-/// slow test's pid.
-fn stop_mid_run(fixture: &Fixture, args: &[&str], signal: i32) -> (Output, u32) {
+/// says the quick ones (`after`, comma-separated) are done, sends it `signal`, and returns what
+/// it reported, with the slow test's pid.
+fn stop_mid_run(fixture: &Fixture, args: &[&str], after: &str, signal: i32) -> (Output, u32) {
     let ready = fixture.dir.path().join("ready");
     let mut command = fixture.command("test", args);
-    command.env("REPORT_READY", &ready).env("RUST_BACKTRACE", "0");
+    command
+        .env("REPORT_READY", &ready)
+        .env("REPORT_AFTER", after)
+        .env("RUST_BACKTRACE", "0");
     let mut child = command.spawn().expect("run cargo-loopcheck");
     let started = Instant::now();
     let slow = loop {
@@ -408,7 +411,7 @@ fn sigterm_leaves_a_report_and_junit(runner: &str, package: &str) {
         "--test",
         "slow",
     ];
-    let (output, slow) = stop_mid_run(&fixture, &args, libc::SIGTERM);
+    let (output, slow) = stop_mid_run(&fixture, &args, "passes,fails", libc::SIGTERM);
     let text = stderr(&output);
     assert_eq!(
         code(&output),
@@ -467,7 +470,7 @@ fn sigint_with_nothing_failed_could_not_run() {
         "passes",
         "outlasts_the_run",
     ];
-    let (output, slow) = stop_mid_run(&fixture, &args, libc::SIGINT);
+    let (output, slow) = stop_mid_run(&fixture, &args, "passes", libc::SIGINT);
     let text = stderr(&output);
     assert_eq!(code(&output), Some(ExitCode::COULD_NOT_RUN.into()), "{text}");
     assert!(
