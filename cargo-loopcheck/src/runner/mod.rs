@@ -118,6 +118,13 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let mut interrupted: Option<signals::Stop> = None;
     'rounds: for round in 0..args.repeat {
         if let Some(stop) = signals::received() {
+            // Before the first round, nothing ran and the workspace is not read yet.
+            if round == 0 {
+                return Err(Error::Interrupted {
+                    signal: stop.name(),
+                    finished: 0,
+                });
+            }
             interrupted = Some(stop);
             break;
         }
