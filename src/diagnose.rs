@@ -10,6 +10,8 @@ use crate::policy::PortPolicy;
 use crate::report::{Code, Diagnosis, ProcessRef, Severity};
 use crate::scan::{self, ProcessInfo, ScanOptions, SocketEntry, SocketState, SocketTable};
 
+mod remote;
+
 /// Explains `err`, returned by a bind, connect, read or write involving `addr`.
 ///
 /// The socket table is read at once, so call this right where the error happened. A refused
@@ -136,6 +138,13 @@ impl Default for Diagnoser {
 impl Diagnoser {
     /// See [`diagnose`].
     pub fn diagnose(&self, err: &io::Error, addr: SocketAddr) -> Diagnosis {
+        let bind_error = matches!(
+            err.kind(),
+            io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable | io::ErrorKind::PermissionDenied
+        );
+        if !bind_error && !remote::is_local(addr.ip()) {
+            return remote::explain(addr, Err(err));
+        }
         let port = Port::scan(addr);
         match err.kind() {
             io::ErrorKind::AddrInUse => port.in_use(err),
@@ -204,7 +213,12 @@ impl Diagnoser {
 
     /// See [`probe`].
     pub fn probe(&self, addr: SocketAddr, timeout: Duration) -> Diagnosis {
-        match TcpStream::connect_timeout(&addr, timeout) {
+        let connected = TcpStream::connect_timeout(&addr, timeout);
+        // Another host's sockets are not in this host's table: say what was seen, no more.
+        if !remote::is_local(addr.ip()) {
+            return remote::explain(addr, connected.as_ref().map(drop));
+        }
+        match connected {
             Ok(stream) => {
                 drop(stream);
                 let mut diagnosis = Port::scan(addr).answered(None);

@@ -54,9 +54,15 @@ const STATE_OFFSET: u64 = 10;
 /// assert!(dir.is_absolute() || std::env::var_os("LOOPCHECK_DIR").is_some());
 /// ```
 pub fn registry_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(DIR_VAR).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
+    match std::env::var_os(DIR_VAR).filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => default_registry_dir(),
     }
+}
+
+/// The directory loopcheck makes for itself when `LOOPCHECK_DIR` is not set: the only one
+/// whose mode it may advise changing, as it created it.
+fn default_registry_dir() -> PathBuf {
     if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(runtime).join("loopcheck");
     }
@@ -103,7 +109,7 @@ impl Registry {
                 });
             }
         };
-        check_dir(&dir, &meta)?;
+        check_dir(&dir, &meta, dir == default_registry_dir())?;
         Ok(Registry { dir })
     }
 
@@ -426,20 +432,31 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     }
 }
 
-fn check_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+/// Refuses `dir` unless it is a private directory of this user. `own`: whether it is the
+/// directory loopcheck makes for itself; any other (`LOOPCHECK_DIR=/etc`) is someone's, and
+/// the advice is never to change or remove it but to use a private directory instead.
+fn check_dir(dir: &Path, meta: &fs::Metadata, own: bool) -> Result<()> {
     let unsafe_dir = |reason: String| Error::UnsafeDir {
         path: dir.to_path_buf(),
         reason,
     };
+    let elsewhere = format!(
+        "point `{DIR_VAR}` at a private directory of your own instead (create one with `mkdir -m 700 DIR`), or unset it to use {}",
+        default_registry_dir().display()
+    );
     if meta.file_type().is_symlink() {
-        return Err(unsafe_dir(format!(
-            "it is a symbolic link; remove it or point `{DIR_VAR}` at a private directory"
-        )));
+        return Err(unsafe_dir(if own {
+            format!("it is a symbolic link; remove it or point `{DIR_VAR}` at a private directory")
+        } else {
+            format!("it is a symbolic link; {elsewhere}")
+        }));
     }
     if !meta.is_dir() {
-        return Err(unsafe_dir(format!(
-            "it is not a directory; remove it or set `{DIR_VAR}`"
-        )));
+        return Err(unsafe_dir(if own {
+            format!("it is not a directory; remove it or set `{DIR_VAR}`")
+        } else {
+            format!("it is not a directory; {elsewhere}")
+        }));
     }
     #[cfg(unix)]
     {
@@ -447,17 +464,28 @@ fn check_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
         if let Some(uid) = crate::sys::current_uid()
             && meta.uid() != uid
         {
-            return Err(unsafe_dir(format!(
-                "it is owned by uid {}, not by this user (uid {uid}); set `{DIR_VAR}` to a directory of your own",
-                meta.uid()
-            )));
+            return Err(unsafe_dir(if own {
+                format!(
+                    "it is owned by uid {}, not by this user (uid {uid}); set `{DIR_VAR}` to a directory of your own",
+                    meta.uid()
+                )
+            } else {
+                format!(
+                    "it is owned by uid {}, not by this user (uid {uid}); {elsewhere}",
+                    meta.uid()
+                )
+            }));
         }
         if meta.mode() & 0o077 != 0 {
-            return Err(unsafe_dir(format!(
-                "other users can read or write it (mode {:o}); run `chmod 700 {}` or set `{DIR_VAR}`",
-                meta.mode() & 0o7777,
-                dir.display()
-            )));
+            let mode = meta.mode() & 0o7777;
+            return Err(unsafe_dir(if own {
+                format!(
+                    "other users can read or write it (mode {mode:o}); run `chmod 700 {}` or set `{DIR_VAR}`",
+                    dir.display()
+                )
+            } else {
+                format!("other users can read or write it (mode {mode:o}); {elsewhere}")
+            }));
         }
     }
     Ok(())
@@ -695,11 +723,29 @@ mod tests {
         let shared = root.path().join("shared");
         fs::create_dir(&shared).unwrap();
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = Registry::open(shared).unwrap_err().to_string();
-        assert!(
-            err.contains("other users can read or write") && err.contains("chmod 700"),
-            "{err}"
-        );
+        let err = Registry::open(shared.clone()).unwrap_err().to_string();
+        assert!(err.contains("other users can read or write"), "{err}");
+        // Not a directory loopcheck made: its mode is not loopcheck's to change.
+        assert!(!err.contains("chmod"), "{err}");
+        assert!(err.contains("private directory of your own"), "{err}");
+        // The directory loopcheck made for itself may be fixed in place.
+        let meta = fs::symlink_metadata(&shared).unwrap();
+        let err = check_dir(&shared, &meta, true).unwrap_err().to_string();
+        assert!(err.contains(&format!("chmod 700 {}", shared.display())), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_system_directory_is_never_advised_a_new_mode() {
+        // `LOOPCHECK_DIR=/etc`: owned by root, mode 755; refused whoever runs this.
+        let err = Registry::open(PathBuf::from("/etc")).unwrap_err().to_string();
+        assert!(!err.contains("chmod"), "{err}");
+        assert!(!err.contains("remove it"), "{err}");
+        assert!(err.contains("private directory of your own"), "{err}");
+        let err = Registry::open(PathBuf::from("/etc/passwd"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("remove it"), "{err}");
     }
 
     #[cfg(unix)]

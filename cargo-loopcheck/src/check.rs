@@ -78,7 +78,7 @@ pub fn doctor_findings(checks: &[Check]) -> Vec<Finding> {
 pub fn report(workspace: &Workspace) -> Result<Report> {
     let mut findings: Vec<Finding> = zombies::find(workspace)?
         .iter()
-        .map(zombies::Zombie::finding)
+        .flat_map(zombies::Zombie::findings)
         .collect();
     findings.extend(stale_leases());
     let checks = doctor::checks();

@@ -339,7 +339,7 @@ fn registry() -> Check {
         }
         Err(err) => Check {
             fix: Some(
-                "fix the directory as the message says, or point `LOOPCHECK_DIR` at a private directory"
+                "point `LOOPCHECK_DIR` at a private directory of your own (`mkdir -m 700 DIR`); change a directory's mode only if loopcheck created it"
                     .into(),
             ),
             ..Check::new("lease registry", Status::Error, err.to_string())

@@ -72,6 +72,17 @@ pub enum Error {
         detail: String,
     },
 
+    /// A SIGTERM or SIGINT stopped `test` before the suite ran to its end.
+    #[error(
+        "the run was stopped by {signal} before it ended: the report covers the {finished} test(s) that had finished"
+    )]
+    Interrupted {
+        /// `SIGTERM` or `SIGINT`.
+        signal: &'static str,
+        /// How many tests the report covers.
+        finished: usize,
+    },
+
     /// A file or directory of the run could not be created, written or read.
     #[error("cannot {action} `{}`", path.display())]
     Io {

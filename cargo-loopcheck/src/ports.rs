@@ -45,6 +45,9 @@ pub struct PortRow {
     pub zombie_reason: Option<String>,
     /// The package of this workspace whose test binary holds the socket.
     pub workspace_package: Option<String>,
+    /// What the holder's executable is to the workspace, in words.
+    #[serde(skip)]
+    pub built: Option<String>,
 }
 
 /// The lease column of a row.
@@ -87,9 +90,12 @@ pub fn rows(table: &SocketTable, leases: &[LeaseInfo], workspace: Option<&Worksp
                     pid: l.record.as_ref().map(|r| r.pid),
                     test: l.record.as_ref().and_then(|r| r.test.clone()),
                 });
-            let workspace_package = match (workspace, owner.and_then(|o| o.exe.as_deref())) {
-                (Some(ws), Some(exe)) => ws.package_of_binary(exe).map(str::to_owned),
-                _ => None,
+            let (workspace_package, built) = match (workspace, owner.and_then(|o| o.exe.as_deref())) {
+                (Some(ws), Some(exe)) => (
+                    ws.package_of_binary(exe).map(str::to_owned),
+                    ws.describe_binary(exe),
+                ),
+                _ => (None, None),
             };
             PortRow {
                 protocol: socket.protocol.as_str(),
@@ -105,6 +111,7 @@ pub fn rows(table: &SocketTable, leases: &[LeaseInfo], workspace: Option<&Worksp
                 zombie,
                 zombie_reason,
                 workspace_package,
+                built,
             }
         })
         .collect()
@@ -215,8 +222,8 @@ fn print_table(term: &Term, rows: &[PortRow], limitations: &[String]) -> std::io
             };
             notes.push(format!("{status}{test}"));
         }
-        if let Some(package) = &row.workspace_package {
-            notes.push(format!("test binary of {package}"));
+        if let Some(built) = &row.built {
+            notes.push(built.clone());
         }
         if let Some(remote) = row.remote {
             notes.push(format!("to {remote}"));

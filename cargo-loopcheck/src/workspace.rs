@@ -46,6 +46,37 @@ impl Workspace {
         })
     }
 
+    /// What `exe` is to this workspace, in words: a target's test binary (`deps/NAME-HASH`)
+    /// is the `test binary of `PACKAGE``; a `bin` target (`debug/server`) is `the workspace's
+    /// binary `server``, and an example `the workspace's example `NAME``, of their package.
+    pub fn describe_binary(&self, exe: &Path) -> Option<String> {
+        let package = self.package_of_binary(exe)?;
+        let relative = exe.strip_prefix(&self.target_dir).ok()?;
+        let name = relative.file_name()?.to_str()?.trim_end_matches(" (deleted)");
+        let name = name.strip_suffix(".exe").unwrap_or(name);
+        let dir = relative
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|d| d.to_str());
+        let target_of = |kind: cargo_metadata::TargetKind| {
+            self.packages
+                .iter()
+                .filter(|p| p.name.as_str() == package)
+                .flat_map(|p| &p.targets)
+                .find(|t| t.is_kind(kind.clone()) && t.name == name)
+        };
+        Some(match dir {
+            Some("examples") if target_of(cargo_metadata::TargetKind::Example).is_some() => {
+                format!("the workspace's example `{name}` of `{package}`")
+            }
+            Some("deps") | None => format!("test binary of `{package}`"),
+            Some(_) if target_of(cargo_metadata::TargetKind::Bin).is_some() => {
+                format!("the workspace's binary `{name}` of `{package}`")
+            }
+            Some(_) => format!("a binary of `{package}`"),
+        })
+    }
+
     /// The package whose test binary `exe` is, by the binary's name (`deps/NAME-HASH`).
     pub fn package_of_binary(&self, exe: &Path) -> Option<&str> {
         let exe = exe.strip_prefix(&self.target_dir).ok()?;

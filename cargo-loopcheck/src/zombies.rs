@@ -27,6 +27,10 @@ pub struct Zombie {
     pub test: Option<String>,
     /// The workspace package whose test binary it is, if any.
     pub package: Option<String>,
+    /// What its executable is to the workspace: `test binary of `PACKAGE``, `the
+    /// workspace's binary `NAME` of `PACKAGE``.
+    #[serde(skip)]
+    pub built: Option<String>,
     /// How long it has been running, in seconds, where known.
     pub age_secs: Option<u64>,
     /// Why it is a leftover.
@@ -47,9 +51,9 @@ impl Zombie {
             .map(|s| format!(", running for {}", human_age(s)))
             .unwrap_or_default();
         let package = self
-            .package
+            .built
             .as_deref()
-            .map(|p| format!(" (test binary of `{p}`)"))
+            .map(|built| format!(" ({built})"))
             .unwrap_or_default();
         let mut f = Finding::new(
             Code::ZombieListener,
@@ -68,6 +72,30 @@ impl Zombie {
             self.pid
         ));
         f
+    }
+
+    /// Its findings: LC002, and LC011 when it listens on a wildcard address, which exposes
+    /// its port beyond loopback.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut findings = vec![self.finding()];
+        if let Some(wildcard) = self.addrs.iter().find(|a| a.ip().is_unspecified()) {
+            let mut f = Finding::new(
+                Code::WildcardBind,
+                format!(
+                    "zombie listener pid {} listens on {wildcard}, every address of this host: it is reachable from the network",
+                    self.pid
+                ),
+            );
+            f.port = Some(wildcard.port());
+            f.pid = Some(self.pid);
+            f.command = Some(self.command.clone());
+            f.suggestion = Some(
+                "end it (`cargo loopcheck reap --yes`), and bind servers to loopback (`127.0.0.1`, or `loopcheck::loopback_ip()` in tests)"
+                    .to_owned(),
+            );
+            findings.push(f);
+        }
+        findings
     }
 }
 
@@ -150,6 +178,10 @@ pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
                 .as_deref()
                 .and_then(|exe| workspace.package_of_binary(exe))
                 .map(str::to_owned),
+            built: process
+                .exe
+                .as_deref()
+                .and_then(|exe| workspace.describe_binary(exe)),
             age_secs: age_secs(process.start_time),
             reason: found.reason,
             addrs: vec![found.socket.local],
@@ -326,4 +358,49 @@ fn current_uid() -> Option<u32> {
 #[cfg(not(unix))]
 fn current_uid() -> Option<u32> {
     None
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn zombie(addrs: &[&str]) -> Zombie {
+        let process = ProcessInfo::read(std::process::id()).expect("this process");
+        Zombie {
+            pid: 4242,
+            command: "dev-server --listen".into(),
+            exe: None,
+            user: None,
+            test: None,
+            package: None,
+            built: Some("the workspace's binary `dev-server` of `demo`".into()),
+            age_secs: Some(5),
+            reason: "its parent is gone".into(),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            process,
+        }
+    }
+
+    #[test]
+    fn a_wildcard_zombie_also_gets_lc011() {
+        let findings = zombie(&["127.0.0.1:8080", "0.0.0.0:9090"]).findings();
+        let codes: Vec<Code> = findings.iter().map(|f| f.code).collect();
+        assert_eq!(codes, [Code::ZombieListener, Code::WildcardBind]);
+        assert_eq!(findings[1].port, Some(9090));
+        assert_eq!(findings[1].pid, Some(4242));
+        assert!(
+            findings[1].message.contains("0.0.0.0:9090"),
+            "{}",
+            findings[1].message
+        );
+        assert!(
+            findings[0]
+                .message
+                .contains("(the workspace's binary `dev-server` of `demo`)"),
+            "{}",
+            findings[0].message
+        );
+        let loopback = zombie(&["127.0.0.1:8080", "[::1]:8080"]).findings();
+        assert_eq!(loopback.len(), 1);
+    }
 }

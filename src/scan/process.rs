@@ -54,7 +54,9 @@ pub struct ProcessInfo {
 
 impl ProcessInfo {
     /// The command line joined with spaces, or [`name`](ProcessInfo::name) when the command
-    /// line is empty (kernel threads, zombies, backends that do not report it).
+    /// line is empty (kernel threads, zombies, backends that do not report it). On one line:
+    /// control characters in it are escaped (`python3 -c 'import socket\n..'` keeps its
+    /// `\n` as the two characters), so that it never breaks the layout of a report.
     ///
     /// ```
     /// use loopcheck::scan::ProcessInfo;
@@ -65,9 +67,9 @@ impl ProcessInfo {
     /// ```
     pub fn command(&self) -> String {
         if self.cmdline.is_empty() {
-            self.name.clone()
+            one_line(&self.name)
         } else {
-            self.cmdline.join(" ")
+            one_line(&self.cmdline.join(" "))
         }
     }
 
@@ -365,6 +367,22 @@ impl<'p> ProcessReader<'p> {
     }
 }
 
+/// `text` with its control characters escaped as Rust writes them: `\n`, `\t`, `\u{1b}`.
+fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +482,13 @@ mod tests {
         assert_eq!(info.command(), "kthreadd");
         info.cmdline = vec!["sleep".into(), "10".into()];
         assert_eq!(info.command(), "sleep 10");
+        info.cmdline = vec![
+            "python3".into(),
+            "-c".into(),
+            "import socket\n\tserve()\r\u{1b}".into(),
+        ];
+        assert_eq!(info.command(), r"python3 -c import socket\n\tserve()\r\u{1b}");
+        assert_eq!(one_line("pid 7 `ünïcode`"), "pid 7 `ünïcode`");
     }
 
     #[cfg(target_os = "linux")]

@@ -60,6 +60,13 @@ impl ItemRef<'_> {
     pub(super) fn test_fn(&self) -> bool {
         self.is("fn") && self.attrs.iter().any(|a| is_test_attr(a))
     }
+
+    /// Whether the item is an `async fn`.
+    pub(super) fn is_async(&self) -> bool {
+        self.keyword
+            .as_ref()
+            .is_some_and(|(k, at)| k == "fn" && self.toks[..*at].iter().any(|t| t.is("async")))
+    }
 }
 
 /// The keyword of an item, past `pub(..)`, `unsafe`, `async`, `extern "C"`, `default`, and `const`
@@ -267,4 +274,14 @@ pub(crate) fn test_module_decls(source: &str, test: bool) -> Vec<ModDecl> {
     }
     proc_macro2::extra::invalidate_current_thread_spans();
     out
+}
+
+/// How a test takes its ports from loopcheck: `#[loopback_test] fn`, or for an async test
+/// (`#[tokio::test] async fn`) `#[loopback_test(tokio)] async fn`.
+pub(crate) fn loopback_test_form(asynchronous: bool) -> &'static str {
+    if asynchronous {
+        "#[loopback_test(tokio)] async fn"
+    } else {
+        "#[loopback_test] fn"
+    }
 }

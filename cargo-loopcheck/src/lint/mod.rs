@@ -48,6 +48,7 @@ use loopcheck::report::Finding;
 
 pub use config::LintConfig;
 pub use files::test_sources;
+pub(crate) use items::loopback_test_form;
 pub use sites::{PortUse, TestSite, test_site};
 
 use crate::workspace::Workspace;

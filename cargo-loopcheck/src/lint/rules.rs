@@ -12,7 +12,7 @@ use proc_macro2::{Delimiter, Ident, Literal, TokenStream};
 
 use super::addr::{self, ArgRef, HostKind};
 use super::eval::{Binding, Env, IntLit, strip};
-use super::items::{Signature, items, param_names, pattern_names, signature};
+use super::items::{Signature, items, loopback_test_form, param_names, pattern_names, signature};
 use super::tokens::{
     Pos, Tok, last_two, path_end, path_pos, path_sep, pos, segments, shown, skip_angle, split_commas,
     string_text, tree,
@@ -357,6 +357,7 @@ enum Form {
 struct FnInfo {
     name: String,
     test: bool,
+    asynchronous: bool,
 }
 
 /// Listeners bound in a function body, and those whose port is read.
@@ -525,7 +526,7 @@ impl Linter {
                 "macro_rules" => {}
                 "fn" if test => {
                     let test_fn = item.test_fn();
-                    self.function(item.toks, *k, test_fn);
+                    self.function(item.toks, *k, test_fn && item.is_async(), test_fn);
                 }
                 _ if test => self.code(item.toks, None, false),
                 _ => {}
@@ -533,13 +534,14 @@ impl Linter {
         }
     }
 
-    fn function(&mut self, toks: &[Tok], k: usize, test_fn: bool) -> usize {
+    fn function(&mut self, toks: &[Tok], k: usize, asynchronous: bool, test_fn: bool) -> usize {
         let Some(sig) = signature(toks, k) else {
             return k + 1;
         };
         self.fns.push(FnInfo {
             name: sig.name.clone(),
             test: test_fn,
+            asynchronous,
         });
         let params = param_names(sig.params)
             .into_iter()
@@ -558,6 +560,21 @@ impl Linter {
         match self.fns.last() {
             Some(f) if f.test => &f.name,
             _ => "name",
+        }
+    }
+
+    /// `#[loopback_test] fn NAME`, or `#[loopback_test(tokio)] async fn NAME` in an async test.
+    fn test_form(&self) -> String {
+        let asynchronous = self.fns.last().is_some_and(|f| f.test && f.asynchronous);
+        format!("{} {}", loopback_test_form(asynchronous), self.in_test_fn())
+    }
+
+    /// The listener type a test takes: std's, or tokio's in an async test.
+    fn listener_type(&self) -> &'static str {
+        if self.fns.last().is_some_and(|f| f.test && f.asynchronous) {
+            "tokio::net::TcpListener"
+        } else {
+            "TcpListener"
         }
     }
 
@@ -587,14 +604,14 @@ impl Linter {
             Some(name) => format!("hard-coded port {} in `{name}`, used in {place}", lit.value),
             None => format!("hard-coded port {} in {place}", lit.value),
         };
-        let name = self.in_test_fn();
+        let test = self.test_form();
         let suggestion = match form {
             Form::Addr => format!(
-                "take the port from the test: `#[loopback_test] fn {name}(addr: SocketAddr)`, or `loopcheck::tcp_listener()`"
+                "take the port from the test: `{test}(addr: SocketAddr)`, or `loopcheck::tcp_listener()`"
             ),
-            Form::Port => format!(
-                "take the port from the test: `#[loopback_test] fn {name}(port: u16)`, or `loopcheck::reserve_port()`"
-            ),
+            Form::Port => {
+                format!("take the port from the test: `{test}(port: u16)`, or `loopcheck::reserve_port()`")
+            }
         };
         self.hit(Code::HardCodedPort, lit.pos, Some(lit.value), message, suggestion);
     }
@@ -637,8 +654,9 @@ impl Linter {
             host.text
         );
         let suggestion = format!(
-            "bind loopback instead: `loopcheck::loopback_ip()` or `127.0.0.1`; or take the socket from the test: `#[loopback_test] fn {}(listener: TcpListener)`",
-            self.in_test_fn()
+            "bind loopback instead: `loopcheck::loopback_ip()` or `127.0.0.1`; or take the socket from the test: `{}(listener: {})`",
+            self.test_form(),
+            self.listener_type()
         );
         let port = host.port.filter(|&p| p != 0);
         self.hit(Code::WildcardBind, host.pos, port, message, suggestion);
@@ -646,8 +664,9 @@ impl Linter {
 
     fn suggest_socket(&self) -> String {
         format!(
-            "use `loopcheck::pick_unused_port()` (same signature; the port stays leased), or take the socket from the test: `#[loopback_test] fn {}(listener: TcpListener)`",
-            self.in_test_fn()
+            "use `loopcheck::pick_unused_port()` (same signature; the port stays leased), or take the socket from the test: `{}(listener: {})`",
+            self.test_form(),
+            self.listener_type()
         )
     }
 
@@ -798,7 +817,7 @@ impl Linter {
             return self.let_statement(toks, i);
         }
         if ident == "fn" && toks.get(i + 1).and_then(Tok::ident).is_some() {
-            return self.function(toks, i, false);
+            return self.function(toks, i, false, false);
         }
         if ident == "macro_rules" && toks.get(i + 1).is_some_and(|t| t.punct('!')) {
             let body = toks[i..]

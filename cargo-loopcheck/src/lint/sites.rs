@@ -16,6 +16,9 @@ pub struct TestSite {
     pub line: u32,
     /// The hard-coded ports, each with the line of its first use, in order of appearance.
     pub ports: Vec<PortUse>,
+    /// Whether it is an `async fn` (`#[tokio::test]`): it takes its ports with
+    /// `#[loopback_test(tokio)] async fn`.
+    pub asynchronous: bool,
 }
 
 /// A hard-coded port and where it is written.
@@ -131,6 +134,7 @@ pub fn test_site(source: &str, path: &str) -> Option<TestSite> {
     Some(TestSite {
         line: found[start].line,
         ports,
+        asynchronous: found[start].asynchronous,
     })
 }
 
@@ -145,6 +149,7 @@ struct Item {
     bound: HashSet<String>,
     is_fn: bool,
     test: bool,
+    asynchronous: bool,
     line: u32,
     first: u32,
     last: u32,
@@ -187,6 +192,7 @@ fn collect(toks: &[Tok], modules: &mut Vec<String>, out: &mut Vec<Item>) {
                     bound,
                     is_fn: true,
                     test: item.test_fn(),
+                    asynchronous: item.is_async(),
                     line,
                     first,
                     last,
@@ -211,6 +217,7 @@ fn collect(toks: &[Tok], modules: &mut Vec<String>, out: &mut Vec<Item>) {
                     bound: HashSet::new(),
                     is_fn: false,
                     test: false,
+                    asynchronous: false,
                     line: first,
                     first,
                     last,
@@ -341,6 +348,7 @@ mod udp {
             Some(TestSite {
                 line: 2,
                 ports: Vec::new(),
+                asynchronous: false,
             })
         );
         assert_eq!(test_site("fn broken( {", "broken"), None);

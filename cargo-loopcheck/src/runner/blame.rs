@@ -18,6 +18,9 @@ use super::model::{Execution, Status};
 use crate::lint::PortUse;
 use crate::workspace::Workspace;
 
+/// How many trailing segments of a test's name a parametrizing attribute may add.
+const PARAMETRIZED_DEPTH: usize = 2;
+
 /// How many addresses of one failure are examined: a refused one is watched for a moment.
 const MAX_ADDRESSES: usize = 4;
 
@@ -225,11 +228,27 @@ impl<'a> Blamer<'a> {
             return Vec::new();
         };
         let segments: Vec<&str> = execution.name.split("::").collect();
+        // A parametrized case (`name::case_1` from rstest or test-case, `name::a_1::b_2` for
+        // a matrix) lives in a module the attribute generates: its source is the base function.
+        let found = (0..=PARAMETRIZED_DEPTH.min(segments.len() - 1)).find_map(|cases| {
+            let path = &segments[..segments.len() - cases];
+            self.site(&target.src_path, path)
+        });
+        let Some((path, site)) = found else {
+            return Vec::new();
+        };
+        execution.file = Some(crate::lint::relative_path(&self.workspace.root, &path));
+        execution.line = Some(site.line);
+        execution.asynchronous = site.asynchronous;
+        site.ports
+    }
+
+    /// The file and site of the function at `segments` in the crate whose root is `root`.
+    fn site(&mut self, root: &Path, segments: &[&str]) -> Option<(PathBuf, crate::lint::TestSite)> {
         let (modules, function) = segments.split_at(segments.len().saturating_sub(1));
-        let root = target.src_path.clone();
-        let (file, inline) = module_file(&root, modules);
+        let (file, inline) = module_file(root, modules);
         let within = [&inline[..], function].concat().join("::");
-        let found = [(file, within), (root, execution.name.clone())]
+        [(file, within), (root.to_path_buf(), segments.join("::"))]
             .into_iter()
             .find_map(|(path, within)| {
                 let source = self
@@ -238,13 +257,7 @@ impl<'a> Blamer<'a> {
                     .or_insert_with(|| std::fs::read_to_string(&path).ok())
                     .as_deref()?;
                 Some((path, crate::lint::test_site(source, &within)?))
-            });
-        let Some((path, site)) = found else {
-            return Vec::new();
-        };
-        execution.file = Some(crate::lint::relative_path(&self.workspace.root, &path));
-        execution.line = Some(site.line);
-        site.ports
+            })
     }
 
     /// LC001 for a port that was in use when the test bound it but is free now: the holder
@@ -258,7 +271,11 @@ impl<'a> Blamer<'a> {
                 "port {port} was in use when `{}` bound it, and nothing holds it now: the holder was short-lived, most likely another test running at the same time",
                 execution.name
             ),
-            "take the port from loopcheck instead of a constant, so that no two tests share one: `#[loopback_test] fn name(addr: SocketAddr)`, or `loopcheck::tcp_listener()`",
+            format!(
+                "take the port from loopcheck instead of a constant, so that no two tests share one: `{} {}(addr: SocketAddr)`, or `loopcheck::tcp_listener()`",
+                crate::lint::loopback_test_form(execution.asynchronous),
+                execution.name.rsplit("::").next().unwrap_or("name")
+            ),
         );
         let own = |f: &Finding| f.file == execution.file && uses.iter().any(|u| Some(u.line) == f.line);
         let others: Vec<String> = self
@@ -348,44 +365,16 @@ const BLAMED: [io::ErrorKind; 4] = [
     io::ErrorKind::ConnectionReset,
 ];
 
-/// The failure message in a failed test's output: each panic (`thread 'x' panicked at ..:`
-/// and its message, up to the backtrace or a blank line, through an error's `Caused by:`
-/// chain) or, when nothing panicked, the `Error: ..` that a test returning `Err` ends with,
-/// from the last one to the end. Empty when the output shows neither (a crash, a signal).
+/// The failure message in a failed test's output: each distinct panic (`thread 'x' panicked
+/// at ..:` and its message, up to the backtrace or a blank line, through an error's `Caused
+/// by:` chain) in the order printed, so the first is the root cause (a server task's
+/// `AddrInUse`) and the last what ended the test (the `Canceled` of the channel that task
+/// dropped); or, when nothing panicked, the `Error: ..` that a test returning `Err` ends
+/// with, from the last one to the end. Empty when the output shows neither (a crash, a signal).
 pub(crate) fn failure_message(output: &str) -> String {
-    /// A panic message longer than this is another test's output interleaved with it.
-    const MAX_PANIC_LINES: usize = 12;
-    let lines: Vec<&str> = output.lines().map(str::trim_end).collect();
     let mut message = String::new();
-    let mut at = 0;
-    while at < lines.len() {
-        let line = lines[at].trim_start();
-        at += 1;
-        if !(line.starts_with("thread '") && line.contains("panicked at")) {
-            continue;
-        }
-        message.push_str(line);
-        message.push('\n');
-        let mut taken = 0;
-        while at < lines.len() && taken < MAX_PANIC_LINES {
-            let next = lines[at];
-            let ends = next.starts_with("stack backtrace:")
-                || next.starts_with("note: ")
-                || next.starts_with("thread '")
-                || (next.is_empty() && lines.get(at + 1).is_none_or(|l| l.trim() != "Caused by:"));
-            if ends {
-                break;
-            }
-            message.push_str(next);
-            message.push('\n');
-            at += 1;
-            taken += 1;
-        }
-    }
-    if message.is_empty()
-        && let Some(last) = lines.iter().rposition(|l| l.starts_with("Error: "))
-    {
-        for line in &lines[last..] {
+    for failure in super::panics::failures(output) {
+        for line in &failure.lines {
             message.push_str(line);
             message.push('\n');
         }

@@ -10,16 +10,19 @@ use std::time::Duration;
 use loopcheck::lease::{RUN_DIR_VAR, TEST_VAR};
 
 use super::model::RunnerKind;
+use super::signals;
 use crate::error::{Error, Result};
 
 /// How often the runner's output is copied to stderr while it runs.
-const ECHO_INTERVAL: Duration = Duration::from_millis(100);
+const ECHO_INTERVAL: Duration = signals::POLL;
 
 /// What a finished runner printed and how it exited.
 pub(crate) struct Finished {
     pub(crate) status: ExitStatus,
     /// stdout and stderr, interleaved as written.
     pub(crate) output: String,
+    /// The signal that stopped the run (passed on to the runner), if one came.
+    pub(crate) stopped: Option<signals::Stop>,
 }
 
 /// The command line shared by the build and the runs.
@@ -132,7 +135,14 @@ impl Invocation {
         }
         for arg in &self.args {
             shown.push(' ');
-            shown.push_str(&arg.to_string_lossy());
+            // On one line whatever the argument holds.
+            for c in arg.to_string_lossy().chars() {
+                if c.is_control() {
+                    shown.extend(c.escape_default());
+                } else {
+                    shown.push(c);
+                }
+            }
         }
         shown
     }
@@ -158,6 +168,7 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
     let file = std::fs::File::create(log).map_err(|e| io_error("create", e))?;
     let stderr = file.try_clone().map_err(|e| io_error("create", e))?;
     command.stdin(Stdio::null()).stdout(file).stderr(stderr);
+    signals::own_group(&mut command);
     let mut child = command.spawn().map_err(spawn_error)?;
     drop(command);
 
@@ -185,35 +196,38 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
         echoed = end;
         Ok(())
     };
-    let status = if echo {
-        let (done, exited) = mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let status = child.wait();
-            let _ = done.send(());
-            status
-        });
-        loop {
-            let finished = !matches!(
-                exited.recv_timeout(ECHO_INTERVAL),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            );
-            copy_new(&mut output, finished).map_err(|e| io_error("read", e))?;
-            if finished {
-                break;
-            }
-        }
-        waiter
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            .map_err(spawn_error)?
-    } else {
-        let status = child.wait().map_err(spawn_error)?;
-        copy_new(&mut output, true).map_err(|e| io_error("read", e))?;
+    // The wait wakes every ECHO_INTERVAL, to copy the output and to pass a SIGTERM or
+    // SIGINT on to the runner's group.
+    let pid = child.id();
+    let (done, exited) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = done.send(());
         status
-    };
+    });
+    let mut stopper = signals::Stopper::default();
+    let mut stopped = None;
+    loop {
+        let finished = !matches!(
+            exited.recv_timeout(ECHO_INTERVAL),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        if echo || finished {
+            copy_new(&mut output, finished).map_err(|e| io_error("read", e))?;
+        }
+        if finished {
+            break;
+        }
+        stopped = stopper.check(pid).or(stopped);
+    }
+    let status = waiter
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        .map_err(spawn_error)?;
     Ok(Finished {
         status,
         output: String::from_utf8_lossy(&output).into_owned(),
+        stopped: stopped.or_else(signals::received),
     })
 }
 

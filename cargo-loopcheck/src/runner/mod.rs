@@ -18,10 +18,13 @@
 
 mod blame;
 mod exec;
+mod exposure;
 mod junit;
 mod libtest;
 mod model;
 mod output;
+mod panics;
+mod signals;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,6 +52,8 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         .format
         .expect_one_of("test", &[Format::Human, Format::Json, Format::Github])?;
     let runner = choose_runner(args)?;
+    // From here on, SIGTERM and SIGINT stop the runner and leave a report.
+    signals::install();
     let invocation = Invocation {
         cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
         runner,
@@ -88,6 +93,12 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     // waits for another's build.
     if runner == RunnerKind::CargoTest && args.concurrent > 1 {
         let build = exec::run(invocation.command(true, &[]), true, &run_root.join("build.log"))?;
+        if let Some(stop) = build.stopped {
+            return Err(Error::Interrupted {
+                signal: stop.name(),
+                finished: 0,
+            });
+        }
         if !build.status.success() {
             return Err(Error::BuildFailed {
                 command: invocation.shown(true),
@@ -100,9 +111,23 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let mut executions = Vec::new();
     let mut unattributed = Vec::new();
     let mut copies_run = 0;
+    let mut skipped_unlisted = 0;
     // A round that cannot run ends the hunt, but the rounds before it are still reported.
     let mut stopped: Option<Error> = None;
+    // A SIGTERM or SIGINT ends the run too; the tests that finished are reported.
+    let mut interrupted: Option<signals::Stop> = None;
     'rounds: for round in 0..args.repeat {
+        if let Some(stop) = signals::received() {
+            // Before the first round, nothing ran and the workspace is not read yet.
+            if round == 0 {
+                return Err(Error::Interrupted {
+                    signal: stop.name(),
+                    finished: 0,
+                });
+            }
+            interrupted = Some(stop);
+            break;
+        }
         let copies: Vec<PathBuf> = (0..args.concurrent)
             .map(|copy| run_root.join(format!("{run_id}.{round}.{copy}")))
             .collect();
@@ -140,6 +165,13 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         // Holders of a failure's port are looked for while the round's leftovers live.
         let mut blamer = Blamer::new(workspace, targets, args.concurrent);
         for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
+            let mut runner_skipped = None;
+            if let Ok(finished) = &result {
+                interrupted = interrupted.or(finished.run.stopped);
+                if runner == RunnerKind::Nextest {
+                    runner_skipped = junit::skipped_in_summary(&finished.run.output);
+                }
+            }
             let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
             let mut round_executions = match read {
                 Ok(found) => found,
@@ -150,6 +182,14 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 }
             };
             copies_run += 1;
+            if let Some(count) = runner_skipped {
+                let listed = round_executions
+                    .iter()
+                    .filter(|e| e.status == Status::Skipped)
+                    .count();
+                let listed = u32::try_from(listed).unwrap_or(u32::MAX);
+                skipped_unlisted = skipped_unlisted.max(count.saturating_sub(listed));
+            }
             unattributed.extend(blame::attach_records(
                 &mut round_executions,
                 targets,
@@ -166,6 +206,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             for execution in &mut round_executions {
                 blamer.explain(execution);
             }
+            exposure::flag_wildcard_holders(&mut round_executions);
             if !single {
                 let copy = u32::try_from(copy).unwrap_or(u32::MAX);
                 output::progress(
@@ -176,6 +217,9 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 );
             }
             executions.extend(round_executions);
+        }
+        if interrupted.is_some() {
+            break;
         }
     }
     let Some((_, _, zombies)) = prepared else {
@@ -202,6 +246,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         flaky,
         leaks: unattributed,
         runs: copies_run,
+        skipped_unlisted,
     };
 
     match format {
@@ -225,6 +270,18 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     }
     if let Some(error) = stopped {
         return Err(error);
+    }
+    if let Some(stop) = interrupted {
+        let error = Error::Interrupted {
+            signal: stop.name(),
+            finished: report.tests.len(),
+        };
+        // Failures that were seen are what the run found; without any, it found nothing
+        // certain, as it did not run to its end.
+        if report.bad().next().is_none() {
+            return Err(error);
+        }
+        term.message(loopcheck::report::Severity::Error, &error.to_string());
     }
     Ok(if report.bad().next().is_some() {
         ExitCode::FOUND
@@ -322,6 +379,8 @@ impl Finished {
         workspace: &Workspace,
     ) -> Result<Vec<Execution>> {
         let status = self.run.status;
+        // A run stopped by a signal is read for whatever it finished.
+        let stopped = self.run.stopped.is_some();
         let failed_to_run = |detail: String| Error::RunnerFailed {
             command: invocation.shown(false),
             status: exec::describe(status),
@@ -341,6 +400,7 @@ impl Finished {
         match invocation.runner {
             RunnerKind::Nextest => {
                 match status.code() {
+                    _ if stopped => {}
                     Some(0 | 100) => {}
                     Some(101) => return Err(build_failed()),
                     Some(4) => return Err(failed_to_run(": no test matched the filters".into())),
@@ -356,19 +416,21 @@ impl Finished {
                     workspace.root.join("target").join("nextest").join(profile),
                     workspace.target_dir.join("nextest").join(profile),
                 ];
-                let path = if ours.exists() {
-                    ours
+                let found = if ours.exists() {
+                    Some(ours.clone())
                 } else {
-                    stores
-                        .iter()
-                        .find_map(|store| fresh_xml(store, self.started))
-                        .ok_or_else(|| {
-                            failed_to_run(format!(
-                                ", and wrote no JUnit report, neither at {} nor under {}",
-                                ours.display(),
-                                stores[0].display()
-                            ))
-                        })?
+                    stores.iter().find_map(|store| fresh_xml(store, self.started))
+                };
+                let path = match found {
+                    Some(path) => path,
+                    None if stopped => return Ok(Vec::new()),
+                    None => {
+                        return Err(failed_to_run(format!(
+                            ", and wrote no JUnit report, neither at {} nor under {}",
+                            ours.display(),
+                            stores[0].display()
+                        )));
+                    }
                 };
                 let xml = std::fs::read_to_string(&path).map_err(|source| Error::Io {
                     action: "read",
@@ -384,7 +446,7 @@ impl Finished {
                 let failed = executions
                     .iter()
                     .any(|e| matches!(e.status, Status::Failed | Status::Flaky));
-                if status.code() == Some(100) && !failed {
+                if status.code() == Some(100) && !failed && !stopped {
                     return Err(failed_to_run(format!(
                         ", a failure, but its JUnit report {} shows none: another run may have written over it",
                         path.display()
@@ -398,6 +460,7 @@ impl Finished {
                 let compile_error = self.run.output.contains("error: could not compile")
                     || self.run.output.contains("error[E");
                 match status.code() {
+                    _ if stopped => Ok(executions),
                     // cargo says every test passed: a "failure" read off the output is a test
                     // printing libtest output of its own.
                     Some(0) => Ok(executions

@@ -42,6 +42,8 @@ pub struct Execution {
     pub file: Option<String>,
     /// The line of its function, where found.
     pub line: Option<u32>,
+    /// Whether its function is an `async fn` (`#[tokio::test]`), where found.
+    pub asynchronous: bool,
 }
 
 impl Execution {
@@ -55,6 +57,7 @@ impl Execution {
             leaks: Vec::new(),
             file: None,
             line: None,
+            asynchronous: false,
         }
     }
 }
@@ -162,6 +165,15 @@ pub struct TestRun {
     pub leaks: Vec<Diagnosis>,
     /// How many times the suite ran, in all.
     pub runs: u32,
+    /// Tests the runner skipped without naming them, which `tests` therefore lacks: nextest
+    /// leaves ignored and filtered-out tests out of its JUnit report, and counts them in its
+    /// summary. Counted in the summary's skipped tests.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_unlisted: u32,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 /// A zombie found before the run, and what became of it.
@@ -246,20 +258,10 @@ pub(crate) fn merge(into: &mut Vec<Diagnosis>, more: &[Diagnosis]) {
     }
 }
 
-/// The lines of a failure worth showing: the panic message, without backtraces and notes.
+/// The lines of a failure worth showing: its first panic (the root cause) and its last,
+/// without backtraces and notes.
 fn first_lines(output: &str) -> Option<String> {
-    let start = output
-        .lines()
-        .position(|l| l.starts_with("thread '") && l.contains("panicked at"))
-        .unwrap_or(0);
-    let lines: Vec<&str> = output
-        .lines()
-        .skip(start)
-        .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: run with"))
-        .filter(|l| !l.trim().is_empty())
-        .take(6)
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("\n"))
+    super::panics::summary(output)
 }
 
 #[cfg(test)]

@@ -23,15 +23,16 @@ pub(crate) fn zombies(term: &Term, zombies: &[ZombieReport]) {
     };
     let mut text = anstream::AutoStream::new(Vec::new(), choice);
     for report in zombies {
-        let mut finding = report.zombie.finding();
-        match report.outcome {
-            None => finding.severity = Severity::Warning,
-            Some(outcome) => {
-                finding.severity = Severity::Info;
-                finding.suggestion = Some(format!("ended before the run: {outcome:?}").to_lowercase());
+        for mut finding in report.zombie.findings() {
+            match report.outcome {
+                None => finding.severity = Severity::Warning,
+                Some(outcome) => {
+                    finding.severity = Severity::Info;
+                    finding.suggestion = Some(format!("ended before the run: {outcome:?}").to_lowercase());
+                }
             }
+            let _ = crate::term::write_finding(&mut text, &finding);
         }
-        let _ = crate::term::write_finding(&mut text, &finding);
     }
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(&text.into_inner());
@@ -90,7 +91,7 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         count(Status::Passed),
         count(Status::Failed),
         count(Status::Flaky),
-        count(Status::Skipped),
+        count(Status::Skipped) + run.skipped_unlisted as usize,
     );
     let leaks: usize = run.tests.iter().map(|t| t.leaks.len()).sum::<usize>() + run.leaks.len();
     let style = if failed + flaky > 0 { ERROR } else { GOOD };
@@ -103,7 +104,7 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         err,
         "{style}{:>12}{style:#} {} tests{runs} with {}: {passed} passed, {failed} failed, {flaky} flaky, {skipped} skipped{}",
         "Summary",
-        run.tests.len(),
+        run.tests.len() + run.skipped_unlisted as usize,
         run.runner.command(),
         if leaks > 0 {
             format!("; {leaks} leak(s)")
@@ -190,8 +191,7 @@ pub(crate) fn github(run: &TestRun) -> Result<()> {
             escape_data(&leak.to_string())
         ));
     }
-    for zombie in &run.zombies {
-        let finding = zombie.zombie.finding();
+    for finding in run.zombies.iter().flat_map(|z| z.zombie.findings()) {
         out.push_str(&format!(
             "::warning title={}::{}\n",
             escape_property(&format!("{} {}", finding.code, finding.name)),
