@@ -8,7 +8,7 @@ use std::io::Write as _;
 use loopcheck::report::{Diagnosis, Finding, Severity};
 
 use crate::render::Report;
-use crate::runner::{Status, TestReport, TestRun};
+use crate::runner::{Counts, Status, TestReport, TestRun};
 use crate::term::Term;
 
 /// The variable GitHub Actions sets to the job summary's file.
@@ -43,14 +43,20 @@ pub fn append(term: &Term, markdown: impl FnOnce() -> String) {
 /// # use cargo_loopcheck::runner::{RunnerKind, TestRun};
 /// let run = TestRun {
 ///     run_id: "r1".into(), runner: RunnerKind::Nextest, tests: vec![],
-///     zombies: vec![], flaky: vec![], leaks: vec![], runs: 1,
+///     zombies: vec![], flaky: vec![], leaks: vec![], runs: 1, skipped_unlisted: 0,
 /// };
 /// assert!(cargo_loopcheck::summary::test_run(&run).starts_with("## cargo loopcheck test\n"));
 /// ```
 pub fn test_run(run: &TestRun) -> String {
     let mut md = String::from("## cargo loopcheck test\n\n");
-    let count = |status| run.tests.iter().filter(|t| t.status == status).count();
-    let (failed, flaky) = (count(Status::Failed), count(Status::Flaky));
+    let Counts {
+        tests,
+        passed,
+        failed,
+        flaky,
+        skipped,
+        ..
+    } = run.counts();
     let leaks: Vec<(Option<&TestReport>, &Diagnosis)> = run
         .tests
         .iter()
@@ -66,9 +72,9 @@ pub fn test_run(run: &TestRun) -> String {
     let _ = writeln!(
         md,
         "{verdict} **{failed} failed**, {flaky} flaky, {} passed, {} skipped: {} tests{over} with `{}`; {} leak(s), {} zombie listener(s). Run `{}`.\n",
-        count(Status::Passed),
-        count(Status::Skipped),
-        run.tests.len(),
+        passed,
+        skipped,
+        tests,
         run.runner.command(),
         leaks.len(),
         run.zombies.len(),
@@ -317,6 +323,7 @@ mod tests {
             flaky: Vec::new(),
             leaks: Vec::new(),
             runs: 2,
+            skipped_unlisted: 0,
         }
     }
 

@@ -29,7 +29,7 @@ mod signals;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use model::{Execution, Flake, RunnerKind, Status, TestReport, TestRun, ZombieReport};
+pub use model::{Counts, Execution, Flake, RunnerKind, Status, TestReport, TestRun, ZombieReport};
 
 use crate::ExitCode;
 use crate::cli::{Common, TestArgs};

@@ -191,6 +191,36 @@ impl TestRun {
     pub fn bad(&self) -> impl Iterator<Item = &TestReport> {
         self.tests.iter().filter(|t| t.is_bad())
     }
+
+    /// The run's counts, as every renderer's summary states them.
+    pub fn counts(&self) -> Counts {
+        let count = |status| self.tests.iter().filter(|t| t.status == status).count();
+        Counts {
+            tests: self.tests.len() + self.skipped_unlisted as usize,
+            passed: count(Status::Passed),
+            failed: count(Status::Failed),
+            flaky: count(Status::Flaky),
+            skipped: count(Status::Skipped) + self.skipped_unlisted as usize,
+            leaks: self.tests.iter().map(|t| t.leaks.len()).sum::<usize>() + self.leaks.len(),
+        }
+    }
+}
+
+/// How many tests ended how, and how many leaks the run left: a [`TestRun`]'s summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Every test, the runner's unlisted skips included.
+    pub tests: usize,
+    /// Tests that passed every time.
+    pub passed: usize,
+    /// Tests that failed every time.
+    pub failed: usize,
+    /// Tests that both passed and failed.
+    pub flaky: usize,
+    /// Tests that did not run, the runner's unlisted skips included.
+    pub skipped: usize,
+    /// Leaks of tests and of the run.
+    pub leaks: usize,
 }
 
 /// Folds the executions of every run into one report per test, in first-seen order. A test

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use loopcheck::report::Severity;
 
-use super::model::{Execution, Status, TestReport, TestRun, ZombieReport};
+use super::model::{Counts, Execution, Status, TestReport, TestRun, ZombieReport};
 use crate::error::{Error, Result};
 use crate::render::{escape_data, escape_property};
 use crate::term::{EMPHASIS, ERROR, GOOD, NOTE, Term, WARNING, write_diagnosis};
@@ -86,14 +86,14 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
     for leak in &run.leaks {
         write_diagnosis(&mut err, leak)?;
     }
-    let count = |status| run.tests.iter().filter(|t| t.status == status).count();
-    let (passed, failed, flaky, skipped) = (
-        count(Status::Passed),
-        count(Status::Failed),
-        count(Status::Flaky),
-        count(Status::Skipped) + run.skipped_unlisted as usize,
-    );
-    let leaks: usize = run.tests.iter().map(|t| t.leaks.len()).sum::<usize>() + run.leaks.len();
+    let Counts {
+        tests,
+        passed,
+        failed,
+        flaky,
+        skipped,
+        leaks,
+    } = run.counts();
     let style = if failed + flaky > 0 { ERROR } else { GOOD };
     let runs = if run.runs > 1 {
         format!(" over {} runs", run.runs)
@@ -104,7 +104,7 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         err,
         "{style}{:>12}{style:#} {} tests{runs} with {}: {passed} passed, {failed} failed, {flaky} flaky, {skipped} skipped{}",
         "Summary",
-        run.tests.len() + run.skipped_unlisted as usize,
+        tests,
         run.runner.command(),
         if leaks > 0 {
             format!("; {leaks} leak(s)")
