@@ -5,6 +5,7 @@
 //! than `syn::parse_file` (measured on the bench corpus), and the rules only need items,
 //! attributes, calls, macro arguments, tuples, struct fields and `let`s, which token trees show.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use loopcheck::report::Code;
@@ -12,6 +13,8 @@ use proc_macro2::{Delimiter, Ident, Literal, TokenStream};
 
 use super::addr::{self, ArgRef, HostKind};
 use super::eval::{Binding, Env, IntLit, strip};
+use super::facts::WorkspaceFacts;
+use super::imports::Imports;
 use super::items::{Signature, items, param_names, pattern_names, signature};
 use super::tokens::{
     Pos, Tok, last_two, path_end, path_pos, path_sep, pos, segments, shown, skip_angle, split_commas,
@@ -27,6 +30,16 @@ pub(crate) struct Hit {
     pub(crate) port: Option<u16>,
     pub(crate) message: String,
     pub(crate) suggestion: String,
+    /// Reported as a warning: the value may never reach an address, and nothing tells.
+    pub(crate) warning: bool,
+}
+
+/// What linting a file found.
+#[derive(Debug, Default)]
+pub(crate) struct Linted {
+    pub(crate) hits: Vec<Hit>,
+    /// Paths of config files the test code names in string literals (`"tests/config/a.toml"`).
+    pub(crate) config_files: Vec<String>,
 }
 
 /// Where and why a file cannot be read as Rust tokens.
@@ -40,23 +53,37 @@ pub(crate) struct ParseError {
 /// Lints `source`; `test` says whether all of it is test code. Spans are freed before
 /// returning, so nothing of the file stays in proc-macro2's per-thread source map.
 pub(crate) fn lint(source: &str, test: bool) -> Result<Vec<Hit>, ParseError> {
-    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-    let commented;
-    let source = if source.starts_with("#!") && !source.starts_with("#![") {
-        // A shebang line: keep lines and columns, hide the line from the lexer.
-        commented = format!("//{}", &source[2..]);
-        &commented
-    } else {
-        source
-    };
-    let result = match source.parse::<TokenStream>() {
+    lint_with(source, test, "", None).map(|linted| linted.hits)
+}
+
+/// [`lint`] with the facts of the whole workspace, or of the file alone when `workspace` is
+/// `None`; `file` is the file's path relative to the workspace root.
+pub(crate) fn lint_with(
+    source: &str,
+    test: bool,
+    file: &str,
+    workspace: Option<&WorkspaceFacts>,
+) -> Result<Linted, ParseError> {
+    let result = match lexable(source).parse::<TokenStream>() {
         Ok(stream) => {
             let toks = tree(stream);
             let mut facts = Facts::default();
             facts.module(&toks, test);
-            let mut linter = Linter::new(facts);
+            let own;
+            let workspace = match workspace {
+                Some(workspace) => workspace,
+                None => {
+                    own =
+                        WorkspaceFacts::new(vec![super::facts::extract(&toks, file, test, &[])], Vec::new());
+                    &own
+                }
+            };
+            let mut linter = Linter::new(facts, workspace, file);
             linter.module(&toks, test);
-            Ok(linter.hits)
+            Ok(Linted {
+                hits: linter.hits,
+                config_files: linter.config_files,
+            })
         }
         Err(error) => {
             let at = pos(error.span());
@@ -71,8 +98,19 @@ pub(crate) fn lint(source: &str, test: bool) -> Result<Vec<Hit>, ParseError> {
     result
 }
 
+/// `source` as the lexer takes it: without a byte order mark, and with a shebang line made a
+/// comment, so that lines and columns stay those of the file.
+pub(super) fn lexable(source: &str) -> Cow<'_, str> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    if source.starts_with("#!") && !source.starts_with("#![") {
+        Cow::Owned(format!("//{}", &source[2..]))
+    } else {
+        Cow::Borrowed(source)
+    }
+}
+
 /// `port`, `with_port`, `set_port`, `http_port`; not `pick_unused_port` and its kin.
-fn is_port_name(name: &str) -> bool {
+pub(super) fn is_port_name(name: &str) -> bool {
     name == "port"
         || (name.ends_with("_port")
             && !["free", "unused", "open", "local", "pick"]
@@ -81,7 +119,7 @@ fn is_port_name(name: &str) -> bool {
 }
 
 /// Calls whose first argument is an address to listen on.
-fn is_bind_name(name: &str) -> bool {
+pub(super) fn is_bind_name(name: &str) -> bool {
     matches!(
         name,
         "bind" | "try_bind" | "bind_addr" | "listen" | "serve" | "run"
@@ -165,51 +203,7 @@ fn glob_exports(krate: &str) -> &'static [&'static str] {
     }
 }
 
-/// `use` declarations of a file: local name to full path.
-#[derive(Default)]
-struct Imports {
-    names: HashMap<String, Vec<String>>,
-    globs: Vec<Vec<String>>,
-}
-
 impl Imports {
-    /// Adds the use tree `toks` (after `use`, without the `;`).
-    fn add(&mut self, toks: &[Tok], prefix: &mut Vec<String>) {
-        let depth = prefix.len();
-        let mut i = if path_sep(toks, 0) { 2 } else { 0 };
-        while let Some(tok) = toks.get(i) {
-            match tok {
-                Tok::Ident(ident) => {
-                    let name = ident.to_string();
-                    if path_sep(toks, i + 1) {
-                        prefix.push(name);
-                        i += 3;
-                        continue;
-                    }
-                    let mut full = prefix.clone();
-                    if name != "self" {
-                        full.push(name.clone());
-                    }
-                    let local = match (toks.get(i + 1), toks.get(i + 2)) {
-                        (Some(r#as), Some(Tok::Ident(alias))) if r#as.is("as") => alias.to_string(),
-                        _ if name == "self" => prefix.last().cloned().unwrap_or_default(),
-                        _ => name,
-                    };
-                    self.names.insert(local, full);
-                }
-                Tok::Punct('*', ..) => self.globs.push(prefix.clone()),
-                Tok::Group(Delimiter::Brace, _, inner) => {
-                    for part in split_commas(inner) {
-                        self.add(part, prefix);
-                    }
-                }
-                _ => {}
-            }
-            break;
-        }
-        prefix.truncate(depth);
-    }
-
     /// The full path of a racy allocation function called as `segments`, if it is one.
     /// `local` tells whether the file defines a function of that name, which shadows globs.
     fn racy(&self, segments: &[String], local: impl Fn(&str) -> bool) -> Option<Vec<String>> {
@@ -340,7 +334,7 @@ impl Facts {
 }
 
 /// How a finding describes where a port was written.
-enum Place {
+pub(super) enum Place {
     /// Always this description.
     Fixed(String),
     /// The call it is an argument of, else this description.
@@ -349,7 +343,7 @@ enum Place {
 
 /// Which `#[loopback_test]` form to suggest.
 #[derive(Clone, Copy)]
-enum Form {
+pub(super) enum Form {
     Addr,
     Port,
 }
@@ -483,18 +477,25 @@ fn returns_port(ret: &[Tok]) -> bool {
         })
 }
 
-struct Linter {
-    env: Env,
+pub(super) struct Linter<'w> {
+    pub(super) env: Env,
     port_params: HashMap<String, Vec<(usize, String)>>,
-    imports: Imports,
+    pub(super) imports: Imports,
     local_fns: HashSet<String>,
     fns: Vec<FnInfo>,
     hits: Vec<Hit>,
     seen: HashSet<(Code, Pos, Option<u16>)>,
+    pub(super) workspace: &'w WorkspaceFacts,
+    pub(super) file: &'w str,
+    /// String literals handed to a parameter that never reaches an address: not reported.
+    pub(super) quiet: HashSet<Pos>,
+    /// String literals handed to a parameter whose way the lint cannot follow: warnings.
+    pub(super) weak: HashSet<Pos>,
+    pub(super) config_files: Vec<String>,
 }
 
-impl Linter {
-    fn new(facts: Facts) -> Linter {
+impl<'w> Linter<'w> {
+    fn new(facts: Facts, workspace: &'w WorkspaceFacts, file: &'w str) -> Linter<'w> {
         Linter {
             env: facts.env,
             port_params: facts.port_params,
@@ -503,6 +504,11 @@ impl Linter {
             fns: Vec::new(),
             hits: Vec::new(),
             seen: HashSet::new(),
+            workspace,
+            file,
+            quiet: HashSet::new(),
+            weak: HashSet::new(),
+            config_files: Vec::new(),
         }
     }
 
@@ -554,14 +560,33 @@ impl Linter {
         sig.body_at + 1
     }
 
-    fn in_test_fn(&self) -> &str {
+    pub(super) fn in_test_fn(&self) -> &str {
         match self.fns.last() {
             Some(f) if f.test => &f.name,
             _ => "name",
         }
     }
 
-    fn hit(&mut self, code: Code, at: Pos, port: Option<u16>, message: String, suggestion: String) {
+    pub(super) fn hit(
+        &mut self,
+        code: Code,
+        at: Pos,
+        port: Option<u16>,
+        message: String,
+        suggestion: String,
+    ) {
+        self.hit_as(code, at, port, message, suggestion, false);
+    }
+
+    fn hit_as(
+        &mut self,
+        code: Code,
+        at: Pos,
+        port: Option<u16>,
+        message: String,
+        suggestion: String,
+        warning: bool,
+    ) {
         if self.seen.insert((code, at, port)) {
             self.hits.push(Hit {
                 code,
@@ -570,21 +595,35 @@ impl Linter {
                 port,
                 message,
                 suggestion,
+                warning,
             });
         }
     }
 
     fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
-        if lit.value == 0 {
+        self.report_port_from(lit, via.map(|name| format!("`{name}`")), place, ctx, form);
+    }
+
+    /// Reports `lit`; `via` is the name it was bound to, as the message shows it.
+    pub(super) fn report_port_from(
+        &mut self,
+        lit: IntLit,
+        via: Option<String>,
+        place: Place,
+        ctx: Option<&str>,
+        form: Form,
+    ) {
+        if lit.value == 0 || self.quiet.contains(&lit.pos) {
             return;
         }
+        let warning = ctx.is_some_and(super::calls::goes_nowhere) || self.weak.contains(&lit.pos);
         let place = match (place, ctx) {
             (Place::Fixed(place), _) => place,
             (Place::InCall(_), Some(call)) => format!("`{call}`"),
             (Place::InCall(fallback), None) => fallback,
         };
         let message = match via {
-            Some(name) => format!("hard-coded port {} in `{name}`, used in {place}", lit.value),
+            Some(name) => format!("hard-coded port {} in {name}, used in {place}", lit.value),
             None => format!("hard-coded port {} in {place}", lit.value),
         };
         let name = self.in_test_fn();
@@ -596,12 +635,15 @@ impl Linter {
                 "take the port from the test: `#[loopback_test] fn {name}(port: u16)`, or `loopcheck::reserve_port()`"
             ),
         };
-        self.hit(Code::HardCodedPort, lit.pos, Some(lit.value), message, suggestion);
+        let code = Code::HardCodedPort;
+        self.hit_as(code, lit.pos, Some(lit.value), message, suggestion, warning);
     }
 
-    fn check_port(&mut self, expr: &[Tok], place: Place, ctx: Option<&str>, form: Form) {
+    pub(super) fn check_port(&mut self, expr: &[Tok], place: Place, ctx: Option<&str>, form: Form) {
         if let Some((lit, via)) = self.env.port_of(expr) {
             self.report_port(lit, via, place, ctx, form);
+        } else if let Some((lit, via)) = self.constant_port(expr) {
+            self.report_port_from(lit, Some(via), place, ctx, form);
         }
     }
 
@@ -610,6 +652,7 @@ impl Linter {
         let Some(text) = string_text(&repr) else {
             return;
         };
+        super::config_files::note_path(text, &mut self.config_files);
         if !text.contains(':') {
             return;
         }
@@ -625,7 +668,7 @@ impl Linter {
         }
     }
 
-    fn check_bind(&mut self, arg: Option<&[Tok]>, call: &str) {
+    pub(super) fn check_bind(&mut self, arg: Option<&[Tok]>, call: &str) {
         let Some(host) = arg.and_then(|arg| self.env.host_of(arg)) else {
             return;
         };
@@ -727,6 +770,8 @@ impl Linter {
                 (None, ArgRef::Name(name)) => {
                     if let Some(lit) = self.env.lookup(name.as_str()).and_then(|b| b.port) {
                         self.report_port(lit, Some(name.clone()), place, None, Form::Addr);
+                    } else if let Some((lit, via)) = self.constant_named(name, pos(format.span())) {
+                        self.report_port_from(lit, Some(via), place, None, Form::Addr);
                     }
                 }
                 (None, _) => {}
@@ -861,7 +906,7 @@ impl Linter {
         let has_field = inner
             .windows(2)
             .any(|w| matches!(&w[0], Tok::Ident(_)) && (w[1].lone(':') || w[1].punct(',')));
-        if has_field || (named_type && inner.len() == 1) {
+        if (has_field || (named_type && inner.len() == 1)) && !self.names_remote_host(inner) {
             for part in split_commas(inner) {
                 match part {
                     [Tok::Ident(name), colon, value @ ..] if colon.lone(':') && !value.is_empty() => {
@@ -909,7 +954,7 @@ impl Linter {
         let (ty, name) = last_two(&segments);
         let parts = split_commas(args);
         let socket_addr = matches!(ty, "SocketAddr" | "SocketAddrV4" | "SocketAddrV6");
-        let not_other = |linter: &Linter, host: &[Tok]| {
+        let not_other = |linter: &Linter<'_>, host: &[Tok]| {
             linter.env.host_of(host).is_none_or(|h| h.kind != HostKind::Other)
         };
         let place = || Place::Fixed(format!("`{shown}`"));
@@ -928,6 +973,7 @@ impl Linter {
         if is_bind_name(name) {
             self.check_bind(parts.first().copied(), &shown);
         }
+        self.check_address_constant(name, parts.first().copied(), &shown);
         if name == "bind" && reads_port(toks, skip_unwraps(toks, end + 1)) {
             let message = format!(
                 "the listener of `{shown}` is dropped right after its port is read: another process can bind the port before the test does"
@@ -935,7 +981,9 @@ impl Linter {
             let suggestion = self.suggest_socket();
             self.hit(Code::RacyAllocation, at, None, message, suggestion);
         }
-        self.port_args(name, &shown, &parts);
+        if !self.workspace_call(&segments, false, &shown, &parts) {
+            self.port_args(name, &shown, &parts);
+        }
         // `Ok(..)` and `Some(..)` wrap values (or match them), they are not the place to name.
         let ctx = (!matches!(name, "Ok" | "Err" | "Some")).then_some(shown.as_str());
         self.code(args, ctx, false);
@@ -943,6 +991,9 @@ impl Linter {
     }
 
     fn port_args(&mut self, name: &str, shown: &str, args: &[&[Tok]]) {
+        if args.iter().any(|arg| self.is_remote_host(arg)) {
+            return;
+        }
         if is_port_name(name) {
             for arg in args {
                 self.check_port(arg, Place::Fixed(format!("`{shown}`")), None, Form::Port);
@@ -974,7 +1025,16 @@ impl Linter {
                 if is_bind_name(&name) {
                     self.check_bind(parts.first().copied(), &shown);
                 }
-                self.port_args(&name, &format!("{shown}(..)"), &parts);
+                self.check_address_constant(&name, parts.first().copied(), &shown);
+                self.check_child_args(&name, &parts);
+                let segments = [name.clone()];
+                if !self.workspace_call(&segments, true, &format!("{shown}(..)"), &parts) {
+                    if is_port_name(&name) && self.chain_names_remote_host(toks, i) {
+                        self.code(args, Some(&shown), false);
+                        return j + 1;
+                    }
+                    self.port_args(&name, &format!("{shown}(..)"), &parts);
+                }
                 self.code(args, Some(&shown), false);
                 j + 1
             }
