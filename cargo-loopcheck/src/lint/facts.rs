@@ -72,6 +72,8 @@ pub(crate) struct ConstFact {
 pub(crate) struct FileFacts {
     fns: Vec<FnFact>,
     consts: Vec<ConstFact>,
+    /// `#[path = ".."] mod name;`: the file it names, and the module path it gets there.
+    aliases: Vec<(String, Vec<String>)>,
 }
 
 /// The facts of every file of the workspace.
@@ -97,9 +99,43 @@ impl WorkspaceFacts {
             crates,
             ..WorkspaceFacts::default()
         };
+        let mut aliases = Vec::new();
         for file in files {
             facts.fns.extend(file.fns);
             facts.consts.extend(file.consts);
+            aliases.extend(file.aliases);
+        }
+        // A module included with `#[path]` lives under the name that includes it, wherever its
+        // file lies: its items are known under both paths.
+        for (target, module) in aliases {
+            let prefix = module_path(&target).len();
+            let renamed = |path: &[String]| {
+                module
+                    .iter()
+                    .chain(&path[prefix.min(path.len())..])
+                    .cloned()
+                    .collect()
+            };
+            let fns: Vec<FnFact> = facts
+                .fns
+                .iter()
+                .filter(|f| *f.file == *target)
+                .map(|f| FnFact {
+                    path: renamed(&f.path),
+                    ..f.clone()
+                })
+                .collect();
+            let consts: Vec<ConstFact> = facts
+                .consts
+                .iter()
+                .filter(|c| *c.file == *target)
+                .map(|c| ConstFact {
+                    path: renamed(&c.path),
+                    ..c.clone()
+                })
+                .collect();
+            facts.fns.extend(fns);
+            facts.consts.extend(consts);
         }
         for (index, f) in facts.fns.iter().enumerate() {
             if let Some(name) = f.path.last() {
@@ -258,15 +294,16 @@ impl WorkspaceFacts {
 /// same name apart; calls are matched from the end of their paths.
 pub(crate) fn module_path(relative: &str) -> Vec<String> {
     let parts: Vec<&str> = relative.split('/').collect();
-    let start = parts
+    let dir = parts
         .iter()
-        .rposition(|p| matches!(*p, "src" | "tests" | "benches" | "examples"))
-        .map_or(0, |i| i + 1);
-    let mut path: Vec<String> = parts[start..]
+        .rposition(|p| matches!(*p, "src" | "tests" | "benches" | "examples"));
+    let mut path: Vec<String> = parts[dir.map_or(0, |i| i + 1)..]
         .iter()
         .map(|p| p.strip_suffix(".rs").unwrap_or(p).to_owned())
         .collect();
-    if path.len() == 1
+    // `tests/echo.rs` is a crate root; `src/shared.rs` is module `shared`.
+    let crate_root = path.len() == 1 && dir.is_none_or(|i| parts[i] != "src");
+    if crate_root
         || path
             .last()
             .is_some_and(|last| matches!(last.as_str(), "mod" | "lib" | "main"))
@@ -307,10 +344,18 @@ impl Extractor<'_> {
             let body = item.toks.last().and_then(Tok::brace);
             match keyword.as_str() {
                 "mod" => {
-                    if let (Some(name), Some(body)) = (item.toks.get(k + 1).and_then(Tok::ident), body) {
-                        module.push(name.to_string().trim_start_matches("r#").to_owned());
+                    let Some(name) = item.toks.get(k + 1).and_then(Tok::ident) else {
+                        continue;
+                    };
+                    let name = name.to_string().trim_start_matches("r#").to_owned();
+                    if let Some(body) = body {
+                        module.push(name);
                         self.items(body, module, None, test);
                         module.pop();
+                    } else if let Some(path) = item.attrs.iter().find_map(|attr| path_attr(attr)) {
+                        let mut target = module.clone();
+                        target.push(name);
+                        self.out.aliases.push((beside(&self.file, &path), target));
                     }
                 }
                 "impl" | "trait" => {
@@ -434,6 +479,33 @@ impl Extractor<'_> {
     }
 }
 
+/// The value of `#[path = ".."]`.
+fn path_attr(attr: &[Tok]) -> Option<String> {
+    match attr {
+        [path, eq, Tok::Lit(lit)] if path.is("path") && eq.lone('=') => {
+            string_text(&lit.to_string()).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// `relative`, a path written in `file`, as a path from the workspace root: `a/b.rs` beside
+/// `tests/x.rs` is `tests/a/b.rs`.
+fn beside(file: &str, relative: &str) -> String {
+    let mut parts: Vec<&str> = file.split('/').collect();
+    parts.pop();
+    for part in relative.split('/') {
+        match part {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
 /// The type an `impl` block is for: `Broker` in `impl<T> Trait for Broker<T> where .. {`.
 fn impl_type(toks: &[Tok]) -> Option<String> {
     let mut i = 0;
@@ -472,6 +544,7 @@ mod tests {
     #[test]
     fn module_paths_come_from_where_files_lie() {
         assert_eq!(module_path("src/lib.rs"), Vec::<String>::new());
+        assert_eq!(module_path("src/shared.rs"), ["shared"]);
         assert_eq!(module_path("src/net/options.rs"), ["net", "options"]);
         assert_eq!(module_path("tests/common/mod.rs"), ["common"]);
         assert_eq!(module_path("tests/echo.rs"), Vec::<String>::new());
