@@ -230,3 +230,132 @@ fn normalized(path: &Path) -> PathBuf {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::lint::facts::WorkspaceFacts;
+
+    /// Tokens the rules and the facts look for, and the delimiters that make them fail.
+    const VOCABULARY: &[&str] = &[
+        "fn",
+        "mod",
+        "use",
+        "impl",
+        "trait",
+        "for",
+        "struct",
+        "let",
+        "const",
+        "static",
+        "pub",
+        "crate",
+        "super",
+        "self",
+        "Self",
+        "if",
+        "match",
+        "while",
+        "in",
+        "return",
+        "async",
+        "await",
+        "macro_rules",
+        "port",
+        "addr",
+        "host",
+        "bind",
+        "connect",
+        "arg",
+        "args",
+        "new",
+        "start",
+        "Broker",
+        "Options",
+        "PORT",
+        "TcpListener",
+        "SocketAddr",
+        "Command",
+        "u16",
+        "&str",
+        "#[test]",
+        "#[cfg(test)]",
+        "#[path = \"x.rs\"]",
+        "::",
+        ":",
+        ";",
+        ",",
+        ".",
+        "=",
+        "==",
+        "!",
+        "?",
+        "&",
+        "<",
+        ">",
+        "->",
+        "|",
+        "(",
+        ")",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"127.0.0.1:8080\"",
+        "\"0.0.0.0\"",
+        "\"::\"",
+        "\"x.example.com\"",
+        "\"localhost\"",
+        "\"a.toml\"",
+        "8080",
+        "0",
+        "65536",
+        "\"{}:{port}\"",
+        "format!",
+        "assert_eq!",
+        "// c",
+        "/* c */",
+        "\n",
+    ];
+
+    /// Random tokens, mostly in balanced groups (so that most files lex and reach the rules),
+    /// sometimes not.
+    fn source() -> impl Strategy<Value = String> {
+        let token = proptest::sample::select(VOCABULARY).prop_map(str::to_owned);
+        let tree = token.prop_recursive(4, 200, 12, |inner| {
+            (
+                proptest::sample::select(&[("(", ")"), ("{", "}"), ("[", "]")][..]),
+                proptest::collection::vec(inner, 0..12),
+            )
+                .prop_map(|((open, close), parts)| format!("{open} {} {close}", parts.join(" ")))
+        });
+        proptest::collection::vec(tree, 0..40).prop_map(|parts| parts.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Facts of two random files, then each linted with them and scanned as a config
+        /// file: never a panic, and every finding has a place.
+        #[test]
+        fn the_workspace_pass_never_panics_on_random_tokens(a in source(), b in source()) {
+            let crates = vec!["ws".to_owned()];
+            let files = [("tests/a.rs", &a), ("src/b.rs", &b)];
+            let facts = WorkspaceFacts::new(
+                files.iter().map(|(file, text)| file_facts(file, text, file.starts_with("tests"), &crates)).collect(),
+                crates.clone(),
+            );
+            for (file, text) in files {
+                for scope in [Scope::TestFile, Scope::Source] {
+                    if let Ok((found, _)) = lint_file(file, text, scope, &LintConfig::default(), Some(&facts)) {
+                        prop_assert!(found.iter().all(|f| f.line.is_some_and(|l| l >= 1)));
+                    }
+                }
+                let scanned = super::super::config_findings(file, text, &LintConfig::default());
+                prop_assert!(scanned.iter().all(|f| f.line.is_some_and(|l| l >= 1)));
+            }
+        }
+    }
+}
