@@ -2,15 +2,19 @@
 //!
 //! Generates a package of `FILES` test files of about `LINES` lines each (network tests with a
 //! mix of flagged and clean lines), then times `lint_source` over all of it on one thread (files
-//! already in memory), and `lint_workspace` on the package (reading files, all cores), each the
-//! median of three runs, beside proc-macro2's lexing alone (the floor). Prints a Markdown table.
-//! Run with `cargo bench -j1 -p cargo-loopcheck --bench lint`; `LINT_BENCH_FILES` and
-//! `LINT_BENCH_LINES` change the corpus size.
+//! already in memory), and the workspace pass on the package (reading files, all cores): its
+//! facts alone, and `lint_workspace` whole (facts, then the rules of each file with them, then
+//! config files), each the median of three runs, beside proc-macro2's lexing alone (the floor).
+//! Then the workspace pass on this repository. Prints Markdown tables.
+//! Run with `cargo bench -j1 -p cargo-loopcheck --bench lint` (prefix `taskset -c 0` for one
+//! core); `LINT_BENCH_FILES` and `LINT_BENCH_LINES` change the corpus size.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::lint::{LintConfig, Scope, lint_source, lint_workspace, test_sources};
+use cargo_loopcheck::lint::{
+    LintConfig, Scope, lint_source, lint_workspace, test_sources, workspace_facts_count,
+};
 use cargo_loopcheck::workspace::Workspace;
 
 const FILES: usize = 2_000;
@@ -168,6 +172,45 @@ fn main() {
             .collect(),
     );
 
+    let facts = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                assert!(workspace_facts_count(&workspace) > 0);
+                start.elapsed()
+            })
+            .collect(),
+    );
+
+    // This repository: its own test code, as `cargo loopcheck lint` reads it.
+    let repository = Workspace::load(Some(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"),
+    ))
+    .expect("cargo metadata on this repository");
+    let repository_lines: usize = test_sources(&repository)
+        .iter()
+        .map(|(path, _)| std::fs::read_to_string(path).map_or(0, |s| s.lines().count()))
+        .sum();
+    let repository_facts = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                workspace_facts_count(&repository);
+                start.elapsed()
+            })
+            .collect(),
+    );
+    let mut repository_findings = 0;
+    let repository_pass = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                repository_findings = lint_workspace(&repository, &config).0.len();
+                start.elapsed()
+            })
+            .collect(),
+    );
+
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let command = "cargo bench -j1 -p cargo-loopcheck --bench lint";
     println!();
@@ -186,9 +229,14 @@ fn main() {
         rate(lines, single)
     );
     println!(
-        "| `lint_workspace`, reading files | {threads} | {lines} | {:.3} | {} |",
+        "| `lint_workspace`, reading files: facts, then rules | {threads} | {lines} | {:.3} | {} |",
         parallel.as_secs_f64(),
         rate(lines, parallel)
+    );
+    println!(
+        "| the facts alone (reading and lexing every file) | {threads} | {lines} | {:.3} | {} |",
+        facts.as_secs_f64(),
+        rate(lines, facts)
     );
     println!(
         "| proc-macro2 lexing alone, for reference | 1 | {lines} | {:.3} | {} |",
@@ -199,6 +247,24 @@ fn main() {
         "| `test_sources` (discovery only) | 1 | {lines} | {:.3} | {} |",
         discovery.as_secs_f64(),
         rate(lines, discovery)
+    );
+    println!();
+    println!(
+        "This repository: {} source files, {repository_lines} lines, {repository_findings} findings.",
+        test_sources(&repository).len()
+    );
+    println!();
+    println!("| run | threads | lines | seconds | lines/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| `lint_workspace` on this repository | {threads} | {repository_lines} | {:.3} | {} |",
+        repository_pass.as_secs_f64(),
+        rate(repository_lines, repository_pass)
+    );
+    println!(
+        "| the facts alone | {threads} | {repository_lines} | {:.3} | {} |",
+        repository_facts.as_secs_f64(),
+        rate(repository_lines, repository_facts)
     );
     println!();
     println!("Command: `{command}`");

@@ -66,21 +66,22 @@ impl Linter<'_> {
 
     /// A port constant of the workspace that `expr` names, as a literal at the place of use and
     /// the name to show: `PORT` (defined at src/lib.rs:3).
-    pub(super) fn constant_port(&self, expr: &[Tok]) -> Option<(IntLit, String)> {
+    pub(super) fn constant_port(&mut self, expr: &[Tok]) -> Option<(IntLit, String)> {
         let t = strip(expr);
         let segments = whole_path(t)?;
         self.constant_at(&segments, path_pos(t))
     }
 
     /// [`Linter::constant_port`] for a name captured by a format string.
-    pub(super) fn constant_named(&self, name: &str, at: Pos) -> Option<(IntLit, String)> {
+    pub(super) fn constant_named(&mut self, name: &str, at: Pos) -> Option<(IntLit, String)> {
         self.constant_at(&[name.to_owned()], at)
     }
 
-    fn constant_at(&self, segments: &[String], at: Pos) -> Option<(IntLit, String)> {
+    fn constant_at(&mut self, segments: &[String], at: Pos) -> Option<(IntLit, String)> {
         if !constant_like(segments) || (segments.len() == 1 && self.env.lookup(&segments[0]).is_some()) {
             return None;
         }
+        self.looked_up.extend(segments.last().cloned());
         let workspace = self.workspace;
         let expanded = workspace.expand(&self.imports, segments);
         let found = workspace.constant(&expanded, self.file, self.imported(segments))?;
@@ -112,10 +113,11 @@ impl Linter<'_> {
         args: &[&[Tok]],
     ) -> bool {
         let name = segments.last().map_or("", String::as_str);
-        if method && super::reach::is_sink(name) {
+        if method && super::reach::is_socket_sink(name) {
             // Without the receiver's type, `.bind(..)` may be std's as well as ours.
             return false;
         }
+        self.looked_up.push(name.to_owned());
         let workspace = self.workspace;
         let expanded = if method {
             segments.to_vec()
@@ -205,6 +207,7 @@ impl Linter<'_> {
         if !constant_like(&segments) || (segments.len() == 1 && self.env.lookup(&segments[0]).is_some()) {
             return;
         }
+        self.looked_up.extend(segments.last().cloned());
         let workspace = self.workspace;
         let expanded = workspace.expand(&self.imports, &segments);
         let Some(found) = workspace.constant(&expanded, self.file, self.imported(&segments)) else {

@@ -68,12 +68,24 @@ pub(crate) struct ConstFact {
 }
 
 /// The facts of one file, to be merged into [`WorkspaceFacts`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct FileFacts {
     fns: Vec<FnFact>,
     consts: Vec<ConstFact>,
     /// `#[path = ".."] mod name;`: the file it names, and the module path it gets there.
     aliases: Vec<(String, Vec<String>)>,
+}
+
+impl FileFacts {
+    /// The names of the functions this file's functions hand their parameters to: their facts
+    /// may come from other files.
+    pub(crate) fn callees(&self) -> impl Iterator<Item = &str> {
+        self.fns
+            .iter()
+            .flat_map(|f| &f.params)
+            .flat_map(|p| &p.edges)
+            .filter_map(|e| e.callee.last().map(String::as_str))
+    }
 }
 
 /// The facts of every file of the workspace.
@@ -154,7 +166,9 @@ impl WorkspaceFacts {
     /// Raises each parameter's reach to that of the parameters it is passed to, until nothing
     /// changes. A call the workspace does not define is [`Reach::Unknown`].
     fn follow_calls(&mut self) {
-        let mut targets: Vec<(usize, usize, Vec<Option<(usize, usize)>>)> = Vec::new();
+        // Each parameter's calls: the parameter passed to, or whether an unknown callee is
+        // named like a port.
+        let mut targets: Vec<(usize, usize, Vec<Result<(usize, usize), bool>>)> = Vec::new();
         for (f, fact) in self.fns.iter().enumerate() {
             for (p, param) in fact.params.iter().enumerate() {
                 if param.edges.is_empty() {
@@ -164,9 +178,12 @@ impl WorkspaceFacts {
                     .edges
                     .iter()
                     .map(|edge| {
-                        let target = self.function_index(&edge.callee, edge.method, &fact.file, true)?;
-                        let index = self.fns[target].params.iter().position(|q| q.index == edge.arg)?;
-                        Some((target, index))
+                        let target = self.function_index(&edge.callee, edge.method, &fact.file, true);
+                        let index =
+                            target.and_then(|t| self.fns[t].params.iter().position(|q| q.index == edge.arg));
+                        // `.port(p)` of a builder outside the workspace: stored as a port.
+                        let port_named = edge.callee.last().is_some_and(|n| super::rules::is_port_name(n));
+                        target.zip(index).ok_or(port_named)
                     })
                     .collect();
                 targets.push((f, p, resolved));
@@ -178,9 +195,17 @@ impl WorkspaceFacts {
                 let ours = &self.fns[*f].params[*p];
                 let (mut reach, mut port_field) = (ours.reach, ours.port_field);
                 for target in resolved {
-                    let theirs = target.map(|(t, q)| &self.fns[t].params[q]);
-                    reach = reach.max(theirs.map_or(Reach::Unknown, |q| q.reach));
-                    port_field |= theirs.is_some_and(|q| q.port_field);
+                    match *target {
+                        Ok((t, q)) => {
+                            let theirs = &self.fns[t].params[q];
+                            reach = reach.max(theirs.reach);
+                            port_field |= theirs.port_field;
+                        }
+                        Err(port_named) => {
+                            reach = reach.max(Reach::Unknown);
+                            port_field |= port_named;
+                        }
+                    }
                 }
                 let ours = &mut self.fns[*f].params[*p];
                 if (reach, port_field) != (ours.reach, ours.port_field) {
@@ -192,6 +217,23 @@ impl WorkspaceFacts {
                 break;
             }
         }
+    }
+
+    /// Whether a function or constant named `name` is defined in a file other than `file`.
+    pub(crate) fn defined_elsewhere(&self, name: &str, file: &str) -> bool {
+        let fns = self
+            .fns_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.fns[i].file);
+        let consts = self
+            .consts_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.consts[i].file);
+        fns.chain(consts).any(|f| &**f != file)
     }
 
     /// How many functions and constants the facts hold.

@@ -149,13 +149,27 @@ fn lint_file(
     if scope == Scope::Source && !source.contains("test") {
         return Ok((Vec::new(), Vec::new()));
     }
-    let linted = rules::lint_with(source, scope == Scope::TestFile, file, facts).map_err(|error| {
-        LintError::Parse {
-            file: file.to_owned(),
-            line: error.line,
-            column: error.column,
-            message: error.message,
-        }
+    finish(
+        file,
+        source,
+        rules::lint_with(source, scope == Scope::TestFile, file, facts),
+        config,
+    )
+}
+
+/// The findings of a linted file with its suppressions and `config` applied, and the config
+/// files it names.
+fn finish(
+    file: &str,
+    source: &str,
+    linted: Result<rules::Linted, rules::ParseError>,
+    config: &LintConfig,
+) -> Result<(Vec<Finding>, Vec<String>), LintError> {
+    let linted = linted.map_err(|error| LintError::Parse {
+        file: file.to_owned(),
+        line: error.line,
+        column: error.column,
+        message: error.message,
     })?;
     let suppressions = suppress::Suppressions::new(source);
     let findings = findings_of(file, linted.hits, &suppressions, config);

@@ -3,28 +3,44 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loopcheck::report::Finding;
 use proc_macro2::TokenStream;
 
 use super::facts::{FileFacts, WorkspaceFacts, extract};
-use super::rules::lexable;
+use super::rules::{Linted, ParseError, first_look, lexable};
 use super::tokens::tree;
 use super::{
-    LintConfig, LintError, Scope, config_files, error_chain, lint_file, relative_path, test_sources,
+    LintConfig, LintError, Scope, config_files, error_chain, finish, lint_file, relative_path, test_sources,
 };
 use crate::workspace::Workspace;
 
 /// Config files larger than this are not test configs; they are skipped.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// What the first step knows of a file.
+struct FirstLook {
+    relative: String,
+    source: Result<String, String>,
+    facts: FileFacts,
+    /// Its findings with its own facts; `None` for library code without tests.
+    linted: Option<Result<Linted, ParseError>>,
+}
+
 /// `work` on each item, on all cores, results in the order of `items`.
 fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    parallel_owned(items.iter().collect(), |item| work(item))
+}
+
+/// [`parallel`], handing each item over to `work`.
+fn parallel_owned<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|item| Mutex::new(Some(item))).collect();
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(items.len())
+        .min(slots.len())
         .max(1);
     let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -33,10 +49,13 @@ fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec
                     let mut done = Vec::new();
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(index) else {
+                        let Some(slot) = slots.get(index) else {
                             break;
                         };
-                        done.push((index, work(item)));
+                        let item = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        if let Some(item) = item {
+                            done.push((index, work(item)));
+                        }
                     }
                     done
                 })
@@ -110,39 +129,66 @@ pub(super) fn run(workspace: &Workspace, config: &LintConfig) -> (Vec<Finding>, 
     let package_of = |path: &Path| packages.iter().find(|(dir, _)| path.starts_with(dir));
     let config_of = |path: &Path| package_of(path).map_or(config, |(_, config)| config);
 
-    // 1. Read every file and take its facts.
+    // 1. Read every file, take its facts and lint it with them alone: one lex for both.
     let sources = test_sources(workspace);
     let crates = crate_names(workspace);
-    let read: Vec<(String, Result<String, LintError>, FileFacts)> = parallel(&sources, |(path, scope)| {
+    let first: Vec<FirstLook> = parallel(&sources, |(path, scope)| {
         let relative = relative_path(&workspace.root, path);
-        match std::fs::read_to_string(path) {
-            Ok(source) => {
-                let facts = file_facts(&relative, &source, *scope == Scope::TestFile, &crates);
-                (relative, Ok(source), facts)
-            }
+        let source = match std::fs::read_to_string(path) {
+            Ok(source) => source,
             Err(source) => {
                 let error = LintError::Read {
                     path: path.clone(),
                     source,
                 };
-                (relative, Err(error), FileFacts::default())
+                return FirstLook {
+                    relative,
+                    source: Err(error_chain(&error)),
+                    facts: FileFacts::default(),
+                    linted: None,
+                };
             }
+        };
+        let test = *scope == Scope::TestFile;
+        // Test code in `src/` always carries an attribute that names `test`.
+        let lint = test || source.contains("test");
+        let (facts, linted) = first_look(&source, test, lint, &relative, &crates);
+        FirstLook {
+            relative,
+            source: Ok(source),
+            facts,
+            linted,
         }
     });
-    let mut texts = Vec::with_capacity(read.len());
-    let mut all_facts = Vec::with_capacity(read.len());
-    for (relative, text, facts) in read {
-        texts.push((relative, text));
-        all_facts.push(facts);
+    let mut looks = Vec::with_capacity(first.len());
+    let mut all_facts = Vec::with_capacity(first.len());
+    for look in first {
+        let callees: Vec<String> = look.facts.callees().map(str::to_owned).collect();
+        all_facts.push(look.facts);
+        looks.push((look.relative, look.source, look.linted, callees));
     }
     let facts = WorkspaceFacts::new(all_facts, crates);
 
-    // 2. Lint each file with the facts of all.
-    let items: Vec<(&(PathBuf, Scope), &(String, Result<String, LintError>))> =
-        sources.iter().zip(&texts).collect();
-    let linted = parallel(&items, |((path, scope), (relative, text))| {
-        let source = text.as_ref().map_err(|e| error_chain(e))?;
-        lint_file(relative, source, *scope, config_of(path), Some(&facts)).map_err(|e| error_chain(&e))
+    // 2. Lint again, with the facts of all, each file that names a function or constant of
+    // another file; the others' first look stands.
+    let items: Vec<_> = sources.iter().zip(looks).collect();
+    let linted = parallel_owned(items, |((path, scope), (relative, source, linted, callees))| {
+        let source = source?;
+        let Some(linted) = linted else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let names = linted.as_ref().map_or(&[][..], |l| &l.names[..]);
+        let elsewhere = names
+            .iter()
+            .chain(&callees)
+            .any(|name| facts.defined_elsewhere(name, &relative));
+        let config = config_of(path);
+        let result = if elsewhere {
+            lint_file(&relative, &source, *scope, config, Some(&facts))
+        } else {
+            finish(&relative, &source, linted, config)
+        };
+        result.map_err(|e| error_chain(&e))
     });
     let mut findings = Vec::new();
     let mut configs: BTreeSet<PathBuf> = BTreeSet::new();
@@ -239,6 +285,7 @@ mod tests {
     use crate::lint::facts::WorkspaceFacts;
 
     /// Tokens the rules and the facts look for, and the delimiters that make them fail.
+    // loopcheck:allow(LC010)
     const VOCABULARY: &[&str] = &[
         "fn",
         "mod",

@@ -52,8 +52,8 @@ impl Flow {
     }
 }
 
-/// Calls that put an address or port to use.
-pub(super) fn is_sink(name: &str) -> bool {
+/// Calls that bind, connect or hand an address to a child: std's and tokio's names.
+pub(super) fn is_socket_sink(name: &str) -> bool {
     matches!(
         name,
         "bind"
@@ -68,7 +68,7 @@ pub(super) fn is_sink(name: &str) -> bool {
             | "lookup_host"
             | "arg"
             | "args"
-    ) || super::rules::is_port_name(name)
+    )
 }
 
 /// Calls a value goes through unchanged, as far as its address or port is concerned.
@@ -366,7 +366,7 @@ impl Walker {
         let ty = super::tokens::last_two(segments).0;
         let socket_addr = matches!(ty, "SocketAddr" | "SocketAddrV4" | "SocketAddrV6");
         for (index, part) in split_commas(args).into_iter().enumerate() {
-            let inner = if is_sink(name) || socket_addr {
+            let inner = if is_socket_sink(name) || socket_addr {
                 Ctx::Sink
             } else if matches!(
                 name,

@@ -13,7 +13,7 @@ use proc_macro2::{Delimiter, Ident, Literal, TokenStream};
 
 use super::addr::{self, ArgRef, HostKind};
 use super::eval::{Binding, Env, IntLit, strip};
-use super::facts::WorkspaceFacts;
+use super::facts::{FileFacts, WorkspaceFacts};
 use super::imports::Imports;
 use super::items::{Signature, items, param_names, pattern_names, signature};
 use super::tokens::{
@@ -40,6 +40,9 @@ pub(crate) struct Linted {
     pub(crate) hits: Vec<Hit>,
     /// Paths of config files the test code names in string literals (`"tests/config/a.toml"`).
     pub(crate) config_files: Vec<String>,
+    /// The names of functions and constants looked up in the facts: where another file
+    /// defines one of them, the file is linted again with the facts of all.
+    pub(crate) names: Vec<String>,
 }
 
 /// Where and why a file cannot be read as Rust tokens.
@@ -64,27 +67,44 @@ pub(crate) fn lint_with(
     file: &str,
     workspace: Option<&WorkspaceFacts>,
 ) -> Result<Linted, ParseError> {
-    let result = match lexable(source).parse::<TokenStream>() {
-        Ok(stream) => {
-            let toks = tree(stream);
-            let mut facts = Facts::default();
-            facts.module(&toks, test);
-            let own;
-            let workspace = match workspace {
-                Some(workspace) => workspace,
-                None => {
-                    own =
-                        WorkspaceFacts::new(vec![super::facts::extract(&toks, file, test, &[])], Vec::new());
-                    &own
-                }
-            };
-            let mut linter = Linter::new(facts, workspace, file);
-            linter.module(&toks, test);
-            Ok(Linted {
-                hits: linter.hits,
-                config_files: linter.config_files,
-            })
+    let result = lex(source).map(|toks| match workspace {
+        Some(workspace) => lint_tokens(&toks, test, file, workspace),
+        None => {
+            let own = WorkspaceFacts::new(vec![super::facts::extract(&toks, file, test, &[])], Vec::new());
+            lint_tokens(&toks, test, file, &own)
         }
+    });
+    proc_macro2::extra::invalidate_current_thread_spans();
+    result
+}
+
+/// The facts of a file, and when `lint` is set, its findings with those facts alone: one lex
+/// for both, the first look of the workspace pass. `crates`: the workspace's crate names.
+pub(crate) fn first_look(
+    source: &str,
+    test: bool,
+    lint: bool,
+    file: &str,
+    crates: &[String],
+) -> (FileFacts, Option<Result<Linted, ParseError>>) {
+    let result = match lex(source) {
+        Ok(toks) => {
+            let facts = super::facts::extract(&toks, file, test, crates);
+            let linted = lint.then(|| {
+                let own = WorkspaceFacts::new(vec![facts.clone()], crates.to_vec());
+                Ok(lint_tokens(&toks, test, file, &own))
+            });
+            (facts, linted)
+        }
+        Err(error) => (FileFacts::default(), lint.then_some(Err(error))),
+    };
+    proc_macro2::extra::invalidate_current_thread_spans();
+    result
+}
+
+fn lex(source: &str) -> Result<Vec<Tok>, ParseError> {
+    match lexable(source).parse::<TokenStream>() {
+        Ok(stream) => Ok(tree(stream)),
         Err(error) => {
             let at = pos(error.span());
             Err(ParseError {
@@ -93,9 +113,19 @@ pub(crate) fn lint_with(
                 message: "unbalanced delimiters or an unterminated literal".to_owned(),
             })
         }
-    };
-    proc_macro2::extra::invalidate_current_thread_spans();
-    result
+    }
+}
+
+fn lint_tokens(toks: &[Tok], test: bool, file: &str, workspace: &WorkspaceFacts) -> Linted {
+    let mut facts = Facts::default();
+    facts.module(toks, test);
+    let mut linter = Linter::new(facts, workspace, file);
+    linter.module(toks, test);
+    Linted {
+        hits: linter.hits,
+        config_files: linter.config_files,
+        names: linter.looked_up,
+    }
 }
 
 /// `source` as the lexer takes it: without a byte order mark, and with a shebang line made a
@@ -492,6 +522,7 @@ pub(super) struct Linter<'w> {
     /// String literals handed to a parameter whose way the lint cannot follow: warnings.
     pub(super) weak: HashSet<Pos>,
     pub(super) config_files: Vec<String>,
+    pub(super) looked_up: Vec<String>,
 }
 
 impl<'w> Linter<'w> {
@@ -509,6 +540,7 @@ impl<'w> Linter<'w> {
             quiet: HashSet::new(),
             weak: HashSet::new(),
             config_files: Vec::new(),
+            looked_up: Vec::new(),
         }
     }
 
