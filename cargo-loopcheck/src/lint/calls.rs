@@ -47,6 +47,13 @@ fn constant_like(segments: &[String]) -> bool {
 }
 
 impl Linter<'_> {
+    /// Remembers a name looked up in the facts (see [`super::rules::Linted::names`]).
+    fn note_name(&mut self, name: &str) {
+        if !self.looked_up.contains(name) {
+            self.looked_up.insert(name.to_owned());
+        }
+    }
+
     fn where_defined(&self, file: &str, line: u32) -> String {
         if file == self.file {
             format!("line {line}")
@@ -81,7 +88,11 @@ impl Linter<'_> {
         if !constant_like(segments) || (segments.len() == 1 && self.env.lookup(&segments[0]).is_some()) {
             return None;
         }
-        self.looked_up.extend(segments.last().cloned());
+        let name = segments.last()?;
+        self.note_name(name);
+        if !self.workspace.has_constant(name) {
+            return None;
+        }
         let workspace = self.workspace;
         let expanded = workspace.expand(&self.imports, segments);
         let found = workspace.constant(&expanded, self.file, self.imported(segments))?;
@@ -117,7 +128,10 @@ impl Linter<'_> {
             // Without the receiver's type, `.bind(..)` may be std's as well as ours.
             return false;
         }
-        self.looked_up.push(name.to_owned());
+        self.note_name(name);
+        if !self.workspace.has_function(name) {
+            return false;
+        }
         let workspace = self.workspace;
         let expanded = if method {
             segments.to_vec()
@@ -207,7 +221,13 @@ impl Linter<'_> {
         if !constant_like(&segments) || (segments.len() == 1 && self.env.lookup(&segments[0]).is_some()) {
             return;
         }
-        self.looked_up.extend(segments.last().cloned());
+        let Some(name) = segments.last() else {
+            return;
+        };
+        self.note_name(name);
+        if !self.workspace.has_constant(name) {
+            return;
+        }
         let workspace = self.workspace;
         let expanded = workspace.expand(&self.imports, &segments);
         let Some(found) = workspace.constant(&expanded, self.file, self.imported(&segments)) else {

@@ -219,6 +219,17 @@ impl WorkspaceFacts {
         }
     }
 
+    /// Whether any function or method is named `name`: most calls are of std and other crates,
+    /// and are done with at this look-up.
+    pub(crate) fn has_function(&self, name: &str) -> bool {
+        self.fns_by_name.contains_key(name)
+    }
+
+    /// Whether any constant or static is named `name`.
+    pub(crate) fn has_constant(&self, name: &str) -> bool {
+        self.consts_by_name.contains_key(name)
+    }
+
     /// Whether a function or constant named `name` is defined in a file other than `file`.
     pub(crate) fn defined_elsewhere(&self, name: &str, file: &str) -> bool {
         let fns = self

@@ -124,7 +124,7 @@ fn lint_tokens(toks: &[Tok], test: bool, file: &str, workspace: &WorkspaceFacts)
     Linted {
         hits: linter.hits,
         config_files: linter.config_files,
-        names: linter.looked_up,
+        names: linter.looked_up.into_iter().collect(),
     }
 }
 
@@ -522,7 +522,7 @@ pub(super) struct Linter<'w> {
     /// String literals handed to a parameter whose way the lint cannot follow: warnings.
     pub(super) weak: HashSet<Pos>,
     pub(super) config_files: Vec<String>,
-    pub(super) looked_up: Vec<String>,
+    pub(super) looked_up: HashSet<String>,
 }
 
 impl<'w> Linter<'w> {
@@ -540,7 +540,7 @@ impl<'w> Linter<'w> {
             quiet: HashSet::new(),
             weak: HashSet::new(),
             config_files: Vec::new(),
-            looked_up: Vec::new(),
+            looked_up: HashSet::new(),
         }
     }
 
