@@ -100,6 +100,10 @@ pub(crate) struct WorkspaceFacts {
     crates: Vec<String>,
 }
 
+/// Where a parameter is passed: the function and parameter (indexes into the facts), or, for a
+/// callee the workspace does not define, whether it is named like a port (`.port(p)`).
+type Target = Result<(usize, usize), bool>;
+
 /// How many rounds calls are followed: a chain of helpers this long is followed to its end.
 const MAX_ROUNDS: usize = 8;
 
@@ -166,9 +170,7 @@ impl WorkspaceFacts {
     /// Raises each parameter's reach to that of the parameters it is passed to, until nothing
     /// changes. A call the workspace does not define is [`Reach::Unknown`].
     fn follow_calls(&mut self) {
-        // Each parameter's calls: the parameter passed to, or whether an unknown callee is
-        // named like a port.
-        let mut targets: Vec<(usize, usize, Vec<Result<(usize, usize), bool>>)> = Vec::new();
+        let mut targets: Vec<(usize, usize, Vec<Target>)> = Vec::new();
         for (f, fact) in self.fns.iter().enumerate() {
             for (p, param) in fact.params.iter().enumerate() {
                 if param.edges.is_empty() {

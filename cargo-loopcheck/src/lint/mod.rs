@@ -1,12 +1,19 @@
 //! `cargo loopcheck lint`: hard-coded ports (LC010), wildcard binds (LC011) and racy port
 //! allocation (LC014) in test code.
 //!
-//! The lint reads test code only: every file under a package's `tests/` and `benches/` (and its
-//! test and bench targets, wherever they live), and in `src/` the `#[cfg(test)]` items, the
+//! The lint reports test code only: every file under a package's `tests/` and `benches/` (and
+//! its test and bench targets, wherever they live), and in `src/` the `#[cfg(test)]` items, the
 //! functions marked with an attribute ending in `test` (`#[test]`, `#[tokio::test]`,
-//! `#[loopback_test]`), and the files of `#[cfg(test)] mod x;`. Files are lexed into token trees
-//! (proc-macro2) rather than parsed into syntax trees, which is several times faster; comments
-//! and doc comments are never read as code.
+//! `#[loopback_test]`), and the files of `#[cfg(test)] mod x;`; and the TOML, JSON and YAML files
+//! under `tests/` or named by a test. Files are lexed into token trees (proc-macro2) rather than
+//! parsed into syntax trees, which is several times faster; comments and doc comments are never
+//! read as code.
+//!
+//! [`lint_workspace`] reads the workspace as a whole: it first takes facts from every source,
+//! library code included (the functions whose parameters carry a port, the constants that hold
+//! one), so that a port handed to a helper of another file, to the crate's own API, or taken from
+//! a library constant is reported where the test writes it. [`lint_source`] knows the facts of
+//! its one file.
 //!
 //! ```
 //! use cargo_loopcheck::lint::{LintConfig, Scope, lint_source};

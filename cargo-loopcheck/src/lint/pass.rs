@@ -31,7 +31,7 @@ struct FirstLook {
 
 /// `work` on each item, on all cores, results in the order of `items`.
 fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    parallel_owned(items.iter().collect(), |item| work(item))
+    parallel_owned(items.iter().collect(), work)
 }
 
 /// [`parallel`], handing each item over to `work`.
