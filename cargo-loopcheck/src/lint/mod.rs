@@ -39,7 +39,6 @@
 
 mod addr;
 mod calls;
-mod child_args;
 mod config;
 mod config_files;
 mod eval;
@@ -48,11 +47,13 @@ mod files;
 mod imports;
 mod items;
 mod pass;
+mod racy;
 mod reach;
 mod rules;
 mod sites;
 mod suppress;
 mod tokens;
+mod wildcard;
 
 use std::path::{Path, PathBuf};
 

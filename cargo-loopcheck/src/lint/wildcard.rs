@@ -1,5 +1,7 @@
-//! LC011 for a wildcard address handed to a child process: `Command::new("server").args(["-b",
-//! "0.0.0.0"])`, `.arg("--host").arg("::")`, `.arg("--listen=0.0.0.0:8080")`.
+//! LC011 wildcard-bind: a wildcard address bound by test code (`TcpListener::bind("0.0.0.0:0")`),
+//! or handed to a child process: `Command::new("server").args(["-b", "0.0.0.0"])`,
+//! `.arg("--host").arg("::")`, `.arg("--listen=0.0.0.0:8080")`. (Config files: `config_files`;
+//! library constants: `calls`.)
 
 use loopcheck::report::Code;
 
@@ -21,6 +23,25 @@ fn wildcard_in(text: &str) -> Option<&str> {
 }
 
 impl Linter<'_> {
+    pub(super) fn check_bind(&mut self, arg: Option<&[Tok]>, call: &str) {
+        let Some(host) = arg.and_then(|arg| self.env.host_of(arg)) else {
+            return;
+        };
+        if host.kind != HostKind::Wildcard {
+            return;
+        }
+        let message = format!(
+            "wildcard address `{}` in `{call}` exposes the test to the network",
+            host.text
+        );
+        let suggestion = format!(
+            "bind loopback instead: `loopcheck::loopback_ip()` or `127.0.0.1`; or take the socket from the test: `#[loopback_test] fn {}(listener: TcpListener)`",
+            self.in_test_fn()
+        );
+        let port = host.port.filter(|&p| p != 0);
+        self.hit(Code::WildcardBind, host.pos, port, message, suggestion);
+    }
+
     /// `.arg(..)` and `.args(..)` with a literal wildcard address among the strings.
     pub(super) fn check_child_args(&mut self, name: &str, args: &[&[Tok]]) {
         if name != "arg" && name != "args" {
