@@ -222,12 +222,14 @@ pub(super) fn run(workspace: &Workspace, config: &LintConfig) -> (Vec<Finding>, 
         if too_big {
             return Ok(Vec::new());
         }
-        let source = std::fs::read_to_string(path).map_err(|source| {
+        let bytes = std::fs::read(path).map_err(|source| {
             error_chain(&LintError::Read {
                 path: path.clone(),
                 source,
             })
         })?;
+        // A config file is read for its addresses, whatever else its bytes hold.
+        let source = String::from_utf8_lossy(&bytes);
         Ok(super::config_findings(&relative, &source, config_of(path)))
     });
     for (path, result) in configs.iter().zip(scanned) {
