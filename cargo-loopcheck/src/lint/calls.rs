@@ -204,8 +204,8 @@ impl Linter<'_> {
         })
     }
 
-    /// An address constant of library code in a `bind` or `connect`: LC010 at the place of
-    /// use (test code's own constants are reported where they are defined), and LC011 for a
+    /// An address constant of another file in a `bind` or `connect`: LC010 at the place of use
+    /// for library code's (test code's are reported where they are defined), and LC011 for a
     /// wildcard bind.
     pub(super) fn check_address_constant(&mut self, name: &str, arg: Option<&[Tok]>, shown: &str) {
         let bind = super::rules::is_bind_name(name);
@@ -233,16 +233,21 @@ impl Linter<'_> {
         let Some(found) = workspace.constant(&expanded, self.file, self.imported(&segments)) else {
             return;
         };
-        let (Some(kind), false) = (found.host, found.test) else {
+        let Some(kind) = found.host else {
             return;
         };
+        // Test code's own address strings are reported where they are written; in its own
+        // file the rules see the constant's value, in another only this look-up does.
+        if found.test && &*found.file == self.file {
+            return;
+        }
         let at = path_pos(t);
         let via = format!(
             "`{}` (defined at {})",
             segments.join("::"),
             self.where_defined(&found.file, found.line)
         );
-        if kind != HostKind::Other {
+        if kind != HostKind::Other && !found.test {
             let lit = IntLit {
                 value: found.port,
                 pos: at,
