@@ -2,20 +2,24 @@
 //!
 //! Generates a package of `FILES` test files of about `LINES` lines each (network tests with a
 //! mix of flagged and clean lines), then times `lint_source` over all of it on one thread (files
-//! already in memory), and `lint_workspace` on the package (reading files, all cores), each the
-//! median of three runs, beside proc-macro2's lexing alone (the floor). Prints a Markdown table.
-//! Run with `cargo bench -j1 -p cargo-loopcheck --bench lint`; `LINT_BENCH_FILES` and
-//! `LINT_BENCH_LINES` change the corpus size.
+//! already in memory), and the workspace pass on the package (reading files, all cores): its
+//! facts alone, and `lint_workspace` whole (facts, then the rules of each file with them, then
+//! config files), the medians of five interleaved rounds, beside proc-macro2's lexing alone (the floor).
+//! Then the workspace pass on this repository. Prints Markdown tables.
+//! Run with `cargo bench -j1 -p cargo-loopcheck --bench lint` (prefix `taskset -c 0` for one
+//! core); `LINT_BENCH_FILES` and `LINT_BENCH_LINES` change the corpus size.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::lint::{LintConfig, Scope, lint_source, lint_workspace, test_sources};
+use cargo_loopcheck::lint::{
+    LintConfig, Scope, lint_source, lint_workspace, test_sources, workspace_facts_count,
+};
 use cargo_loopcheck::workspace::Workspace;
 
 const FILES: usize = 2_000;
 const LINES: usize = 500;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// One block of realistic test code, about 40 lines; `n` varies names and ports.
 fn block(out: &mut String, n: usize) {
@@ -118,55 +122,72 @@ fn main() {
     let sample = lint_source(&sources[0].0, &sources[0].1, Scope::TestFile, &config).unwrap();
     assert!(sample.len() > 10, "the corpus has findings");
 
-    // The median of `RUNS` runs: the machine may be shared.
-    let median = |mut times: Vec<Duration>| {
-        times.sort();
-        times[times.len() / 2]
-    };
-    let mut findings = 0;
-    let lex = median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                for (_, source) in &sources {
-                    let tokens: proc_macro2::TokenStream = source.parse().unwrap();
-                    drop(tokens);
-                    proc_macro2::extra::invalidate_current_thread_spans();
-                }
-                start.elapsed()
-            })
-            .collect(),
-    );
-    let single = median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                findings = 0;
-                for (name, source) in &sources {
-                    findings += lint_source(name, source, Scope::TestFile, &config).unwrap().len();
-                }
-                start.elapsed()
-            })
-            .collect(),
-    );
-
     let workspace = Workspace::load(Some(&root.join("Cargo.toml"))).expect("cargo metadata");
     let start = Instant::now();
     let sources_found = test_sources(&workspace).len();
     let discovery = start.elapsed();
     assert_eq!(sources_found, files + 1);
-    let parallel = median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                let (parallel_findings, errors) = lint_workspace(&workspace, &config);
-                let elapsed = start.elapsed();
-                assert!(errors.is_empty(), "{errors:?}");
-                assert_eq!(parallel_findings.len(), findings);
-                elapsed
-            })
-            .collect(),
-    );
+    // This repository: its own test code, as `cargo loopcheck lint` reads it.
+    let repository = Workspace::load(Some(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"),
+    ))
+    .expect("cargo metadata on this repository");
+    let repository_lines: usize = test_sources(&repository)
+        .iter()
+        .map(|(path, _)| std::fs::read_to_string(path).map_or(0, |s| s.lines().count()))
+        .sum();
+
+    // The runs are interleaved, round by round, so that a busy moment of the shared machine
+    // weighs on all of them alike; each figure is the median of `RUNS`, each ratio the median
+    // of the rounds' ratios.
+    let time = |work: &mut dyn FnMut()| {
+        let start = Instant::now();
+        work();
+        start.elapsed()
+    };
+    let mut findings = 0;
+    let mut repository_findings = 0;
+    let mut rounds: Vec<[Duration; 6]> = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let lex = time(&mut || {
+            for (_, source) in &sources {
+                let tokens: proc_macro2::TokenStream = source.parse().unwrap();
+                drop(tokens);
+                proc_macro2::extra::invalidate_current_thread_spans();
+            }
+        });
+        let single = time(&mut || {
+            findings = 0;
+            for (name, source) in &sources {
+                findings += lint_source(name, source, Scope::TestFile, &config).unwrap().len();
+            }
+        });
+        let whole = time(&mut || {
+            let (whole_findings, errors) = lint_workspace(&workspace, &config);
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(whole_findings.len(), findings);
+        });
+        let facts = time(&mut || assert!(workspace_facts_count(&workspace) > 0));
+        let repository_pass =
+            time(&mut || repository_findings = lint_workspace(&repository, &config).0.len());
+        let repository_facts = time(&mut || assert!(workspace_facts_count(&repository) > 0));
+        rounds.push([lex, single, whole, facts, repository_pass, repository_facts]);
+    }
+    let median = |index: usize| {
+        let mut times: Vec<Duration> = rounds.iter().map(|round| round[index]).collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    let ratio = |a: usize, b: usize| {
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .map(|round| round[a].as_secs_f64() / round[b].as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
+    let (lex, single, parallel, facts) = (median(0), median(1), median(2), median(3));
+    let (repository_pass, repository_facts) = (median(4), median(5));
 
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let command = "cargo bench -j1 -p cargo-loopcheck --bench lint";
@@ -176,7 +197,7 @@ fn main() {
         bytes as f64 / (1024.0 * 1024.0)
     );
     println!();
-    println!("Median of {RUNS} runs.");
+    println!("Median of {RUNS} interleaved rounds.");
     println!();
     println!("| run | threads | lines | seconds | lines/s |");
     println!("|---|---|---|---|---|");
@@ -186,9 +207,14 @@ fn main() {
         rate(lines, single)
     );
     println!(
-        "| `lint_workspace`, reading files | {threads} | {lines} | {:.3} | {} |",
+        "| `lint_workspace`, reading files: facts, then rules | {threads} | {lines} | {:.3} | {} |",
         parallel.as_secs_f64(),
         rate(lines, parallel)
+    );
+    println!(
+        "| the facts alone (reading and lexing every file) | {threads} | {lines} | {:.3} | {} |",
+        facts.as_secs_f64(),
+        rate(lines, facts)
     );
     println!(
         "| proc-macro2 lexing alone, for reference | 1 | {lines} | {:.3} | {} |",
@@ -199,6 +225,31 @@ fn main() {
         "| `test_sources` (discovery only) | 1 | {lines} | {:.3} | {} |",
         discovery.as_secs_f64(),
         rate(lines, discovery)
+    );
+    println!();
+    println!(
+        "Paired ratios: the single-file pass is {:.2}x lexing alone; the workspace pass is {:.2}x the single-file pass; its facts are {:.2}x lexing alone.",
+        ratio(1, 0),
+        ratio(2, 1),
+        ratio(3, 0)
+    );
+    println!();
+    println!(
+        "This repository: {} source files, {repository_lines} lines, {repository_findings} findings.",
+        test_sources(&repository).len()
+    );
+    println!();
+    println!("| run | threads | lines | seconds | lines/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| `lint_workspace` on this repository | {threads} | {repository_lines} | {:.3} | {} |",
+        repository_pass.as_secs_f64(),
+        rate(repository_lines, repository_pass)
+    );
+    println!(
+        "| the facts alone | {threads} | {repository_lines} | {:.3} | {} |",
+        repository_facts.as_secs_f64(),
+        rate(repository_lines, repository_facts)
     );
     println!();
     println!("Command: `{command}`");

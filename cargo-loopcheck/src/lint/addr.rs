@@ -176,6 +176,37 @@ pub(crate) fn host_before_colon(text: &str) -> Option<(HostKind, &str)> {
     }
 }
 
+/// Whether `text` names a host that is not this machine: an IP address outside 127.0.0.0/8,
+/// `::1` and the wildcards, or a DNS name with a dot (`x.iot.eu-west-1.example.com`) that is
+/// not under `localhost`. `host:port` is read as its host. File names (`config.toml`) are not
+/// hosts.
+pub(crate) fn is_remote_host(text: &str) -> bool {
+    let host = text
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+        .map_or(text, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return ip_kind(ip) == HostKind::Other;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let Some(top) = labels.last() else {
+        return false;
+    };
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && top.len() >= 2
+        && top.bytes().all(|b| b.is_ascii_alphabetic())
+        && !top.eq_ignore_ascii_case("localhost")
+        && !FILE_EXTENSIONS.iter().any(|e| top.eq_ignore_ascii_case(e))
+}
+
+const FILE_EXTENSIONS: [&str; 14] = [
+    "rs", "toml", "json", "yaml", "yml", "txt", "md", "log", "sock", "pem", "key", "crt", "html", "csv",
+];
+
 /// Where a format string placeholder takes its value from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ArgRef {
@@ -286,6 +317,32 @@ mod tests {
         assert_eq!(host_before_colon("[::]:"), Some((HostKind::Wildcard, "[::]")));
         assert_eq!(host_before_colon("example.com:"), None);
         assert_eq!(host_before_colon("127.0.0.1"), None);
+    }
+
+    #[test]
+    fn tells_remote_hosts() {
+        for remote in [
+            "x.iot.eu-west-1.example.com",
+            "example.com:443",
+            "10.0.0.1",
+            "[2001:db8::1]:80",
+            "8.8.8.8",
+        ] {
+            assert!(is_remote_host(remote), "{remote}");
+        }
+        for local in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "client-1",
+            "a.localhost",
+            "config.toml",
+            "v1.2",
+            "",
+        ] {
+            assert!(!is_remote_host(local), "{local}");
+        }
     }
 
     #[test]

@@ -81,6 +81,12 @@ fn declares_modules(source: &str) -> bool {
 
 /// `dir/**/*.rs`, sorted, skipping hidden directories, `target` and nested packages.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir, &|name| name.ends_with(".rs"))
+}
+
+/// The files under `dir` whose name passes `wanted`, sorted, skipping hidden directories,
+/// `target` and nested packages.
+pub(super) fn files_under(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -98,7 +104,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
                 if !name.starts_with('.') && name != "target" && !path.join("Cargo.toml").exists() {
                     stack.push(path);
                 }
-            } else if name.ends_with(".rs") {
+            } else if wanted(&name) {
                 found.push(path);
             }
         }

@@ -1,12 +1,19 @@
 //! `cargo loopcheck lint`: hard-coded ports (LC010), wildcard binds (LC011) and racy port
 //! allocation (LC014) in test code.
 //!
-//! The lint reads test code only: every file under a package's `tests/` and `benches/` (and its
-//! test and bench targets, wherever they live), and in `src/` the `#[cfg(test)]` items, the
+//! The lint reports test code only: every file under a package's `tests/` and `benches/` (and
+//! its test and bench targets, wherever they live), and in `src/` the `#[cfg(test)]` items, the
 //! functions marked with an attribute ending in `test` (`#[test]`, `#[tokio::test]`,
-//! `#[loopback_test]`), and the files of `#[cfg(test)] mod x;`. Files are lexed into token trees
-//! (proc-macro2) rather than parsed into syntax trees, which is several times faster; comments
-//! and doc comments are never read as code.
+//! `#[loopback_test]`), and the files of `#[cfg(test)] mod x;`; and the TOML, JSON and YAML files
+//! under `tests/` or named by a test. Files are lexed into token trees (proc-macro2) rather than
+//! parsed into syntax trees, which is several times faster; comments and doc comments are never
+//! read as code.
+//!
+//! [`lint_workspace`] reads the workspace as a whole: it first takes facts from every source,
+//! library code included (the functions whose parameters carry a port, the constants that hold
+//! one), so that a port handed to a helper of another file, to the crate's own API, or taken from
+//! a library constant is reported where the test writes it. [`lint_source`] knows the facts of
+//! its one file.
 //!
 //! ```
 //! use cargo_loopcheck::lint::{LintConfig, Scope, lint_source};
@@ -31,18 +38,26 @@
 //! ([`LintConfig`]).
 
 mod addr;
+mod calls;
 mod config;
+mod config_files;
 mod eval;
+mod facts;
 mod files;
+mod imports;
 mod items;
+mod pass;
+mod racy;
+mod reach;
 mod rules;
 mod sites;
 mod suppress;
 mod tokens;
+mod wildcard;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use loopcheck::report::Severity;
 
 use loopcheck::report::Finding;
 
@@ -127,22 +142,70 @@ pub fn lint_source(
     scope: Scope,
     config: &LintConfig,
 ) -> Result<Vec<Finding>, LintError> {
+    lint_file(file, source, scope, config, None).map(|(findings, _)| findings)
+}
+
+/// [`lint_source`] with the facts of the workspace (`None`: of the file alone). Also returns
+/// the config files the file names.
+fn lint_file(
+    file: &str,
+    source: &str,
+    scope: Scope,
+    config: &LintConfig,
+    facts: Option<&facts::WorkspaceFacts>,
+) -> Result<(Vec<Finding>, Vec<String>), LintError> {
     // Test code in `src/` always carries an attribute that names `test`.
     if scope == Scope::Source && !source.contains("test") {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let hits = rules::lint(source, scope == Scope::TestFile).map_err(|error| LintError::Parse {
+    finish(
+        file,
+        source,
+        rules::lint_with(source, scope == Scope::TestFile, file, facts),
+        config,
+    )
+}
+
+/// The findings of a linted file with its suppressions and `config` applied, and the config
+/// files it names.
+fn finish(
+    file: &str,
+    source: &str,
+    linted: Result<rules::Linted, rules::ParseError>,
+    config: &LintConfig,
+) -> Result<(Vec<Finding>, Vec<String>), LintError> {
+    let linted = linted.map_err(|error| LintError::Parse {
         file: file.to_owned(),
         line: error.line,
         column: error.column,
         message: error.message,
     })?;
     let suppressions = suppress::Suppressions::new(source);
+    let findings = findings_of(file, linted.hits, &suppressions, config);
+    Ok((findings, linted.config_files))
+}
+
+/// The findings of a config file ([`config_files`]) with its `# loopcheck:allow` comments
+/// and `config` applied.
+fn config_findings(file: &str, source: &str, config: &LintConfig) -> Vec<Finding> {
+    let suppressions = suppress::Suppressions::of_config(source);
+    findings_of(file, config_files::scan(source), &suppressions, config)
+}
+
+fn findings_of(
+    file: &str,
+    hits: Vec<rules::Hit>,
+    suppressions: &suppress::Suppressions,
+    config: &LintConfig,
+) -> Vec<Finding> {
     let mut findings: Vec<Finding> = hits
         .into_iter()
         .filter(|hit| !suppressions.allows(hit.code, hit.line))
         .map(|hit| {
             let mut finding = Finding::new(hit.code, hit.message);
+            if hit.warning {
+                finding.severity = Severity::Warning;
+            }
             finding.file = Some(file.to_owned());
             finding.line = Some(hit.line);
             finding.column = Some(hit.column);
@@ -153,81 +216,31 @@ pub fn lint_source(
         .filter(|finding| !config.allows(finding))
         .collect();
     findings.sort_by_key(|f| (f.line, f.column, f.code, f.port));
-    Ok(findings)
+    findings
 }
 
-/// Lints every test source of `workspace` ([`test_sources`]), files in parallel.
+/// Lints every test source of `workspace` ([`test_sources`]) and the config files its tests
+/// read, files in parallel.
+///
+/// The workspace is read as a whole: facts about every package's sources (functions whose
+/// parameters carry a port, port constants) are taken first, so a port handed to a helper in
+/// another file, or taken from a constant in library code, is found where the test writes it.
+/// TOML, JSON and YAML files under a package's `tests/`, and those a test names with a literal
+/// path, are scanned for fixed ports and wildcard addresses.
 ///
 /// Each package is linted with `config` merged with the `loopcheck` tables of
 /// `[workspace.metadata]` and of its `[package.metadata]`. Returns the findings, sorted by file,
 /// line and column, and the files (or manifests, for bad metadata) that could not be linted with
 /// the reason.
 pub fn lint_workspace(workspace: &Workspace, config: &LintConfig) -> (Vec<Finding>, Vec<(PathBuf, String)>) {
-    let mut errors = Vec::new();
-    let mut packages: Vec<(PathBuf, LintConfig)> = Vec::new();
-    for package in &workspace.packages {
-        let manifest = package.manifest_path.as_std_path();
-        let dir = manifest.parent().unwrap_or(manifest).to_path_buf();
-        let own = match LintConfig::from_metadata(&workspace.metadata, &package.metadata) {
-            Ok(own) => own,
-            Err(error) => {
-                errors.push((manifest.to_path_buf(), error.to_string()));
-                LintConfig::default()
-            }
-        };
-        packages.push((dir, config.merged(&own)));
-    }
-    // The innermost package owns a file: compare the deepest directories first.
-    packages.sort_by_key(|(dir, _)| std::cmp::Reverse(dir.components().count()));
-    let config_of = |path: &Path| {
-        packages
-            .iter()
-            .find(|(dir, _)| path.starts_with(dir))
-            .map_or(config, |(_, config)| config)
-    };
+    pass::run(workspace, config)
+}
 
-    let sources = test_sources(workspace);
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new((Vec::new(), Vec::new()));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(sources.len())
-        .max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let mut findings = Vec::new();
-                let mut failures = Vec::new();
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, file_scope)) = sources.get(index) else {
-                        break;
-                    };
-                    let relative = relative_path(&workspace.root, path);
-                    let result = std::fs::read_to_string(path)
-                        .map_err(|source| LintError::Read {
-                            path: path.clone(),
-                            source,
-                        })
-                        .and_then(|source| lint_source(&relative, &source, *file_scope, config_of(path)));
-                    match result {
-                        Ok(found) => findings.extend(found),
-                        Err(error) => failures.push((path.clone(), error_chain(&error))),
-                    }
-                }
-                let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
-                results.0.extend(findings);
-                results.1.extend(failures);
-            });
-        }
-    });
-    let (mut findings, failures) = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    errors.extend(failures);
-    findings.sort_by(|a, b| {
-        (&a.file, a.line, a.column, a.code, a.port).cmp(&(&b.file, b.line, b.column, b.code, b.port))
-    });
-    errors.sort();
-    (findings, errors)
+/// The facts pass of [`lint_workspace`] alone, for benchmarks: reads and lexes every source of
+/// `workspace` and returns how many functions and constants it found.
+#[doc(hidden)]
+pub fn workspace_facts_count(workspace: &Workspace) -> usize {
+    pass::workspace_facts(workspace).len()
 }
 
 /// The workspace's own settings, `[workspace.metadata.loopcheck]`, for a command to add its flags

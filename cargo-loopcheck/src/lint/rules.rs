@@ -1,10 +1,13 @@
-//! The rules: one walk over a file's token trees, looking only at test code.
+//! The rules' walk over a file's token trees, looking only at test code, and LC010
+//! hard-coded-port. LC011 is in `wildcard`, LC014 in `racy`, the checks that use the workspace
+//! facts in `calls`.
 //!
 //! The file is lexed with proc-macro2 (comments are dropped, doc comments become attributes,
 //! which are skipped) and never parsed into a syntax tree: lexing alone is about six times faster
 //! than `syn::parse_file` (measured on the bench corpus), and the rules only need items,
 //! attributes, calls, macro arguments, tuples, struct fields and `let`s, which token trees show.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use loopcheck::report::Code;
@@ -12,6 +15,8 @@ use proc_macro2::{Delimiter, Ident, Literal, TokenStream};
 
 use super::addr::{self, ArgRef, HostKind};
 use super::eval::{Binding, Env, IntLit, strip};
+use super::facts::{FileFacts, WorkspaceFacts};
+use super::imports::Imports;
 use super::items::{Signature, items, loopback_test_form, param_names, pattern_names, signature};
 use super::tokens::{
     Pos, Tok, last_two, path_end, path_pos, path_sep, pos, segments, shown, skip_angle, split_commas,
@@ -27,6 +32,19 @@ pub(crate) struct Hit {
     pub(crate) port: Option<u16>,
     pub(crate) message: String,
     pub(crate) suggestion: String,
+    /// Reported as a warning: the value may never reach an address, and nothing tells.
+    pub(crate) warning: bool,
+}
+
+/// What linting a file found.
+#[derive(Debug, Default)]
+pub(crate) struct Linted {
+    pub(crate) hits: Vec<Hit>,
+    /// Paths of config files the test code names in string literals (`"tests/config/a.toml"`).
+    pub(crate) config_files: Vec<String>,
+    /// The names of functions and constants looked up in the facts: where another file
+    /// defines one of them, the file is linted again with the facts of all.
+    pub(crate) names: Vec<String>,
 }
 
 /// Where and why a file cannot be read as Rust tokens.
@@ -40,24 +58,55 @@ pub(crate) struct ParseError {
 /// Lints `source`; `test` says whether all of it is test code. Spans are freed before
 /// returning, so nothing of the file stays in proc-macro2's per-thread source map.
 pub(crate) fn lint(source: &str, test: bool) -> Result<Vec<Hit>, ParseError> {
-    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-    let commented;
-    let source = if source.starts_with("#!") && !source.starts_with("#![") {
-        // A shebang line: keep lines and columns, hide the line from the lexer.
-        commented = format!("//{}", &source[2..]);
-        &commented
-    } else {
-        source
-    };
-    let result = match source.parse::<TokenStream>() {
-        Ok(stream) => {
-            let toks = tree(stream);
-            let mut facts = Facts::default();
-            facts.module(&toks, test);
-            let mut linter = Linter::new(facts);
-            linter.module(&toks, test);
-            Ok(linter.hits)
+    lint_with(source, test, "", None).map(|linted| linted.hits)
+}
+
+/// [`lint`] with the facts of the whole workspace, or of the file alone when `workspace` is
+/// `None`; `file` is the file's path relative to the workspace root.
+pub(crate) fn lint_with(
+    source: &str,
+    test: bool,
+    file: &str,
+    workspace: Option<&WorkspaceFacts>,
+) -> Result<Linted, ParseError> {
+    let result = lex(source).map(|toks| match workspace {
+        Some(workspace) => lint_tokens(&toks, test, file, workspace),
+        None => {
+            let own = WorkspaceFacts::new(vec![super::facts::extract(&toks, file, test, &[])], Vec::new());
+            lint_tokens(&toks, test, file, &own)
         }
+    });
+    proc_macro2::extra::invalidate_current_thread_spans();
+    result
+}
+
+/// The facts of a file, and when `lint` is set, its findings with those facts alone: one lex
+/// for both, the first look of the workspace pass. `crates`: the workspace's crate names.
+pub(crate) fn first_look(
+    source: &str,
+    test: bool,
+    lint: bool,
+    file: &str,
+    crates: &[String],
+) -> (FileFacts, Option<Result<Linted, ParseError>>) {
+    let result = match lex(source) {
+        Ok(toks) => {
+            let facts = super::facts::extract(&toks, file, test, crates);
+            let linted = lint.then(|| {
+                let own = WorkspaceFacts::new(vec![facts.clone()], crates.to_vec());
+                Ok(lint_tokens(&toks, test, file, &own))
+            });
+            (facts, linted)
+        }
+        Err(error) => (FileFacts::default(), lint.then_some(Err(error))),
+    };
+    proc_macro2::extra::invalidate_current_thread_spans();
+    result
+}
+
+fn lex(source: &str) -> Result<Vec<Tok>, ParseError> {
+    match lexable(source).parse::<TokenStream>() {
+        Ok(stream) => Ok(tree(stream)),
         Err(error) => {
             let at = pos(error.span());
             Err(ParseError {
@@ -66,13 +115,34 @@ pub(crate) fn lint(source: &str, test: bool) -> Result<Vec<Hit>, ParseError> {
                 message: "unbalanced delimiters or an unterminated literal".to_owned(),
             })
         }
-    };
-    proc_macro2::extra::invalidate_current_thread_spans();
-    result
+    }
+}
+
+fn lint_tokens(toks: &[Tok], test: bool, file: &str, workspace: &WorkspaceFacts) -> Linted {
+    let mut facts = Facts::default();
+    facts.module(toks, test);
+    let mut linter = Linter::new(facts, workspace, file);
+    linter.module(toks, test);
+    Linted {
+        hits: linter.hits,
+        config_files: linter.config_files,
+        names: linter.looked_up.into_iter().collect(),
+    }
+}
+
+/// `source` as the lexer takes it: without a byte order mark, and with a shebang line made a
+/// comment, so that lines and columns stay those of the file.
+pub(super) fn lexable(source: &str) -> Cow<'_, str> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    if source.starts_with("#!") && !source.starts_with("#![") {
+        Cow::Owned(format!("//{}", &source[2..]))
+    } else {
+        Cow::Borrowed(source)
+    }
 }
 
 /// `port`, `with_port`, `set_port`, `http_port`; not `pick_unused_port` and its kin.
-fn is_port_name(name: &str) -> bool {
+pub(super) fn is_port_name(name: &str) -> bool {
     name == "port"
         || (name.ends_with("_port")
             && !["free", "unused", "open", "local", "pick"]
@@ -81,7 +151,7 @@ fn is_port_name(name: &str) -> bool {
 }
 
 /// Calls whose first argument is an address to listen on.
-fn is_bind_name(name: &str) -> bool {
+pub(super) fn is_bind_name(name: &str) -> bool {
     matches!(
         name,
         "bind" | "try_bind" | "bind_addr" | "listen" | "serve" | "run"
@@ -109,128 +179,6 @@ fn known_macro(name: &str) -> Option<Option<usize>> {
         "vec" | "dbg" | "join" | "try_join" => None,
         _ => return None,
     })
-}
-
-/// The racy port-allocation function named by a resolved path.
-fn is_racy(path: &[String]) -> bool {
-    let [krate, .., last] = path else {
-        return false;
-    };
-    let allocates = ["free", "unused", "open_port", "available", "select"]
-        .iter()
-        .any(|word| last.contains(word));
-    match krate.as_str() {
-        "portpicker" | "port_check" | "port_scanner" | "freeport" | "openport" | "port_selector" => allocates,
-        "get_port" | "find_port" => true,
-        "netutils" => last == "free_port",
-        _ => false,
-    }
-}
-
-/// What a glob import of a racy crate brings into scope.
-fn glob_exports(krate: &str) -> &'static [&'static str] {
-    match krate {
-        "portpicker" => &["pick_unused_port", "is_free", "is_free_tcp", "is_free_udp"],
-        "port_check" => &[
-            "free_local_port",
-            "free_local_ipv4_port",
-            "free_local_ipv6_port",
-            "free_local_port_in_range",
-            "free_local_ipv4_port_in_range",
-            "free_local_ipv6_port_in_range",
-            "is_local_port_free",
-            "is_local_ipv4_port_free",
-            "is_local_ipv6_port_free",
-        ],
-        "port_scanner" => &[
-            "request_open_port",
-            "local_port_available",
-            "local_ports_available",
-            "local_ports_available_range",
-        ],
-        "freeport" => &["get_free_port"],
-        "openport" => &["pick_unused_port", "pick_random_unused_port", "is_free"],
-        "port_selector" => &[
-            "random_free_port",
-            "random_free_tcp_port",
-            "random_free_udp_port",
-            "select_free_port",
-            "select_from_given_port",
-            "is_free",
-            "is_free_tcp",
-            "is_free_udp",
-        ],
-        "get_port" => &["TcpPort", "UdpPort"],
-        _ => &[],
-    }
-}
-
-/// `use` declarations of a file: local name to full path.
-#[derive(Default)]
-struct Imports {
-    names: HashMap<String, Vec<String>>,
-    globs: Vec<Vec<String>>,
-}
-
-impl Imports {
-    /// Adds the use tree `toks` (after `use`, without the `;`).
-    fn add(&mut self, toks: &[Tok], prefix: &mut Vec<String>) {
-        let depth = prefix.len();
-        let mut i = if path_sep(toks, 0) { 2 } else { 0 };
-        while let Some(tok) = toks.get(i) {
-            match tok {
-                Tok::Ident(ident) => {
-                    let name = ident.to_string();
-                    if path_sep(toks, i + 1) {
-                        prefix.push(name);
-                        i += 3;
-                        continue;
-                    }
-                    let mut full = prefix.clone();
-                    if name != "self" {
-                        full.push(name.clone());
-                    }
-                    let local = match (toks.get(i + 1), toks.get(i + 2)) {
-                        (Some(r#as), Some(Tok::Ident(alias))) if r#as.is("as") => alias.to_string(),
-                        _ if name == "self" => prefix.last().cloned().unwrap_or_default(),
-                        _ => name,
-                    };
-                    self.names.insert(local, full);
-                }
-                Tok::Punct('*', ..) => self.globs.push(prefix.clone()),
-                Tok::Group(Delimiter::Brace, _, inner) => {
-                    for part in split_commas(inner) {
-                        self.add(part, prefix);
-                    }
-                }
-                _ => {}
-            }
-            break;
-        }
-        prefix.truncate(depth);
-    }
-
-    /// The full path of a racy allocation function called as `segments`, if it is one.
-    /// `local` tells whether the file defines a function of that name, which shadows globs.
-    fn racy(&self, segments: &[String], local: impl Fn(&str) -> bool) -> Option<Vec<String>> {
-        let first = segments.first()?;
-        if let Some(full) = self.names.get(first) {
-            let full: Vec<String> = full.iter().chain(&segments[1..]).cloned().collect();
-            return is_racy(&full).then_some(full);
-        }
-        if is_racy(segments) {
-            return Some(segments.to_vec());
-        }
-        if local(first) {
-            return None;
-        }
-        self.globs.iter().find_map(|glob| {
-            let krate = glob.first()?;
-            let exported = glob_exports(krate).contains(&first.as_str());
-            let full: Vec<String> = glob.iter().chain(segments).cloned().collect();
-            (exported && is_racy(&full)).then_some(full)
-        })
-    }
 }
 
 /// What the rules need to know about the whole file before walking it.
@@ -340,7 +288,7 @@ impl Facts {
 }
 
 /// How a finding describes where a port was written.
-enum Place {
+pub(super) enum Place {
     /// Always this description.
     Fixed(String),
     /// The call it is an argument of, else this description.
@@ -349,7 +297,7 @@ enum Place {
 
 /// Which `#[loopback_test]` form to suggest.
 #[derive(Clone, Copy)]
-enum Form {
+pub(super) enum Form {
     Addr,
     Port,
 }
@@ -360,142 +308,26 @@ struct FnInfo {
     asynchronous: bool,
 }
 
-/// Listeners bound in a function body, and those whose port is read.
-#[derive(Default)]
-struct ProbeScan {
-    listeners: Vec<(String, Pos, String)>,
-    port_read: HashSet<String>,
-}
-
-/// The bind call `expr` evaluates to, if any: its place and `TcpListener::bind`.
-fn bind_call(expr: &[Tok]) -> Option<(Pos, String)> {
-    let t = strip(expr);
-    let end = path_end(t, 0);
-    if end == 0 || t.len() != end + 1 || t[end].paren().is_none() {
-        return None;
-    }
-    let segments = segments(&t[..end]);
-    (last_two(&segments).1 == "bind").then(|| (path_pos(&t[..end]), shown(&segments)))
-}
-
-/// Skips `?`, `.await`, `.unwrap()`, `.expect(..)`, `.ok()` from `i`.
-fn skip_unwraps(toks: &[Tok], mut i: usize) -> usize {
-    loop {
-        match toks.get(i) {
-            Some(t) if t.punct('?') => i += 1,
-            Some(t) if t.punct('.') => match toks.get(i + 1) {
-                Some(m) if m.is("await") => i += 2,
-                Some(m)
-                    if ["unwrap", "expect", "ok"].iter().any(|n| m.is(n))
-                        && toks.get(i + 2).and_then(Tok::paren).is_some() =>
-                {
-                    i += 3
-                }
-                _ => return i,
-            },
-            _ => return i,
-        }
-    }
-}
-
-/// `.name()` at `i`: the index after it.
-fn empty_method(toks: &[Tok], i: usize, name: &str) -> Option<usize> {
-    (toks.get(i)?.punct('.')
-        && toks.get(i + 1)?.is(name)
-        && toks.get(i + 2)?.paren().is_some_and(<[Tok]>::is_empty))
-    .then_some(i + 3)
-}
-
-/// `.local_addr()?.port()` and the like at `i`.
-fn reads_port(toks: &[Tok], i: usize) -> bool {
-    empty_method(toks, i, "local_addr")
-        .map(|j| skip_unwraps(toks, j))
-        .and_then(|j| empty_method(toks, j, "port"))
-        .is_some()
-}
-
-impl ProbeScan {
-    fn scan(&mut self, toks: &[Tok]) {
-        for (i, tok) in toks.iter().enumerate() {
-            match tok {
-                Tok::Group(_, _, inner) => self.scan(inner),
-                Tok::Ident(ident) if ident == "let" => {
-                    let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
-                        continue;
-                    };
-                    let end = toks[eq..]
-                        .iter()
-                        .position(|t| t.punct(';') || t.brace().is_some())
-                        .map_or(toks.len(), |p| p + eq);
-                    self.bound(&toks[i + 1..eq], &toks[eq + 1..end]);
-                }
-                Tok::Ident(ident) if ident == "match" => {
-                    let Some(arms) = toks[i..].iter().position(|t| t.brace().is_some()).map(|p| p + i) else {
-                        continue;
-                    };
-                    if let Some(body) = toks[arms].brace() {
-                        self.bound(body, &toks[i + 1..arms]);
-                    }
-                }
-                Tok::Ident(ident)
-                    if reads_port(toks, i + 1)
-                        && !(i > 0 && (toks[i - 1].punct('.') || toks[i - 1].punct(':'))) =>
-                {
-                    self.port_read.insert(ident.to_string());
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn bound(&mut self, pattern: &[Tok], expr: &[Tok]) {
-        if let Some((at, call)) = bind_call(expr) {
-            let mut names = Vec::new();
-            pattern_names(pattern, &mut names);
-            for name in names {
-                self.listeners.push((name, at, call.clone()));
-            }
-        }
-    }
-}
-
-/// Whether a function returns a port number (`u16`, `Option<u16>`, `io::Result<u16>`) and no
-/// socket.
-fn returns_port(ret: &[Tok]) -> bool {
-    fn names(toks: &[Tok], out: &mut Vec<String>) {
-        for tok in toks {
-            match tok {
-                Tok::Ident(ident) => out.push(ident.to_string()),
-                Tok::Group(_, _, inner) => names(inner, out),
-                _ => {}
-            }
-        }
-    }
-    if !ret.first().is_some_and(|t| t.punct('-')) {
-        return false;
-    }
-    let mut found = Vec::new();
-    names(ret, &mut found);
-    found.iter().any(|n| n == "u16")
-        && !found.iter().any(|n| {
-            ["Listener", "Socket", "Lease", "Stream"]
-                .iter()
-                .any(|w| n.contains(w))
-        })
-}
-
-struct Linter {
-    env: Env,
+pub(super) struct Linter<'w> {
+    pub(super) env: Env,
     port_params: HashMap<String, Vec<(usize, String)>>,
-    imports: Imports,
-    local_fns: HashSet<String>,
+    pub(super) imports: Imports,
+    pub(super) local_fns: HashSet<String>,
     fns: Vec<FnInfo>,
     hits: Vec<Hit>,
     seen: HashSet<(Code, Pos, Option<u16>)>,
+    pub(super) workspace: &'w WorkspaceFacts,
+    pub(super) file: &'w str,
+    /// String literals handed to a parameter that never reaches an address: not reported.
+    pub(super) quiet: HashSet<Pos>,
+    /// String literals handed to a parameter whose way the lint cannot follow: warnings.
+    pub(super) weak: HashSet<Pos>,
+    pub(super) config_files: Vec<String>,
+    pub(super) looked_up: HashSet<String>,
 }
 
-impl Linter {
-    fn new(facts: Facts) -> Linter {
+impl<'w> Linter<'w> {
+    fn new(facts: Facts, workspace: &'w WorkspaceFacts, file: &'w str) -> Linter<'w> {
         Linter {
             env: facts.env,
             port_params: facts.port_params,
@@ -504,6 +336,12 @@ impl Linter {
             fns: Vec::new(),
             hits: Vec::new(),
             seen: HashSet::new(),
+            workspace,
+            file,
+            quiet: HashSet::new(),
+            weak: HashSet::new(),
+            config_files: Vec::new(),
+            looked_up: HashSet::new(),
         }
     }
 
@@ -556,7 +394,7 @@ impl Linter {
         sig.body_at + 1
     }
 
-    fn in_test_fn(&self) -> &str {
+    pub(super) fn in_test_fn(&self) -> &str {
         match self.fns.last() {
             Some(f) if f.test => &f.name,
             _ => "name",
@@ -564,13 +402,13 @@ impl Linter {
     }
 
     /// `#[loopback_test] fn NAME`, or `#[loopback_test(tokio)] async fn NAME` in an async test.
-    fn test_form(&self) -> String {
+    pub(super) fn test_form(&self) -> String {
         let asynchronous = self.fns.last().is_some_and(|f| f.test && f.asynchronous);
         format!("{} {}", loopback_test_form(asynchronous), self.in_test_fn())
     }
 
     /// The listener type a test takes: std's, or tokio's in an async test.
-    fn listener_type(&self) -> &'static str {
+    pub(super) fn listener_type(&self) -> &'static str {
         if self.fns.last().is_some_and(|f| f.test && f.asynchronous) {
             "tokio::net::TcpListener"
         } else {
@@ -578,7 +416,26 @@ impl Linter {
         }
     }
 
-    fn hit(&mut self, code: Code, at: Pos, port: Option<u16>, message: String, suggestion: String) {
+    pub(super) fn hit(
+        &mut self,
+        code: Code,
+        at: Pos,
+        port: Option<u16>,
+        message: String,
+        suggestion: String,
+    ) {
+        self.hit_as(code, at, port, message, suggestion, false);
+    }
+
+    fn hit_as(
+        &mut self,
+        code: Code,
+        at: Pos,
+        port: Option<u16>,
+        message: String,
+        suggestion: String,
+        warning: bool,
+    ) {
         if self.seen.insert((code, at, port)) {
             self.hits.push(Hit {
                 code,
@@ -587,21 +444,35 @@ impl Linter {
                 port,
                 message,
                 suggestion,
+                warning,
             });
         }
     }
 
     fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
-        if lit.value == 0 {
+        self.report_port_from(lit, via.map(|name| format!("`{name}`")), place, ctx, form);
+    }
+
+    /// Reports `lit`; `via` is the name it was bound to, as the message shows it.
+    pub(super) fn report_port_from(
+        &mut self,
+        lit: IntLit,
+        via: Option<String>,
+        place: Place,
+        ctx: Option<&str>,
+        form: Form,
+    ) {
+        if lit.value == 0 || self.quiet.contains(&lit.pos) {
             return;
         }
+        let warning = ctx.is_some_and(super::calls::goes_nowhere) || self.weak.contains(&lit.pos);
         let place = match (place, ctx) {
             (Place::Fixed(place), _) => place,
             (Place::InCall(_), Some(call)) => format!("`{call}`"),
             (Place::InCall(fallback), None) => fallback,
         };
         let message = match via {
-            Some(name) => format!("hard-coded port {} in `{name}`, used in {place}", lit.value),
+            Some(name) => format!("hard-coded port {} in {name}, used in {place}", lit.value),
             None => format!("hard-coded port {} in {place}", lit.value),
         };
         let test = self.test_form();
@@ -613,12 +484,15 @@ impl Linter {
                 format!("take the port from the test: `{test}(port: u16)`, or `loopcheck::reserve_port()`")
             }
         };
-        self.hit(Code::HardCodedPort, lit.pos, Some(lit.value), message, suggestion);
+        let code = Code::HardCodedPort;
+        self.hit_as(code, lit.pos, Some(lit.value), message, suggestion, warning);
     }
 
-    fn check_port(&mut self, expr: &[Tok], place: Place, ctx: Option<&str>, form: Form) {
+    pub(super) fn check_port(&mut self, expr: &[Tok], place: Place, ctx: Option<&str>, form: Form) {
         if let Some((lit, via)) = self.env.port_of(expr) {
             self.report_port(lit, via, place, ctx, form);
+        } else if let Some((lit, via)) = self.constant_port(expr) {
+            self.report_port_from(lit, Some(via), place, ctx, form);
         }
     }
 
@@ -627,6 +501,7 @@ impl Linter {
         let Some(text) = string_text(&repr) else {
             return;
         };
+        super::config_files::note_path(text, &mut self.config_files);
         if !text.contains(':') {
             return;
         }
@@ -639,73 +514,6 @@ impl Linter {
                 let place = Place::InCall(format!("`{}`", found.text));
                 self.report_port(port, None, place, ctx, Form::Addr);
             }
-        }
-    }
-
-    fn check_bind(&mut self, arg: Option<&[Tok]>, call: &str) {
-        let Some(host) = arg.and_then(|arg| self.env.host_of(arg)) else {
-            return;
-        };
-        if host.kind != HostKind::Wildcard {
-            return;
-        }
-        let message = format!(
-            "wildcard address `{}` in `{call}` exposes the test to the network",
-            host.text
-        );
-        let suggestion = format!(
-            "bind loopback instead: `loopcheck::loopback_ip()` or `127.0.0.1`; or take the socket from the test: `{}(listener: {})`",
-            self.test_form(),
-            self.listener_type()
-        );
-        let port = host.port.filter(|&p| p != 0);
-        self.hit(Code::WildcardBind, host.pos, port, message, suggestion);
-    }
-
-    fn suggest_socket(&self) -> String {
-        format!(
-            "use `loopcheck::pick_unused_port()` (same signature; the port stays leased), or take the socket from the test: `{}(listener: {})`",
-            self.test_form(),
-            self.listener_type()
-        )
-    }
-
-    fn check_racy_call(&mut self, segments: &[String], at: Pos) {
-        if let Some(full) = self.imports.racy(segments, |name| self.local_fns.contains(name)) {
-            let message = format!(
-                "`{}` picks a port and lets it go: another process can bind it before the test does",
-                full.join("::")
-            );
-            let suggestion = self.suggest_socket();
-            self.hit(Code::RacyAllocation, at, None, message, suggestion);
-        }
-    }
-
-    /// A function returning a port that binds a listener, reads its port and drops it.
-    fn check_probe_function(&mut self, sig: &Signature<'_>) {
-        if !returns_port(sig.ret) {
-            return;
-        }
-        let mut scan = ProbeScan::default();
-        scan.scan(sig.body);
-        if let Some((_, at, call)) = scan
-            .listeners
-            .iter()
-            .find(|(name, _, _)| scan.port_read.contains(name))
-        {
-            let message = format!(
-                "`{}` returns the port of a listener it drops (`{call}`): another process can bind the port before the test does",
-                sig.name
-            );
-            let socket = if call.contains("Udp") {
-                "UdpSocket"
-            } else {
-                "TcpListener"
-            };
-            let suggestion = format!(
-                "keep the socket and hand it over: `#[loopback_test] fn name(socket: {socket})`, or use `loopcheck::pick_unused_port()` (same signature; the port stays leased)"
-            );
-            self.hit(Code::RacyAllocation, *at, None, message, suggestion);
         }
     }
 
@@ -746,6 +554,8 @@ impl Linter {
                 (None, ArgRef::Name(name)) => {
                     if let Some(lit) = self.env.lookup(name.as_str()).and_then(|b| b.port) {
                         self.report_port(lit, Some(name.clone()), place, None, Form::Addr);
+                    } else if let Some((lit, via)) = self.constant_named(name, pos(format.span())) {
+                        self.report_port_from(lit, Some(via), place, None, Form::Addr);
                     }
                 }
                 (None, _) => {}
@@ -880,7 +690,7 @@ impl Linter {
         let has_field = inner
             .windows(2)
             .any(|w| matches!(&w[0], Tok::Ident(_)) && (w[1].lone(':') || w[1].punct(',')));
-        if has_field || (named_type && inner.len() == 1) {
+        if (has_field || (named_type && inner.len() == 1)) && !self.names_remote_host(inner) {
             for part in split_commas(inner) {
                 match part {
                     [Tok::Ident(name), colon, value @ ..] if colon.lone(':') && !value.is_empty() => {
@@ -928,7 +738,7 @@ impl Linter {
         let (ty, name) = last_two(&segments);
         let parts = split_commas(args);
         let socket_addr = matches!(ty, "SocketAddr" | "SocketAddrV4" | "SocketAddrV6");
-        let not_other = |linter: &Linter, host: &[Tok]| {
+        let not_other = |linter: &Linter<'_>, host: &[Tok]| {
             linter.env.host_of(host).is_none_or(|h| h.kind != HostKind::Other)
         };
         let place = || Place::Fixed(format!("`{shown}`"));
@@ -947,14 +757,13 @@ impl Linter {
         if is_bind_name(name) {
             self.check_bind(parts.first().copied(), &shown);
         }
-        if name == "bind" && reads_port(toks, skip_unwraps(toks, end + 1)) {
-            let message = format!(
-                "the listener of `{shown}` is dropped right after its port is read: another process can bind the port before the test does"
-            );
-            let suggestion = self.suggest_socket();
-            self.hit(Code::RacyAllocation, at, None, message, suggestion);
+        self.check_address_constant(name, parts.first().copied(), &shown);
+        if name == "bind" {
+            self.check_port_of_dropped_listener(toks, end, at, &shown);
         }
-        self.port_args(name, &shown, &parts);
+        if !self.workspace_call(&segments, false, &shown, &parts) {
+            self.port_args(name, &shown, &parts);
+        }
         // `Ok(..)` and `Some(..)` wrap values (or match them), they are not the place to name.
         let ctx = (!matches!(name, "Ok" | "Err" | "Some")).then_some(shown.as_str());
         self.code(args, ctx, false);
@@ -962,6 +771,9 @@ impl Linter {
     }
 
     fn port_args(&mut self, name: &str, shown: &str, args: &[&[Tok]]) {
+        if args.iter().any(|arg| self.is_remote_host(arg)) {
+            return;
+        }
         if is_port_name(name) {
             for arg in args {
                 self.check_port(arg, Place::Fixed(format!("`{shown}`")), None, Form::Port);
@@ -993,7 +805,16 @@ impl Linter {
                 if is_bind_name(&name) {
                     self.check_bind(parts.first().copied(), &shown);
                 }
-                self.port_args(&name, &format!("{shown}(..)"), &parts);
+                self.check_address_constant(&name, parts.first().copied(), &shown);
+                self.check_child_args(&name, &parts);
+                let segments = [name.clone()];
+                if !self.workspace_call(&segments, true, &format!("{shown}(..)"), &parts) {
+                    if is_port_name(&name) && self.chain_names_remote_host(toks, i) {
+                        self.code(args, Some(&shown), false);
+                        return j + 1;
+                    }
+                    self.port_args(&name, &format!("{shown}(..)"), &parts);
+                }
                 self.code(args, Some(&shown), false);
                 j + 1
             }

@@ -13,6 +13,16 @@ pub(crate) struct Suppressions {
 impl Suppressions {
     /// Reads the comments of `source`. Only text after `//` or `/*` on a line counts.
     pub(crate) fn new(source: &str) -> Suppressions {
+        Suppressions::after(source, &["//", "/*"])
+    }
+
+    /// [`Suppressions::new`] for a config file, whose comments start with `#` (TOML, YAML) or
+    /// `//` (JSON with comments).
+    pub(crate) fn of_config(source: &str) -> Suppressions {
+        Suppressions::after(source, &["#", "//", "/*"])
+    }
+
+    fn after(source: &str, comment_starts: &[&str]) -> Suppressions {
         let mut lines = Vec::new();
         if !source.contains(MARKER) {
             return Suppressions { lines };
@@ -22,7 +32,7 @@ impl Suppressions {
                 continue;
             };
             let before = &line[..at];
-            if !before.contains("//") && !before.contains("/*") {
+            if !comment_starts.iter().any(|start| before.contains(start)) {
                 continue;
             }
             let rest = &line[at + MARKER.len()..];
@@ -58,5 +68,11 @@ mod tests {
         assert!(s.allows(Code::RacyAllocation, 4));
         assert!(!s.allows(Code::HardCodedPort, 4));
         assert!(!s.allows(Code::HardCodedPort, 5));
+        let config = Suppressions::of_config(
+            "port = 1 # loopcheck:allow(LC010)\n# loopcheck:allow(wildcard-bind)\nhost = \"::\"\n",
+        );
+        assert!(config.allows(Code::HardCodedPort, 1));
+        assert!(config.allows(Code::WildcardBind, 3));
+        assert!(!Suppressions::new("# loopcheck:allow(LC010)\n").allows(Code::HardCodedPort, 1));
     }
 }

@@ -1,0 +1,650 @@
+//! Workspace-wide facts, computed once per run over every package's sources: the functions and
+//! methods whose parameters carry a port or an address, and the constants and statics that hold
+//! one. The rules of each file look calls and names up here, so that a port handed to a helper
+//! in another file, to the crate's own API or taken from a constant in library code is seen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::addr::{self, HostKind};
+use super::eval::strip;
+use super::imports::Imports;
+use super::items::{items, signature};
+use super::reach::{self, Edge, Reach};
+use super::tokens::{Tok, int_value, path_end, pos, segments, skip_angle, split_commas, string_text};
+
+/// A parameter of a function, and what the function does with it.
+#[derive(Debug, Clone)]
+pub(crate) struct ParamFact {
+    /// Its place among the parameters, `self` left out.
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    /// Named like a port: `port`, `http_port`.
+    pub(crate) by_name: bool,
+    /// Of an integer type, such as `u16`.
+    pub(crate) int: bool,
+    /// Where its value goes, calls followed through the workspace.
+    pub(crate) reach: Reach,
+    /// Stored in a field named like a port, here or in a function it is passed to.
+    pub(crate) port_field: bool,
+    edges: Vec<Edge>,
+}
+
+impl ParamFact {
+    /// Whether an integer given for it is a port: named like one and not known to go nowhere,
+    /// or an integer that reaches an address.
+    pub(crate) fn is_port(&self) -> bool {
+        (self.by_name && self.reach != Reach::No)
+            || (self.int && (self.reach == Reach::Address || self.port_field))
+    }
+}
+
+/// A function or method of the workspace.
+#[derive(Debug, Clone)]
+pub(crate) struct FnFact {
+    /// Its module path within its crate, the type of its `impl`, and its name.
+    pub(crate) path: Vec<String>,
+    /// The file that defines it, relative to the workspace root.
+    pub(crate) file: Arc<str>,
+    /// The line of its name.
+    pub(crate) line: u32,
+    /// Whether it takes `self`.
+    pub(crate) method: bool,
+    pub(crate) params: Vec<ParamFact>,
+}
+
+/// A `const` or `static` holding a port, or an address string.
+#[derive(Debug, Clone)]
+pub(crate) struct ConstFact {
+    pub(crate) path: Vec<String>,
+    pub(crate) file: Arc<str>,
+    pub(crate) line: u32,
+    /// The port it holds or the address string's port.
+    pub(crate) port: u16,
+    /// The address string's host; `None` for a bare number.
+    pub(crate) host: Option<HostKind>,
+    /// Whether it is test code, whose own file reports its address strings.
+    pub(crate) test: bool,
+}
+
+/// The facts of one file, to be merged into [`WorkspaceFacts`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FileFacts {
+    fns: Vec<FnFact>,
+    consts: Vec<ConstFact>,
+    /// `#[path = ".."] mod name;`: the file it names, and the module path it gets there.
+    aliases: Vec<(String, Vec<String>)>,
+}
+
+impl FileFacts {
+    /// The names of the functions this file's functions hand their parameters to: their facts
+    /// may come from other files.
+    pub(crate) fn callees(&self) -> impl Iterator<Item = &str> {
+        self.fns
+            .iter()
+            .flat_map(|f| &f.params)
+            .flat_map(|p| &p.edges)
+            .filter_map(|e| e.callee.last().map(String::as_str))
+    }
+}
+
+/// The facts of every file of the workspace.
+#[derive(Debug, Default)]
+pub(crate) struct WorkspaceFacts {
+    fns: Vec<FnFact>,
+    fns_by_name: HashMap<String, Vec<usize>>,
+    consts: Vec<ConstFact>,
+    consts_by_name: HashMap<String, Vec<usize>>,
+    /// The workspace's own crate names (`my_crate` for package `my-crate`), which a `use` path
+    /// may start with.
+    crates: Vec<String>,
+}
+
+/// Where a parameter is passed: the function and parameter (indexes into the facts), or, for a
+/// callee the workspace does not define, whether it is named like a port (`.port(p)`).
+type Target = Result<(usize, usize), bool>;
+
+/// How many rounds calls are followed: a chain of helpers this long is followed to its end.
+const MAX_ROUNDS: usize = 8;
+
+impl WorkspaceFacts {
+    /// The facts of `files`, with calls between them followed. `crates`: the workspace's crate
+    /// names, as `use` paths write them.
+    pub(crate) fn new(files: Vec<FileFacts>, crates: Vec<String>) -> WorkspaceFacts {
+        let mut facts = WorkspaceFacts {
+            crates,
+            ..WorkspaceFacts::default()
+        };
+        let mut aliases = Vec::new();
+        for file in files {
+            facts.fns.extend(file.fns);
+            facts.consts.extend(file.consts);
+            aliases.extend(file.aliases);
+        }
+        // A module included with `#[path]` lives under the name that includes it, wherever its
+        // file lies: its items are known under both paths.
+        for (target, module) in aliases {
+            let prefix = module_path(&target).len();
+            let renamed = |path: &[String]| {
+                module
+                    .iter()
+                    .chain(&path[prefix.min(path.len())..])
+                    .cloned()
+                    .collect()
+            };
+            let fns: Vec<FnFact> = facts
+                .fns
+                .iter()
+                .filter(|f| *f.file == *target)
+                .map(|f| FnFact {
+                    path: renamed(&f.path),
+                    ..f.clone()
+                })
+                .collect();
+            let consts: Vec<ConstFact> = facts
+                .consts
+                .iter()
+                .filter(|c| *c.file == *target)
+                .map(|c| ConstFact {
+                    path: renamed(&c.path),
+                    ..c.clone()
+                })
+                .collect();
+            facts.fns.extend(fns);
+            facts.consts.extend(consts);
+        }
+        for (index, f) in facts.fns.iter().enumerate() {
+            if let Some(name) = f.path.last() {
+                facts.fns_by_name.entry(name.clone()).or_default().push(index);
+            }
+        }
+        for (index, c) in facts.consts.iter().enumerate() {
+            if let Some(name) = c.path.last() {
+                facts.consts_by_name.entry(name.clone()).or_default().push(index);
+            }
+        }
+        facts.follow_calls();
+        facts
+    }
+
+    /// Raises each parameter's reach to that of the parameters it is passed to, until nothing
+    /// changes. A call the workspace does not define is [`Reach::Unknown`].
+    fn follow_calls(&mut self) {
+        let mut targets: Vec<(usize, usize, Vec<Target>)> = Vec::new();
+        for (f, fact) in self.fns.iter().enumerate() {
+            for (p, param) in fact.params.iter().enumerate() {
+                if param.edges.is_empty() {
+                    continue;
+                }
+                let resolved = param
+                    .edges
+                    .iter()
+                    .map(|edge| {
+                        let target = self.function_index(&edge.callee, edge.method, &fact.file, true);
+                        let index =
+                            target.and_then(|t| self.fns[t].params.iter().position(|q| q.index == edge.arg));
+                        // `.port(p)` of a builder outside the workspace: stored as a port.
+                        let port_named = edge.callee.last().is_some_and(|n| super::rules::is_port_name(n));
+                        target.zip(index).ok_or(port_named)
+                    })
+                    .collect();
+                targets.push((f, p, resolved));
+            }
+        }
+        for _ in 0..MAX_ROUNDS {
+            let mut changed = false;
+            for (f, p, resolved) in &targets {
+                let ours = &self.fns[*f].params[*p];
+                let (mut reach, mut port_field) = (ours.reach, ours.port_field);
+                for target in resolved {
+                    match *target {
+                        Ok((t, q)) => {
+                            let theirs = &self.fns[t].params[q];
+                            reach = reach.max(theirs.reach);
+                            port_field |= theirs.port_field;
+                        }
+                        Err(port_named) => {
+                            reach = reach.max(Reach::Unknown);
+                            port_field |= port_named;
+                        }
+                    }
+                }
+                let ours = &mut self.fns[*f].params[*p];
+                if (reach, port_field) != (ours.reach, ours.port_field) {
+                    (ours.reach, ours.port_field) = (reach, port_field);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// Whether any function or method is named `name`: most calls are of std and other crates,
+    /// and are done with at this look-up.
+    pub(crate) fn has_function(&self, name: &str) -> bool {
+        self.fns_by_name.contains_key(name)
+    }
+
+    /// Whether any constant or static is named `name`.
+    pub(crate) fn has_constant(&self, name: &str) -> bool {
+        self.consts_by_name.contains_key(name)
+    }
+
+    /// Whether a function or constant named `name` is defined in a file other than `file`.
+    pub(crate) fn defined_elsewhere(&self, name: &str, file: &str) -> bool {
+        let fns = self
+            .fns_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.fns[i].file);
+        let consts = self
+            .consts_by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.consts[i].file);
+        fns.chain(consts).any(|f| &**f != file)
+    }
+
+    /// How many functions and constants the facts hold.
+    pub(crate) fn len(&self) -> usize {
+        self.fns.len() + self.consts.len()
+    }
+
+    fn is_crate(&self, name: &str) -> bool {
+        self.crates.iter().any(|c| c == name)
+    }
+
+    /// `segments` as written in a file with `imports`, made comparable with definitions' paths.
+    pub(crate) fn expand(&self, imports: &Imports, segments: &[String]) -> Vec<String> {
+        imports.expand(segments, &|name| self.is_crate(name))
+    }
+
+    /// The function a call names: `path` already expanded ([`WorkspaceFacts::expand`]),
+    /// `method` for `x.name(..)`, `file` the calling file. A path is matched against the
+    /// definitions' module paths from its end, so `broker::Broker::new`, `Broker::new` (a
+    /// re-export) and `crate::broker::Broker::new` find the same definition; a name written
+    /// alone is taken only from `file` itself, unless `anywhere`. Of several matches the one in
+    /// `file` wins; methods called as `x.name(..)` must agree on their port parameters.
+    pub(crate) fn function(
+        &self,
+        path: &[String],
+        method: bool,
+        file: &str,
+        anywhere: bool,
+    ) -> Option<&FnFact> {
+        self.function_index(path, method, file, anywhere)
+            .map(|i| &self.fns[i])
+    }
+
+    fn function_index(&self, path: &[String], method: bool, file: &str, anywhere: bool) -> Option<usize> {
+        let name = path.last()?;
+        let all = self.fns_by_name.get(name)?;
+        let kind: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| self.fns[i].method == method || (!method && path.len() > 1))
+            .collect();
+        let ends_with =
+            |i: usize, n: usize| self.fns[i].path.ends_with(&path[path.len().saturating_sub(n)..]);
+        let mut found: Vec<usize> = kind
+            .iter()
+            .copied()
+            .filter(|&i| ends_with(i, path.len()))
+            .collect();
+        if found.is_empty() && path.len() > 2 {
+            found = kind.iter().copied().filter(|&i| ends_with(i, 2)).collect();
+        }
+        if let Some(&own) = found.iter().find(|&&i| &*self.fns[i].file == file) {
+            return Some(own);
+        }
+        if path.len() == 1 && !method && !anywhere {
+            return None;
+        }
+        let first = *found.first()?;
+        if method {
+            let ports = |i: usize| -> Vec<(usize, bool, Reach)> {
+                self.fns[i]
+                    .params
+                    .iter()
+                    .map(|p| (p.index, p.is_port(), p.reach))
+                    .collect()
+            };
+            if found.iter().any(|&i| ports(i) != ports(first)) {
+                return None;
+            }
+        }
+        Some(first)
+    }
+
+    /// The constant a name or path stands for, matched like [`WorkspaceFacts::function`].
+    pub(crate) fn constant(&self, path: &[String], file: &str, anywhere: bool) -> Option<&ConstFact> {
+        let all = self.consts_by_name.get(path.last()?)?;
+        let found: Vec<&ConstFact> = all
+            .iter()
+            .map(|&i| &self.consts[i])
+            .filter(|c| {
+                c.path.ends_with(path) || (path.len() > 2 && c.path.ends_with(&path[path.len() - 2..]))
+            })
+            .collect();
+        if let Some(own) = found.iter().find(|c| &*c.file == file) {
+            return Some(own);
+        }
+        if path.len() == 1 && !anywhere {
+            return None;
+        }
+        let first = found.first()?;
+        found
+            .iter()
+            .all(|c| (c.port, c.host) == (first.port, first.host))
+            .then_some(*first)
+    }
+}
+
+/// The module path of a file from where it lies: `src/net/options.rs` is `net::options`,
+/// `tests/common/mod.rs` is `common`, a crate root is empty. Enough to tell definitions of the
+/// same name apart; calls are matched from the end of their paths.
+pub(crate) fn module_path(relative: &str) -> Vec<String> {
+    let parts: Vec<&str> = relative.split('/').collect();
+    let dir = parts
+        .iter()
+        .rposition(|p| matches!(*p, "src" | "tests" | "benches" | "examples"));
+    let mut path: Vec<String> = parts[dir.map_or(0, |i| i + 1)..]
+        .iter()
+        .map(|p| p.strip_suffix(".rs").unwrap_or(p).to_owned())
+        .collect();
+    // `tests/echo.rs` is a crate root; `src/shared.rs` is module `shared`.
+    let crate_root = path.len() == 1 && dir.is_none_or(|i| parts[i] != "src");
+    if crate_root
+        || path
+            .last()
+            .is_some_and(|last| matches!(last.as_str(), "mod" | "lib" | "main"))
+    {
+        path.pop();
+    }
+    path
+}
+
+/// The facts of a file's token trees. `test`: whether all of the file is test code.
+pub(crate) fn extract(toks: &[Tok], file: &str, test: bool, crates: &[String]) -> FileFacts {
+    let imports = Imports::of_items(toks);
+    let mut walker = Extractor {
+        file: Arc::from(file),
+        imports,
+        crates,
+        out: FileFacts::default(),
+    };
+    let mut module = module_path(file);
+    walker.items(toks, &mut module, None, test);
+    walker.out
+}
+
+struct Extractor<'a> {
+    file: Arc<str>,
+    imports: Imports,
+    crates: &'a [String],
+    out: FileFacts,
+}
+
+impl Extractor<'_> {
+    fn items(&mut self, toks: &[Tok], module: &mut Vec<String>, ty: Option<&str>, test: bool) {
+        for item in items(toks) {
+            let Some((keyword, k)) = &item.keyword else {
+                continue;
+            };
+            let test = test || item.cfg_test();
+            let body = item.toks.last().and_then(Tok::brace);
+            match keyword.as_str() {
+                "mod" => {
+                    let Some(name) = item.toks.get(k + 1).and_then(Tok::ident) else {
+                        continue;
+                    };
+                    let name = name.to_string().trim_start_matches("r#").to_owned();
+                    if let Some(body) = body {
+                        module.push(name);
+                        self.items(body, module, None, test);
+                        module.pop();
+                    } else if let Some(path) = item.attrs.iter().find_map(|attr| path_attr(attr)) {
+                        let mut target = module.clone();
+                        target.push(name);
+                        self.out.aliases.push((beside(&self.file, &path), target));
+                    }
+                }
+                "impl" | "trait" => {
+                    if let (Some(name), Some(body)) = (impl_type(&item.toks[k + 1..]), body) {
+                        self.items(body, module, Some(&name), test);
+                    }
+                }
+                "fn" => self.function(item.toks, *k, module, ty),
+                "const" | "static" => self.constant(item.toks, *k, module, test),
+                _ => {}
+            }
+        }
+    }
+
+    fn function(&mut self, toks: &[Tok], k: usize, module: &[String], ty: Option<&str>) {
+        let Some(sig) = signature(toks, k) else {
+            return;
+        };
+        let line = toks.get(k + 1).map_or(0, |t| pos(t.span()).line);
+        let mut method = false;
+        let mut params = Vec::new();
+        for param in split_commas(sig.params) {
+            if param.iter().take(3).any(|t| t.is("self")) {
+                method = true;
+                continue;
+            }
+            let index = params.len();
+            let names: Vec<&Tok> = param.iter().filter(|t| !t.is("mut")).collect();
+            let (name, rest) = match names.as_slice() {
+                [Tok::Ident(name), colon, rest @ ..] if colon.lone(':') => (name.to_string(), rest),
+                _ => {
+                    params.push(None);
+                    continue;
+                }
+            };
+            let int = rest.iter().any(|t| {
+                ["u16", "u32", "u64", "usize", "i32", "i64", "NonZeroU16"]
+                    .iter()
+                    .any(|n| t.is(n))
+            });
+            let flow = reach::flow(sig.body, &name);
+            let edges = flow
+                .edges
+                .iter()
+                .map(|edge| Edge {
+                    callee: if edge.method {
+                        edge.callee.clone()
+                    } else {
+                        self.imports
+                            .expand(&edge.callee, &|c| self.crates.iter().any(|k| k == c))
+                    },
+                    ..edge.clone()
+                })
+                .collect();
+            params.push(Some(ParamFact {
+                index,
+                by_name: super::rules::is_port_name(&name),
+                name,
+                int,
+                reach: flow.own(),
+                port_field: flow.port_field,
+                edges,
+            }));
+        }
+        let mut path = module.to_vec();
+        path.extend(ty.map(str::to_owned));
+        path.push(sig.name);
+        self.out.fns.push(FnFact {
+            path,
+            file: self.file.clone(),
+            line,
+            method,
+            params: params.into_iter().flatten().collect(),
+        });
+    }
+
+    fn constant(&mut self, toks: &[Tok], k: usize, module: &[String], test: bool) {
+        let mut i = k + 1;
+        if toks.get(i).is_some_and(|t| t.is("mut")) {
+            i += 1;
+        }
+        let Some(name) = toks.get(i).and_then(Tok::ident) else {
+            return;
+        };
+        let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
+            return;
+        };
+        let end = toks[eq..]
+            .iter()
+            .position(|t| t.punct(';'))
+            .map_or(toks.len(), |p| p + eq);
+        let (port, host) = match strip(&toks[eq + 1..end]) {
+            [Tok::Lit(lit)] => {
+                let repr = lit.to_string();
+                match string_text(&repr) {
+                    Some(text) => match addr::addresses(text).first() {
+                        Some(found) => (found.port, Some(found.kind)),
+                        None => return,
+                    },
+                    None => match int_value(&repr).and_then(|v| u16::try_from(v).ok()) {
+                        Some(port) => (port, None),
+                        None => return,
+                    },
+                }
+            }
+            _ => return,
+        };
+        if port == 0 {
+            return;
+        }
+        let mut path = module.to_vec();
+        path.push(name.to_string());
+        self.out.consts.push(ConstFact {
+            path,
+            file: self.file.clone(),
+            line: pos(name.span()).line,
+            port,
+            host,
+            test,
+        });
+    }
+}
+
+/// The value of `#[path = ".."]`.
+fn path_attr(attr: &[Tok]) -> Option<String> {
+    match attr {
+        [path, eq, Tok::Lit(lit)] if path.is("path") && eq.lone('=') => {
+            string_text(&lit.to_string()).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// `relative`, a path written in `file`, as a path from the workspace root: `a/b.rs` beside
+/// `tests/x.rs` is `tests/a/b.rs`.
+fn beside(file: &str, relative: &str) -> String {
+    let mut parts: Vec<&str> = file.split('/').collect();
+    parts.pop();
+    for part in relative.split('/') {
+        match part {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+/// The type an `impl` block is for: `Broker` in `impl<T> Trait for Broker<T> where .. {`.
+fn impl_type(toks: &[Tok]) -> Option<String> {
+    let mut i = 0;
+    if toks.first().is_some_and(|t| t.punct('<')) {
+        i = skip_angle(toks, 0);
+    }
+    let body = toks.iter().position(|t| t.brace().is_some() || t.is("where"))?;
+    let head = &toks[i..body];
+    let ty = head
+        .iter()
+        .rposition(|t| t.is("for"))
+        .map_or(head, |f| &head[f + 1..]);
+    let start = ty.iter().position(|t| t.ident().is_some())?;
+    let end = path_end(ty, start);
+    segments(&ty[start..end.max(start + 1)]).pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lint::tokens::tree;
+
+    fn facts(files: &[(&str, &str)]) -> WorkspaceFacts {
+        let all = files
+            .iter()
+            .map(|(file, source)| {
+                let toks = tree(source.parse().unwrap());
+                let facts = extract(&toks, file, file.starts_with("tests/"), &["shared".to_owned()]);
+                proc_macro2::extra::invalidate_current_thread_spans();
+                facts
+            })
+            .collect();
+        WorkspaceFacts::new(all, vec!["shared".to_owned()])
+    }
+
+    #[test]
+    fn module_paths_come_from_where_files_lie() {
+        assert_eq!(module_path("src/lib.rs"), Vec::<String>::new());
+        assert_eq!(module_path("src/shared.rs"), ["shared"]);
+        assert_eq!(module_path("src/net/options.rs"), ["net", "options"]);
+        assert_eq!(module_path("tests/common/mod.rs"), ["common"]);
+        assert_eq!(module_path("tests/echo.rs"), Vec::<String>::new());
+        assert_eq!(module_path("sub/src/net/mod.rs"), ["net"]);
+    }
+
+    #[test]
+    fn follows_ports_through_helpers_in_other_files() {
+        let facts = facts(&[
+            (
+                "tests/common/mod.rs",
+                "pub struct Broker; impl Broker { pub fn new(p: u16) -> Self { start(p); Broker } }\nfn start(at: u16) { let _ = std::net::TcpListener::bind((\"127.0.0.1\", at)); }",
+            ),
+            (
+                "src/lib.rs",
+                "pub const CONTROL_PORT: u16 = 7000;\npub mod parse { pub fn lines(text: &str) { for line in text.lines() { assert!(!line.is_empty()) } } }",
+            ),
+        ]);
+        let new = facts
+            .function(
+                &["common".into(), "Broker".into(), "new".into()],
+                false,
+                "tests/a.rs",
+                false,
+            )
+            .unwrap();
+        assert_eq!((&*new.file, new.line), ("tests/common/mod.rs", 1));
+        assert!(new.params[0].is_port(), "{new:?}");
+        let lines = facts
+            .function(&["parse".into(), "lines".into()], false, "tests/a.rs", false)
+            .unwrap();
+        assert_eq!(lines.params[0].reach, Reach::No);
+        let port = facts
+            .constant(&["CONTROL_PORT".into()], "tests/a.rs", true)
+            .unwrap();
+        assert_eq!((port.port, port.line), (7000, 1));
+        assert!(
+            facts
+                .constant(&["CONTROL_PORT".into()], "tests/a.rs", false)
+                .is_none()
+        );
+        assert!(
+            facts
+                .function(&["start".into()], false, "tests/a.rs", false)
+                .is_none()
+        );
+    }
+}
