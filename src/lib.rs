@@ -86,6 +86,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alloc;
+mod block;
 mod error;
 mod harness;
 mod sys;
@@ -104,6 +105,7 @@ pub use alloc::{
     PortLease, loopback_ip, pick_unused_port, reserve_port, reserve_ports, reserve_udp_port, tcp_listener,
     udp_socket,
 };
+pub use block::{PortBlock, reserve_port_block};
 pub use diagnose::{diagnose, probe};
 pub use error::{Error, Result};
 /// Makes a test whose arguments are race-free loopback ports, addresses and sockets.

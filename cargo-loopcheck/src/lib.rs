@@ -11,6 +11,7 @@ pub mod doctor;
 mod error;
 mod exit;
 pub mod explain;
+pub mod lease_cmd;
 pub mod lint;
 pub mod ports;
 pub mod probe;
@@ -70,6 +71,7 @@ where
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
+        Command::Lease(lease) => lease_cmd::run(&args.common, lease, &term),
     };
     match result {
         Ok(code) => code,
