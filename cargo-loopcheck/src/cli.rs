@@ -105,6 +105,10 @@ pub struct TestArgs {
     /// End this workspace's zombie listeners before the run, instead of warning about them.
     #[arg(long)]
     pub reap: bool,
+    /// Leave the processes the tests left running (for debugging) instead of ending them after
+    /// the run; they are reported either way.
+    #[arg(long)]
+    pub keep_leftovers: bool,
     /// Also write the results as JUnit XML to FILE, diagnoses included.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -22,6 +22,7 @@ mod junit;
 mod libtest;
 mod model;
 mod output;
+mod teardown;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -155,7 +156,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 targets,
                 blame::read_records(dir),
             ));
-            for (leftover, diagnosis) in blame::leftovers(dir) {
+            for (leftover, diagnosis) in teardown::end(blame::leftovers(dir), args.keep_leftovers) {
                 let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
                 let full = leftover.process.loopcheck_test.as_deref();
                 match blame::find_execution(&mut round_executions, targets, full, nextest) {
