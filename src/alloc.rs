@@ -9,15 +9,8 @@ use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::lease::{Attempt, Lease, Registry};
-use crate::policy::{self, PortPolicy};
+use crate::policy::{self, PortPolicy, WINDOW, WINDOW_START};
 
-/// Ports are tried in a window of this many allocatable ports first, so that the registry
-/// stays small and its files are reused instead of created.
-const WINDOW: usize = 4096;
-
-/// The window starts at the first allocatable port at or above this one, away from the ports
-/// that development servers like to use (3000, 5432, 8080, ...).
-const WINDOW_START: u16 = 20000;
 
 /// A leased port: no other thread or process using loopcheck gets it until this is dropped
 /// or its holder exits.
