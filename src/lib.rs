@@ -169,5 +169,5 @@ pub use scan::{SocketTable, scan};
 /// What `#[loopback_test]` expands into. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, run, run_with_timeout};
+    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, port_block, run, run_with_timeout};
 }
