@@ -141,6 +141,14 @@ pub use error::{Error, Result};
 ///     drop(lease.into_listener().unwrap());
 /// }
 ///
+/// #[loopback_test]
+/// fn contiguous(ports: loopcheck::PortBlock<3>) {
+///     let node = TcpListener::bind(ports.addr(0)).unwrap();
+///     let gossip = UdpSocket::bind(ports.addr(1)).unwrap();
+///     assert_eq!(ports.addr(2).port(), ports.first() + 2);
+/// #   drop((node, gossip));
+/// }
+///
 /// #[loopback_test(timeout = "10s", leaks = "fail")]
 /// #[ignore = "shows the options"]
 /// fn with_options(addr: SocketAddr) {
