@@ -71,7 +71,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `LOOPCHECK_DIR` | lease registry directory (default `$XDG_RUNTIME_DIR/loopcheck`, else `<temp>/loopcheck-<uid>`) |
-//! | `LOOPCHECK_PORT_RANGE` | `LO-HI` allocation range; the kernel's ephemeral and reserved ports are still left out |
+//! | `LOOPCHECK_PORT_RANGE` | `LO-HI` allocation range, which may reach below 10000 and into ports named in `/etc/services` (left out by default); the kernel's ephemeral and reserved ports are still left out |
 //! | `LOOPCHECK_TEST` | the test a process works for, recorded in its leases |
 //! | `LOOPCHECK_RUN_DIR` | a run directory, set by `cargo loopcheck test`: each `#[loopback_test]` appends one JSON record to its `records.jsonl`; its name is recorded as the run id |
 //!

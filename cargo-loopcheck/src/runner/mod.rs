@@ -144,8 +144,11 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
             let mut round_executions = match read {
                 Ok(found) => found,
-                Err(error) if executions.is_empty() => return Err(error),
                 Err(error) => {
+                    teardown::after_failed_round(term, dir, args.keep_leftovers);
+                    if executions.is_empty() {
+                        return Err(error);
+                    }
                     stopped = Some(error);
                     break 'rounds;
                 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use loopcheck::Diagnosis;
 use loopcheck::scan::RunProcess;
 
+use crate::term::Term;
 use crate::zombies::{self, Outcome};
 
 /// How long a leftover gets to exit after SIGTERM before SIGKILL.
@@ -45,4 +46,13 @@ pub(crate) fn end(leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) -> Vec<(R
             (leftover, diagnosis)
         })
         .collect()
+}
+
+/// A round that did not run its tests (a setup script failed, the runner crashed) may still
+/// have left processes: they are ended (or kept) all the same, and shown on stderr, since the
+/// run ends with its error instead of a report.
+pub(crate) fn after_failed_round(term: &Term, run_dir: &std::path::Path, keep: bool) {
+    for (_, diagnosis) in end(super::blame::leftovers(run_dir), keep) {
+        term.diagnosis(&diagnosis);
+    }
 }
