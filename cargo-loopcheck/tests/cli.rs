@@ -40,7 +40,7 @@ fn json(output: &Output) -> serde_json::Value {
 #[test]
 fn help_is_stable() {
     for command in [
-        "", "check", "lint", "doctor", "ports", "probe", "reap", "test", "explain",
+        "", "check", "lint", "doctor", "ports", "probe", "reap", "test", "explain", "lease",
     ] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()
@@ -75,6 +75,11 @@ fn usage_errors_exit_with_2() {
         &["test", "--nextest", "--cargo-test"],
         &["test", "--no-such-flag"],
         &["--color", "sometimes", "explain", "LC001"],
+        &["lease"],
+        &["lease", "--block", "2"],
+        &["lease", "--count", "2", "--block", "2", "--", "true"],
+        &["lease", "--count", "0", "--", "true"],
+        &["lease", "--format", "sarif", "--", "true"],
     ] {
         let output = run(args);
         assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
