@@ -77,7 +77,7 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
         child.env(format!("{PORT_VAR}_{i}"), port.to_string());
     }
     #[cfg(unix)]
-    inherit(&mut child, &leases);
+    inherit(&leases, program)?;
 
     signals::install();
     let mut child = child.spawn().map_err(|source| Error::Spawn {
@@ -203,25 +203,24 @@ fn exit_code(status: ExitStatus) -> u8 {
 }
 
 /// Lets the command inherit the leases' lock files: it holds the leases even if this process
-/// is killed, and they end when both have exited.
+/// is killed, and they end when both have exited. `FD_CLOEXEC` is cleared here rather than in
+/// a `pre_exec` hook, which would keep std from spawning with `posix_spawn` (a `fork` of this
+/// process costs more than everything else `lease` does); no other thread spawns meanwhile.
 #[cfg(unix)]
-fn inherit(command: &mut std::process::Command, leases: &[PortLease]) {
+fn inherit(leases: &[PortLease], program: &std::ffi::OsStr) -> Result<()> {
     use std::os::fd::{AsFd, AsRawFd};
-    use std::os::unix::process::CommandExt;
 
-    let fds: Vec<i32> = leases.iter().map(|l| l.as_fd().as_raw_fd()).collect();
-    // SAFETY: between fork and exec the closure only calls fcntl, which is async-signal-safe,
-    // on descriptors this process owns; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            for &fd in &fds {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    for lease in leases {
+        let fd = lease.as_fd().as_raw_fd();
+        // SAFETY: fcntl on a descriptor this process owns and keeps open; only its flags change.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(Error::Spawn {
+                program: program.to_string_lossy().into_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
     }
+    Ok(())
 }
 
 /// SIGTERM, SIGINT and SIGHUP sent to this process are passed on to the command, and this
