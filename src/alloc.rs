@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::lease::{Attempt, Lease, Registry};
 use crate::policy::{self, PortPolicy, WINDOW, WINDOW_START};
 
-
 /// A leased port: no other thread or process using loopcheck gets it until this is dropped
 /// or its holder exits.
 ///
@@ -526,8 +525,8 @@ mod held {
     pub(crate) fn release_closed_sockets() {}
 }
 
-pub(crate) use held::release_closed_sockets;
 use held::hold_while_open;
+pub(crate) use held::release_closed_sockets;
 
 #[cfg(test)]
 mod tests {

@@ -102,7 +102,9 @@ impl PortBlock {
 /// ```
 pub fn reserve_port_block(n: usize) -> Result<PortBlock> {
     if n == 0 {
-        return Err(Error::InvalidRequest("a block of 0 ports: ask for at least one".into()));
+        return Err(Error::InvalidRequest(
+            "a block of 0 ports: ask for at least one".into(),
+        ));
     }
     let allocator = allocator()?;
     let policy = allocator.policy;
@@ -126,7 +128,9 @@ pub fn reserve_port_block(n: usize) -> Result<PortBlock> {
     while offset < len {
         let index = (start + offset) % len;
         // A block may not wrap around the range's end, nor span a gap between its pieces.
-        if index + n > len || policy.nth_port(index + n - 1) as usize != policy.nth_port(index) as usize + n - 1 {
+        if index + n > len
+            || policy.nth_port(index + n - 1) as usize != policy.nth_port(index) as usize + n - 1
+        {
             offset += 1;
             continue;
         }

@@ -549,10 +549,7 @@ mod tests {
     fn default_range_avoids_ephemeral_and_reserved_ports() {
         let policy =
             PortPolicy::build(kernel((32768, 60999), &[(8080, 8080), (20000, 20010)]), None, "").unwrap();
-        assert_eq!(
-            policy.allocation_display(),
-            "10000-19999,20011-32767,61000-65535"
-        );
+        assert_eq!(policy.allocation_display(), "10000-19999,20011-32767,61000-65535");
         assert_eq!(policy.source, RangeSource::Default);
         assert!(
             !policy.is_allocatable(32768) && !policy.is_allocatable(8080) && !policy.is_allocatable(9999)
@@ -614,7 +611,11 @@ mod tests {
         assert_eq!(parse_services(SERVICES), [80, 3690, 11211, 40000]);
         let policy = PortPolicy::build(kernel((32768, 60999), &[]), None, SERVICES).unwrap();
         assert_eq!(policy.allocation_display(), "10000-11210,11212-32767,61000-65535");
-        assert_eq!(policy.named, [11211], "only named ports that would otherwise be allocated");
+        assert_eq!(
+            policy.named,
+            [11211],
+            "only named ports that would otherwise be allocated"
+        );
         // A range that asks for low and named ports gets them.
         let asked = PortPolicy::build(kernel((32768, 60999), &[]), Some("3000-12000"), SERVICES).unwrap();
         assert_eq!(asked.allocation_display(), "3000-12000");

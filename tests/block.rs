@@ -25,14 +25,20 @@ fn a_block_is_contiguous_leased_and_bindable_on_both_families() {
     let first = block.first();
     drop(block);
     for port in first..first + 4 {
-        assert_ne!(lease_of(port).unwrap().unwrap().status, LeaseStatus::Held, "{port}");
+        assert_ne!(
+            lease_of(port).unwrap().unwrap().status,
+            LeaseStatus::Held,
+            "{port}"
+        );
     }
 }
 
 #[test]
 fn blocks_never_overlap_each_other_or_single_leases() {
     let singles = loopcheck::reserve_ports(16).unwrap();
-    let blocks: Vec<_> = (0..16).map(|_| loopcheck::reserve_port_block(3).unwrap()).collect();
+    let blocks: Vec<_> = (0..16)
+        .map(|_| loopcheck::reserve_port_block(3).unwrap())
+        .collect();
     let mut all: Vec<u16> = singles.iter().map(|l| l.port()).collect();
     all.extend(blocks.iter().flat_map(|b| b.ports()));
     let len = all.len();
@@ -63,7 +69,8 @@ fn impossible_blocks_are_clear_errors() {
     assert!(zero.contains("a block of 0 ports"), "{zero}");
     let huge = loopcheck::reserve_port_block(60_000).unwrap_err().to_string();
     assert!(
-        huge.contains("60000 contiguous ports cannot fit in the allocation range") && huge.contains("LOOPCHECK_PORT_RANGE"),
+        huge.contains("60000 contiguous ports cannot fit in the allocation range")
+            && huge.contains("LOOPCHECK_PORT_RANGE"),
         "{huge}"
     );
     let many = loopcheck::reserve_ports(70_000).unwrap_err().to_string();

@@ -59,7 +59,10 @@ fn main() {
     println!("| command | median wall |");
     println!("|---|---:|");
     println!("| `true` | {:.2} ms |", median(&mut alone));
-    println!("| `cargo-loopcheck loopcheck lease --count 1 -- true` | {:.2} ms |", median(&mut leased));
+    println!(
+        "| `cargo-loopcheck loopcheck lease --count 1 -- true` | {:.2} ms |",
+        median(&mut leased)
+    );
     println!(
         "\nmedian of the paired differences: {:.2} ms (target <= 2 ms), {ROUNDS} interleaved pairs",
         median(&mut added)

@@ -289,7 +289,11 @@ fn port_ranges() -> Check {
 }
 
 fn join(ranges: &[loopcheck::policy::PortRange]) -> String {
-    ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `ranges` with the gaps made only of `named` ports closed: the shape of the range, with the
@@ -503,9 +507,15 @@ mod tests {
             PortRange::new(11212, 32767),
             PortRange::new(61000, 65535),
         ];
-        assert_eq!(join(&bridged(&ranges, &[10000, 11211])), "10000-32767,61000-65535");
+        assert_eq!(
+            join(&bridged(&ranges, &[10000, 11211])),
+            "10000-32767,61000-65535"
+        );
         assert_eq!(join(&bridged(&ranges, &[11211])), "10001-32767,61000-65535");
-        assert_eq!(join(&bridged(&ranges, &[])), "10001-11210,11212-32767,61000-65535");
+        assert_eq!(
+            join(&bridged(&ranges, &[])),
+            "10001-11210,11212-32767,61000-65535"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum Error {
         holders: String,
         /// Why the library could not lease them.
         #[source]
-        source: loopcheck::Error,
+        source: Box<loopcheck::Error>,
     },
 
     /// The platform cannot do what was asked.

@@ -42,7 +42,8 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
         .expect_one_of("lease", &[Format::Human, Format::Json])?;
     let Some((program, program_args)) = args.command.split_first() else {
         return Err(Error::Usage(
-            "`cargo loopcheck lease` needs a command after `--`: `cargo loopcheck lease -- CMD [ARGS]`".into(),
+            "`cargo loopcheck lease` needs a command after `--`: `cargo loopcheck lease -- CMD [ARGS]`"
+                .into(),
         ));
     };
     let command = shown(&args.command);
@@ -61,9 +62,13 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
                 ports: &ports,
                 contiguous: args.block.is_some(),
             };
-            let line = serde_json::to_string(&leased).map_err(std::io::Error::other).map_err(Error::Output)?;
+            let line = serde_json::to_string(&leased)
+                .map_err(std::io::Error::other)
+                .map_err(Error::Output)?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}").and_then(|()| out.flush()).map_err(Error::Output)?;
+            writeln!(out, "{line}")
+                .and_then(|()| out.flush())
+                .map_err(Error::Output)?;
         }
         _ => term.success("Leased", &format!("{} for `{command}`", list(&ports))),
     }
@@ -102,7 +107,11 @@ fn lease(args: &LeaseArgs, command: &str) -> Result<Vec<PortLease>> {
         ),
         None => {
             let n = args.count.unwrap_or(1);
-            let what = if n == 1 { "a port".to_owned() } else { format!("{n} ports") };
+            let what = if n == 1 {
+                "a port".to_owned()
+            } else {
+                format!("{n} ports")
+            };
             (loopcheck::reserve_ports(n.into()), what)
         }
     };
@@ -111,7 +120,7 @@ fn lease(args: &LeaseArgs, command: &str) -> Result<Vec<PortLease>> {
             what,
             command: command.to_owned(),
             holders: holders(),
-            source,
+            source: Box::new(source),
         },
         other => Error::Loopcheck(other),
     })
@@ -145,7 +154,11 @@ fn holders() -> String {
         .iter()
         .take(5)
         .map(|(pid, test, ports)| {
-            let who = if *pid == 0 { "an unknown holder".to_owned() } else { format!("pid {pid}") };
+            let who = if *pid == 0 {
+                "an unknown holder".to_owned()
+            } else {
+                format!("pid {pid}")
+            };
             let test = test.as_deref().map(|t| format!(" (`{t}`)")).unwrap_or_default();
             let noun = if ports.len() == 1 { "port" } else { "ports" };
             format!("{noun} {} by {who}{test}", list(ports))

@@ -52,7 +52,12 @@ impl Sandbox {
     fn start(&self, args: &[&str], script: &str) -> Running {
         let mut full: Vec<&str> = args.to_vec();
         full.extend(["--", "sh", "-c", script]);
-        let mut child = self.lease(&full).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .lease(&full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let (send, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -139,7 +144,10 @@ fn the_command_gets_its_ports_and_its_exit_status_is_ours() {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), 3, "{ports:?}");
-    assert!(ports.iter().all(|p| sandbox.block.ports().contains(p)), "{ports:?}");
+    assert!(
+        ports.iter().all(|p| sandbox.block.ports().contains(p)),
+        "{ports:?}"
+    );
     assert!(stderr(&output).contains("Leased"), "{}", stderr(&output));
 
     for (script, code) in [("exit 0", 0), ("exit 3", 3), ("kill -9 $$", 128 + 9)] {
@@ -183,7 +191,10 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     for r in &running {
         assert!(text.contains(&format!("pid {}", r.child.id())), "{text}");
     }
-    assert!(text.contains("(`sh -c 'echo $LOOPCHECK_PORT; exec sleep 60'`)"), "{text}");
+    assert!(
+        text.contains("(`sh -c 'echo $LOOPCHECK_PORT; exec sleep 60'`)"),
+        "{text}"
+    );
 
     // SIGTERM to the tool reaches the command; its end frees a port for the next lease.
     signal(running[0].child.id(), libc::SIGTERM);
@@ -211,7 +222,8 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(
-        text.contains("cannot lease a block of 2 contiguous ports") && text.contains("no 2 contiguous free ports"),
+        text.contains("cannot lease a block of 2 contiguous ports")
+            && text.contains("no 2 contiguous free ports"),
         "{text}"
     );
     let held = format!("ports {}-{} by pid {}", ports[0], ports[2], running.child.id());
@@ -219,7 +231,11 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
 
     let output = sandbox.output(&["--block", "7", "--", "true"]);
     assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
-    assert!(stderr(&output).contains("7 contiguous ports cannot fit"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("7 contiguous ports cannot fit"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -270,11 +286,25 @@ fn signals_are_passed_on_and_the_command_decides_the_status() {
 #[test]
 fn without_a_command_it_is_a_usage_error() {
     let sandbox = Sandbox::new(1);
-    for args in [&[][..], &["--count", "2"], &["--count", "1", "--block", "2", "--", "true"], &["--count", "0", "--", "true"]] {
+    for args in [
+        &[][..],
+        &["--count", "2"],
+        &["--count", "1", "--block", "2", "--", "true"],
+        &["--count", "0", "--", "true"],
+    ] {
         let output = sandbox.output(args);
-        assert_eq!(output.status.code(), Some(ExitCode::USAGE.into()), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(ExitCode::USAGE.into()),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
     let output = sandbox.output(&["--", "/nonexistent/command"]);
     assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
-    assert!(stderr(&output).contains("cannot run `/nonexistent/command`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot run `/nonexistent/command`"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -20,10 +20,20 @@ fn run(args: &[&str]) -> (tempfile::TempDir, Output) {
         std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
-        .args(["loopcheck", "test", "--cargo-test", "--format", "json", "--manifest-path"])
+        .args([
+            "loopcheck",
+            "test",
+            "--cargo-test",
+            "--format",
+            "json",
+            "--manifest-path",
+        ])
         .arg(dir.path().join("Cargo.toml"))
         .args(args)
-        .env("CARGO_TARGET_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("leftover-fixture"))
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("leftover-fixture"),
+        )
         .env_remove("CARGO_TERM_COLOR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -72,7 +82,10 @@ fn leaked_sleep(output: &Output) -> (Value, u32) {
     let leak = leaks[0].clone();
     assert_eq!(leak["code"], "LC013", "{report:#}");
     let process = &leak["processes"][0];
-    assert!(process["command"].as_str().unwrap().starts_with("sleep 120"), "{report:#}");
+    assert!(
+        process["command"].as_str().unwrap().starts_with("sleep 120"),
+        "{report:#}"
+    );
     (leak.clone(), process["pid"].as_u64().unwrap() as u32)
 }
 
@@ -85,8 +98,14 @@ fn leftovers_are_ended_after_the_run_or_kept_on_request() {
     let (_dir, output) = run(&[]);
     let (leak, pid) = leaked_sleep(&output);
     let summary = leak["summary"].as_str().unwrap();
-    assert!(summary.contains("after the run, cargo loopcheck ended it with SIGTERM"), "{summary}");
-    assert!(!leak["fix"].as_str().unwrap().contains(&format!("kill {pid}")), "{leak:#}");
+    assert!(
+        summary.contains("after the run, cargo loopcheck ended it with SIGTERM"),
+        "{summary}"
+    );
+    assert!(
+        !leak["fix"].as_str().unwrap().contains(&format!("kill {pid}")),
+        "{leak:#}"
+    );
     assert!(!alive(pid), "pid {pid} was ended");
 
     let (_dir, output) = run(&["--keep-leftovers"]);
@@ -99,7 +118,9 @@ fn leftovers_are_ended_after_the_run_or_kept_on_request() {
     assert!(kept, "pid {pid} is left running");
     let summary = leak["summary"].as_str().unwrap();
     assert!(
-        summary.contains(&format!("left running after the run, as --keep-leftovers asks; `kill {pid}` ends it")),
+        summary.contains(&format!(
+            "left running after the run, as --keep-leftovers asks; `kill {pid}` ends it"
+        )),
         "{summary}"
     );
 }

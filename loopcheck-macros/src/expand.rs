@@ -286,7 +286,12 @@ mod tests {
 
     #[test]
     fn a_block_is_allocated_by_length_and_taken_as_the_librarys_type() {
-        let out = loopback_test(quote!(), quote!(fn b(ports: loopcheck::PortBlock<4>) {}));
+        let out = loopback_test(
+            quote!(),
+            quote!(
+                fn b(ports: loopcheck::PortBlock<4>) {}
+            ),
+        );
         let expected = quote! {
             #[::core::prelude::v1::test]
             fn b() {

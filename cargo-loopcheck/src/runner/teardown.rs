@@ -39,7 +39,9 @@ pub(crate) fn end(leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) -> Vec<(R
             };
             if !keep {
                 // The hint to end it by hand is void once it is ended, and in `done` otherwise.
-                diagnosis.fix = diagnosis.fix.replace(&format!("; `kill {pid}` ends this one"), "");
+                diagnosis.fix = diagnosis
+                    .fix
+                    .replace(&format!("; `kill {pid}` ends this one"), "");
             }
             diagnosis.summary = format!("{}; {done}", diagnosis.summary);
             diagnosis.evidence.push(format!("teardown: {done}"));
