@@ -77,10 +77,19 @@ struct Running {
 }
 
 impl Running {
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the command printed a line within 30s")
+    fn line(&mut self) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(err) => {
+                let _ = self.child.kill();
+                let status = self.child.wait();
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                panic!("no line from the command ({err}); the tool: {status:?}, stderr:\n{stderr}");
+            }
+        }
     }
 
     /// Waits (at most 30s) for the tool to exit and returns its code.
@@ -97,7 +106,16 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// SIGTERM, which the tool passes on to its command, so that neither outlives the test;
+    /// SIGKILL if the tool is still there after 10s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -178,7 +196,7 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     let mut running: Vec<Running> = (0..3)
         .map(|_| sandbox.start(&[], "echo $LOOPCHECK_PORT; exec sleep 60"))
         .collect();
-    let mut ports: Vec<u16> = running.iter().map(|r| r.line().parse().unwrap()).collect();
+    let mut ports: Vec<u16> = running.iter_mut().map(|r| r.line().parse().unwrap()).collect();
     ports.sort_unstable();
     let all: Vec<u16> = sandbox.block.ports().collect();
     assert_eq!(ports, all, "three commands, three distinct ports of the range");
@@ -210,7 +228,7 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     let first = sandbox.block.first();
     // A program that does not lease holds the second port: blocks of 3 fit only after it.
     let _foreign = std::net::TcpListener::bind(("127.0.0.1", first + 1)).unwrap();
-    let running = sandbox.start(&["--block", "3"], "echo $LOOPCHECK_PORTS; exec sleep 60");
+    let mut running = sandbox.start(&["--block", "3"], "echo $LOOPCHECK_PORTS; exec sleep 60");
     let ports: Vec<u16> = running.line().split(',').map(|p| p.parse().unwrap()).collect();
     assert!(
         ports == [first + 2, first + 3, first + 4] || ports == [first + 3, first + 4, first + 5],
@@ -271,10 +289,11 @@ fn leases_end_with_the_command_also_when_it_or_the_tool_is_killed() {
 #[test]
 fn signals_are_passed_on_and_the_command_decides_the_status() {
     let sandbox = Sandbox::new(2);
+    // No background child: one would inherit the leases too, and hold them after the shell.
     for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
         let mut running = sandbox.start(
             &[],
-            "trap 'kill $!; echo trapped; exit 7' TERM HUP INT; echo ready; sleep 60 & wait",
+            "trap 'echo trapped; exit 7' TERM HUP INT; echo ready; for i in $(seq 1200); do sleep 0.05; done",
         );
         assert_eq!(running.line(), "ready");
         signal(running.child.id(), sig);
