@@ -9,15 +9,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::lease::{Attempt, Lease, Registry};
-use crate::policy::{self, PortPolicy};
-
-/// Ports are tried in a window of this many allocatable ports first, so that the registry
-/// stays small and its files are reused instead of created.
-const WINDOW: usize = 4096;
-
-/// The window starts at the first allocatable port at or above this one, away from the ports
-/// that development servers like to use (3000, 5432, 8080, ...).
-const WINDOW_START: u16 = 20000;
+use crate::policy::{self, PortPolicy, WINDOW, WINDOW_START};
 
 /// A leased port: no other thread or process using loopcheck gets it until this is dropped
 /// or its holder exits.
@@ -36,8 +28,8 @@ const WINDOW_START: u16 = 20000;
 /// ```
 #[derive(Debug)]
 pub struct PortLease {
-    ip: IpAddr,
-    lease: Lease,
+    pub(crate) ip: IpAddr,
+    pub(crate) lease: Lease,
 }
 
 impl PortLease {
@@ -85,6 +77,16 @@ impl PortLease {
     /// Gives the port back now (dropping the lease does the same).
     pub fn release(self) {
         drop(self);
+    }
+}
+
+/// The lease's lock file: a child process that inherits this descriptor across `exec` (with
+/// `FD_CLOEXEC` cleared) holds the lease for as long as it keeps the descriptor open, even
+/// after this process exits. `cargo loopcheck lease` hands its leases to its command this way.
+#[cfg(unix)]
+impl std::os::fd::AsFd for PortLease {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.lease.as_fd()
     }
 }
 
@@ -176,6 +178,15 @@ pub(crate) fn reserve_on_loopback() -> Result<PortLease> {
 /// # Ok::<(), loopcheck::Error>(())
 /// ```
 pub fn reserve_ports(n: usize) -> Result<Vec<PortLease>> {
+    let policy = allocator()?.policy;
+    if n > policy.allocation_len() {
+        return Err(Error::RangeTooSmall {
+            wanted: n,
+            what: "ports",
+            range: policy.allocation_display(),
+            available: policy.allocation_len(),
+        });
+    }
     (0..n).map(|_| reserve_port()).collect()
 }
 
@@ -277,7 +288,7 @@ fn per_process_ip(pid: u32) -> Ipv4Addr {
 }
 
 #[derive(Clone, Copy)]
-enum Protocols {
+pub(crate) enum Protocols {
     Tcp,
     Udp,
 }
@@ -291,7 +302,7 @@ fn reserve(protocols: Protocols, ip: IpAddr) -> Result<PortLease> {
 /// Whether `port` can be bound on `127.0.0.1` and `[::1]` right now. The probe sockets set no
 /// `SO_REUSEADDR`, so a port with connections in `TIME_WAIT` fails too: the number is safe
 /// for code that binds without that option.
-fn probe(port: u16, protocols: Protocols) -> io::Result<()> {
+pub(crate) fn probe(port: u16, protocols: Protocols) -> io::Result<()> {
     let ty = match protocols {
         Protocols::Tcp => Type::STREAM,
         Protocols::Udp => Type::DGRAM,
@@ -305,18 +316,18 @@ fn probe(port: u16, protocols: Protocols) -> io::Result<()> {
     Ok(())
 }
 
-struct Allocator {
-    policy: &'static PortPolicy,
-    registry: &'static Registry,
+pub(crate) struct Allocator {
+    pub(crate) policy: &'static PortPolicy,
+    pub(crate) registry: &'static Registry,
     /// Index of the window's first port in the allocation range.
-    window_base: usize,
-    window: usize,
+    pub(crate) window_base: usize,
+    pub(crate) window: usize,
     /// Shared by the threads of this process, so that two of them never try the same port at
     /// once; starts at a random place so that processes spread over the window.
-    cursor: AtomicUsize,
+    pub(crate) cursor: AtomicUsize,
 }
 
-fn allocator() -> Result<&'static Allocator> {
+pub(crate) fn allocator() -> Result<&'static Allocator> {
     static ALLOCATOR: OnceLock<Allocator> = OnceLock::new();
     if let Some(allocator) = ALLOCATOR.get() {
         return Ok(allocator);
@@ -461,7 +472,7 @@ mod held {
         }
     }
 
-    pub(super) fn release_closed_sockets() {
+    pub(crate) fn release_closed_sockets() {
         static CALLS: AtomicUsize = AtomicUsize::new(0);
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         if !CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
@@ -511,10 +522,11 @@ mod held {
         HELD.lock().unwrap_or_else(|p| p.into_inner()).push(lease);
     }
 
-    pub(super) fn release_closed_sockets() {}
+    pub(crate) fn release_closed_sockets() {}
 }
 
-use held::{hold_while_open, release_closed_sockets};
+use held::hold_while_open;
+pub(crate) use held::release_closed_sockets;
 
 #[cfg(test)]
 mod tests {

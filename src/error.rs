@@ -48,6 +48,38 @@ pub enum Error {
         unusable: usize,
     },
 
+    /// No run of `len` contiguous ports of the allocation range could be leased and bound.
+    #[error(
+        "no {len} contiguous free ports in {range}: {leased} ports leased by live processes, {unbindable} in use by other programs, {unusable} with unusable lease files; release leases or widen the range with `LOOPCHECK_PORT_RANGE`"
+    )]
+    NoBlock {
+        /// The block's length.
+        len: usize,
+        /// The allocation range, as `LO-HI[,LO-HI..]`.
+        range: String,
+        /// Ports found leased by live processes (this one included) while looking.
+        leased: usize,
+        /// Ports found not leased but not bindable.
+        unbindable: usize,
+        /// Ports whose lease file could not be opened or repaired.
+        unusable: usize,
+    },
+
+    /// The allocation range cannot hold what was asked, however free it is.
+    #[error(
+        "{wanted} {what} cannot fit in the allocation range {range}, which has {available} at most; widen it with `LOOPCHECK_PORT_RANGE=LO-HI`"
+    )]
+    RangeTooSmall {
+        /// How many ports were asked for.
+        wanted: usize,
+        /// `ports` or `contiguous ports`.
+        what: &'static str,
+        /// The allocation range, as `LO-HI[,LO-HI..]`.
+        range: String,
+        /// The most the range can give: all its ports, or its longest contiguous piece.
+        available: usize,
+    },
+
     /// The lease registry directory is unsafe or unusable.
     #[error("lease directory `{}` is unsafe: {reason}", path.display())]
     UnsafeDir {

@@ -189,6 +189,17 @@ impl Arg for UdpSocket {
     }
 }
 
+/// `ports: PortBlock<N>` in a `#[loopback_test]` signature: `len` contiguous leased ports,
+/// each registered with `cx` for diagnosis and the leak check.
+pub fn port_block(cx: &mut Context, len: usize) -> crate::PortBlock {
+    let block =
+        crate::reserve_port_block(len).unwrap_or_else(|e| cx.fail(&format!("a block of {len} ports"), e));
+    for port in block.ports() {
+        cx.give(Protocol::Tcp, port, loopback_pair(port));
+    }
+    block
+}
+
 impl<T: Arg, const N: usize> Arg for [T; N] {
     fn allocate(cx: &mut Context) -> Self {
         std::array::from_fn(|_| T::allocate(cx))

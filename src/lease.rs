@@ -254,6 +254,13 @@ impl Lease {
     }
 }
 
+#[cfg(unix)]
+impl std::os::fd::AsFd for Lease {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         // Marks the record released before the lock goes with the file, so a reader that finds
@@ -268,12 +275,32 @@ pub(crate) fn current_test() -> Option<String> {
     if let Some(test) = crate::harness::current() {
         return Some(test.to_owned());
     }
+    if let Some(name) = HOLDER_NAME.get() {
+        return Some(name.clone());
+    }
     static FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
     if let Some(test) = FROM_ENV.get_or_init(|| std::env::var(TEST_VAR).ok().filter(|t| !t.is_empty())) {
         return Some(test.clone());
     }
     let thread = std::thread::current();
     thread.name().filter(|name| *name != "main").map(str::to_owned)
+}
+
+static HOLDER_NAME: OnceLock<String> = OnceLock::new();
+
+/// Names the leases this process takes from now on, where no test is running: what `ports`
+/// and diagnoses show as their test. `cargo loopcheck lease` names them after its command.
+/// The first name set stays; returns `false` if a name was set before.
+///
+/// ```
+/// assert!(loopcheck::lease::set_holder_name("integration: docker compose up"));
+/// let lease = loopcheck::reserve_port()?;
+/// let record = loopcheck::lease::lease_of(lease.port())?.and_then(|l| l.record).unwrap();
+/// assert_eq!(record.test.as_deref(), Some("integration: docker compose up"));
+/// # Ok::<(), loopcheck::Error>(())
+/// ```
+pub fn set_holder_name(name: impl Into<String>) -> bool {
+    HOLDER_NAME.set(name.into()).is_ok()
 }
 
 /// This process's id, asked of the kernel once: `getpid` is a real syscall on Linux.

@@ -71,7 +71,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `LOOPCHECK_DIR` | lease registry directory (default `$XDG_RUNTIME_DIR/loopcheck`, else `<temp>/loopcheck-<uid>`) |
-//! | `LOOPCHECK_PORT_RANGE` | `LO-HI` allocation range; the kernel's ephemeral and reserved ports are still left out |
+//! | `LOOPCHECK_PORT_RANGE` | `LO-HI` allocation range, which may reach below 10000 and into ports named in `/etc/services` (left out by default); the kernel's ephemeral and reserved ports are still left out |
 //! | `LOOPCHECK_TEST` | the test a process works for, recorded in its leases |
 //! | `LOOPCHECK_RUN_DIR` | a run directory, set by `cargo loopcheck test`: each `#[loopback_test]` appends one JSON record to its `records.jsonl`; its name is recorded as the run id |
 //!
@@ -86,6 +86,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alloc;
+mod block;
 mod error;
 mod harness;
 mod sys;
@@ -104,6 +105,7 @@ pub use alloc::{
     PortLease, loopback_ip, pick_unused_port, reserve_port, reserve_ports, reserve_udp_port, tcp_listener,
     udp_socket,
 };
+pub use block::{PortBlock, reserve_port_block};
 pub use diagnose::{diagnose, probe};
 pub use error::{Error, Result};
 /// Makes a test whose arguments are race-free loopback ports, addresses and sockets.
@@ -139,6 +141,14 @@ pub use error::{Error, Result};
 ///     drop(lease.into_listener().unwrap());
 /// }
 ///
+/// #[loopback_test]
+/// fn contiguous(ports: loopcheck::PortBlock<3>) {
+///     let node = TcpListener::bind(ports.addr(0)).unwrap();
+///     let gossip = UdpSocket::bind(ports.addr(1)).unwrap();
+///     assert_eq!(ports.addr(2).port(), ports.first() + 2);
+/// #   drop((node, gossip));
+/// }
+///
 /// #[loopback_test(timeout = "10s", leaks = "fail")]
 /// #[ignore = "shows the options"]
 /// fn with_options(addr: SocketAddr) {
@@ -167,5 +177,5 @@ pub use scan::{SocketTable, scan};
 /// What `#[loopback_test]` expands into. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, run, run_with_timeout};
+    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, port_block, run, run_with_timeout};
 }

@@ -13,6 +13,21 @@ pub const PORT_RANGE_VAR: &str = "LOOPCHECK_PORT_RANGE";
 /// The lowest port loopcheck ever allocates: below it binding needs privileges on most hosts.
 pub const MIN_PORT: u16 = 1024;
 
+/// The lowest port of the default allocation range: below it live the ports that databases and
+/// development servers use by default (3000, 5432, 6379, 8080, ...), which a lease must not
+/// take from them. `LOOPCHECK_PORT_RANGE` can ask for lower ports.
+pub const DEFAULT_LOWEST: u16 = 10000;
+
+/// The services file whose named ports the default range leaves out, where it exists.
+pub const SERVICES_FILE: &str = "/etc/services";
+
+/// Ports are tried in a window of this many allocatable ports first, so that the registry
+/// stays small and its files are reused instead of created.
+pub(crate) const WINDOW: usize = 4096;
+
+/// The window starts at the first allocatable port at or above this one.
+pub(crate) const WINDOW_START: u16 = 20000;
+
 /// An inclusive range of ports, written `LO-HI`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct PortRange {
@@ -68,7 +83,8 @@ impl fmt::Display for PortRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RangeSource {
-    /// Everything from 1024 up that the kernel does not use by itself.
+    /// Everything from 10000 up that the kernel does not use by itself and that
+    /// `/etc/services` does not name.
     Default,
     /// `LOOPCHECK_PORT_RANGE`, less the kernel's own ports.
     Environment,
@@ -90,6 +106,9 @@ pub struct PortPolicy {
     pub allocation: Vec<PortRange>,
     /// Where the allocation range came from.
     pub source: RangeSource,
+    /// Ports of the default range left out because `/etc/services` names them (empty with
+    /// `LOOPCHECK_PORT_RANGE`, which is taken as asked).
+    pub named: Vec<u16>,
     /// What could not be read, in plain words; empty when the policy is complete.
     pub notes: Vec<String>,
 }
@@ -117,16 +136,29 @@ impl PortPolicy {
     pub fn read() -> Result<PortPolicy> {
         let kernel = sys::kernel_ports();
         let requested = std::env::var(PORT_RANGE_VAR).ok();
-        PortPolicy::build(kernel, requested.as_deref())
+        let services = match requested {
+            Some(_) => String::new(),
+            None => std::fs::read_to_string(SERVICES_FILE).unwrap_or_default(),
+        };
+        PortPolicy::build(kernel, requested.as_deref(), &services)
     }
 
-    fn build(kernel: KernelPorts, requested: Option<&str>) -> Result<PortPolicy> {
+    fn build(kernel: KernelPorts, requested: Option<&str>, services: &str) -> Result<PortPolicy> {
         let (wanted, source) = match requested {
             Some(value) => (parse_range(PORT_RANGE_VAR, value)?, RangeSource::Environment),
-            None => (PortRange::new(MIN_PORT, u16::MAX), RangeSource::Default),
+            None => (PortRange::new(DEFAULT_LOWEST, u16::MAX), RangeSource::Default),
         };
         let mut excluded: Vec<PortRange> = kernel.reserved.clone();
         excluded.extend(kernel.ephemeral);
+        let outside_kernel = subtract(wanted, &excluded);
+        let named: Vec<u16> = match source {
+            RangeSource::Default => parse_services(services)
+                .into_iter()
+                .filter(|&port| outside_kernel.iter().any(|r| r.contains(port)))
+                .collect(),
+            RangeSource::Environment => Vec::new(),
+        };
+        excluded.extend(named.iter().map(|&port| PortRange::new(port, port)));
         let allocation = subtract(wanted, &excluded);
         if allocation.is_empty() {
             let mut taken: Vec<String> = kernel
@@ -145,8 +177,34 @@ impl PortPolicy {
             reserved: kernel.reserved,
             allocation,
             source,
+            named,
             notes: kernel.notes,
         })
+    }
+
+    /// The ports each process tries first, in order from a point of its own: a window of up to
+    /// 4096 allocatable ports from 20000 (or the first allocatable port above it). Only when
+    /// the window is exhausted are the other ports of the allocation range tried, in order.
+    ///
+    /// ```
+    /// let policy = loopcheck::policy::PortPolicy::current()?;
+    /// let first = policy.tried_first();
+    /// assert!(first.iter().all(|r| policy.is_allocatable(r.start) && policy.is_allocatable(r.end)));
+    /// # Ok::<(), loopcheck::Error>(())
+    /// ```
+    pub fn tried_first(&self) -> Vec<PortRange> {
+        let len = self.allocation_len();
+        let base = self.index_of_first_at_or_above(WINDOW_START).unwrap_or(0);
+        let mut ranges: Vec<PortRange> = Vec::new();
+        for index in (base..base + WINDOW.min(len)).map(|i| i % len) {
+            let port = self.nth_port(index);
+            match ranges.last_mut() {
+                Some(last) if last.end.checked_add(1) == Some(port) => last.end = port,
+                _ => ranges.push(PortRange::new(port, port)),
+            }
+        }
+        ranges.sort();
+        ranges
     }
 
     /// Whether loopcheck may hand out `port`.
@@ -196,6 +254,24 @@ impl PortPolicy {
 pub(crate) fn join_ranges(ranges: &[PortRange]) -> String {
     let parts: Vec<String> = ranges.iter().map(ToString::to_string).collect();
     parts.join(",")
+}
+
+/// The ports a services file (`/etc/services`) names: `name port/protocol [aliases] [# ..]`,
+/// sorted and without repeats.
+pub(crate) fn parse_services(text: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = text
+        .lines()
+        .filter_map(|line| {
+            let line = line.split('#').next()?;
+            let mut fields = line.split_whitespace();
+            let _name = fields.next()?;
+            let (port, _protocol) = fields.next()?.split_once('/')?;
+            port.parse().ok()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// Parses `LO-HI` as given in `variable`.
@@ -472,21 +548,18 @@ mod tests {
     #[test]
     fn default_range_avoids_ephemeral_and_reserved_ports() {
         let policy =
-            PortPolicy::build(kernel((32768, 60999), &[(8080, 8080), (20000, 20010)]), None).unwrap();
-        assert_eq!(
-            policy.allocation_display(),
-            "1024-8079,8081-19999,20011-32767,61000-65535"
-        );
+            PortPolicy::build(kernel((32768, 60999), &[(8080, 8080), (20000, 20010)]), None, "").unwrap();
+        assert_eq!(policy.allocation_display(), "10000-19999,20011-32767,61000-65535");
         assert_eq!(policy.source, RangeSource::Default);
         assert!(
-            !policy.is_allocatable(32768) && !policy.is_allocatable(8080) && !policy.is_allocatable(1023)
+            !policy.is_allocatable(32768) && !policy.is_allocatable(8080) && !policy.is_allocatable(9999)
         );
         assert!(policy.is_allocatable(61000) && policy.is_allocatable(65535));
         let all: Vec<u16> = (0..policy.allocation_len()).map(|i| policy.nth_port(i)).collect();
         assert_eq!(all.len(), policy.allocation_len());
         assert!(all.iter().all(|&p| policy.is_allocatable(p)));
         assert_eq!(all.last(), Some(&65535));
-        for port in [0, 1024, 8080, 19999, 20000, 20005, 40000, 65535] {
+        for port in [0, 1024, 8080, 10000, 19999, 20000, 20005, 40000, 65535] {
             let expected = all.iter().position(|&p| p >= port);
             assert_eq!(policy.index_of_first_at_or_above(port), expected, "{port}");
         }
@@ -494,14 +567,14 @@ mod tests {
 
     #[test]
     fn environment_range_is_clipped_to_the_kernels_free_ports() {
-        let policy = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-40000")).unwrap();
+        let policy = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-40000"), "").unwrap();
         assert_eq!(policy.allocation_display(), "30000-32767");
         assert_eq!(policy.source, RangeSource::Environment);
     }
 
     #[test]
     fn environment_range_inside_the_ephemeral_range_is_an_error() {
-        let err = PortPolicy::build(kernel((32768, 60999), &[]), Some("40000-40010")).unwrap_err();
+        let err = PortPolicy::build(kernel((32768, 60999), &[]), Some("40000-40010"), "").unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("40000-40010") && message.contains("ephemeral 32768-60999"),
@@ -521,7 +594,7 @@ mod tests {
             ("80-2000", "below 1024"),
             ("-5", "`` is not a port number"),
         ] {
-            let err = PortPolicy::build(kernel((32768, 60999), &[]), Some(value)).unwrap_err();
+            let err = PortPolicy::build(kernel((32768, 60999), &[]), Some(value), "").unwrap_err();
             let message = err.to_string();
             assert!(
                 message.contains("LOOPCHECK_PORT_RANGE") && message.contains("LO-HI"),
@@ -529,6 +602,38 @@ mod tests {
             );
             assert!(message.contains(reason), "{value}: {message}");
         }
+    }
+
+    const SERVICES: &str = "# comment 1/tcp\nhttp\t\t80/tcp\t\twww\t# web\nmemcache 11211/tcp\nmemcache 11211/udp\nbad line\nx 99999/tcp\nsvn 3690/tcp\nfoo 40000/tcp\n";
+
+    #[test]
+    fn the_default_range_leaves_out_low_ports_and_named_services() {
+        assert_eq!(parse_services(SERVICES), [80, 3690, 11211, 40000]);
+        let policy = PortPolicy::build(kernel((32768, 60999), &[]), None, SERVICES).unwrap();
+        assert_eq!(policy.allocation_display(), "10000-11210,11212-32767,61000-65535");
+        assert_eq!(
+            policy.named,
+            [11211],
+            "only named ports that would otherwise be allocated"
+        );
+        // A range that asks for low and named ports gets them.
+        let asked = PortPolicy::build(kernel((32768, 60999), &[]), Some("3000-12000"), SERVICES).unwrap();
+        assert_eq!(asked.allocation_display(), "3000-12000");
+        assert!(asked.named.is_empty());
+    }
+
+    #[test]
+    fn the_window_is_what_is_tried_first() {
+        let policy = PortPolicy::build(kernel((32768, 60999), &[(21000, 21999)]), None, "").unwrap();
+        assert_eq!(
+            join_ranges(&policy.tried_first()),
+            "20000-20999,22000-25095",
+            "4096 allocatable ports from 20000"
+        );
+        let small = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-30009"), "").unwrap();
+        assert_eq!(join_ranges(&small.tried_first()), "30000-30009");
+        let wrapping = PortPolicy::build(kernel((32768, 60999), &[]), Some("10000-21000"), "").unwrap();
+        assert_eq!(join_ranges(&wrapping.tried_first()), "10000-13094,20000-21000");
     }
 
     #[test]

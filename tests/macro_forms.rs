@@ -315,3 +315,21 @@ mod tokio_forms {
         panic!("inside the runtime");
     }
 }
+
+#[loopback_test]
+fn a_block_is_contiguous_and_leased(ports: loopcheck::PortBlock<4>, other: u16) {
+    assert_eq!(ports.len(), 4);
+    let numbers: Vec<u16> = ports.ports().collect();
+    assert_eq!(numbers, (ports.first()..ports.first() + 4).collect::<Vec<_>>());
+    assert!(!ports.ports().contains(&other));
+    for i in 0..ports.len() {
+        let lease = loopcheck::lease::lease_of(ports.addr(i).port()).unwrap().unwrap();
+        assert_eq!(lease.status, loopcheck::lease::LeaseStatus::Held);
+        round_trip(&TcpListener::bind(ports.addr(i)).unwrap()).unwrap();
+    }
+}
+
+#[loopback_test]
+fn two_blocks_never_overlap(node: loopcheck::PortBlock<3>, peer: loopcheck::PortBlock<3>) {
+    assert_distinct(node.ports().chain(peer.ports()));
+}

@@ -70,8 +70,27 @@ pub enum Command {
     Test(TestArgs),
     /// Show the documentation of a diagnostic code.
     Explain(ExplainArgs),
+    /// Run a command with leased ports in LOOPCHECK_PORT, LOOPCHECK_PORT_0.. and LOOPCHECK_PORTS.
+    Lease(LeaseArgs),
     /// Print a shell completion script for `cargo loopcheck` to stdout.
     Completions(CompletionsArgs),
+}
+
+/// `cargo loopcheck lease`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The ports stay leased exactly as long as CMD runs; the exit status is CMD's (128+N when a signal N ended it).\n\nExamples:\n  cargo loopcheck lease -- sh -c 'exec my-server --port \"$LOOPCHECK_PORT\"'\n  cargo loopcheck lease --count 2 -- docker compose up\n  cargo loopcheck lease --block 4 -- ./start-node.sh"
+)]
+pub struct LeaseArgs {
+    /// Lease N distinct ports [default: 1].
+    #[arg(long, value_name = "N", conflicts_with = "block", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub count: Option<u16>,
+    /// Lease N contiguous ports: LOOPCHECK_PORT, LOOPCHECK_PORT+1, ...
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub block: Option<u16>,
+    /// The command to run with the ports, and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD", allow_hyphen_values = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `cargo loopcheck test`.
@@ -95,6 +114,10 @@ pub struct TestArgs {
     /// End this workspace's zombie listeners before the run, instead of warning about them.
     #[arg(long)]
     pub reap: bool,
+    /// Leave the processes the tests left running (for debugging) instead of ending them after
+    /// the run; they are reported either way.
+    #[arg(long)]
+    pub keep_leftovers: bool,
     /// Also write the results as JUnit XML to FILE, diagnoses included.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -266,9 +266,11 @@ fn port_ranges() -> Check {
                     .join(",")
             };
             let message = format!(
-                "ephemeral {ephemeral}; reserved {reserved}; loopcheck allocates from {} ({} ports)",
-                policy.allocation_display(),
-                policy.allocation_len()
+                "ephemeral {ephemeral}; reserved {reserved}; loopcheck allocates from {} ({} ports), trying {} first and the rest in order once those are taken{}",
+                join(&bridged(&policy.allocation, &policy.named)),
+                policy.allocation_len(),
+                join(&bridged(&policy.tried_first(), &policy.named)),
+                left_out(policy)
             );
             if policy.allocation_len() < 1000 {
                 Check {
@@ -284,6 +286,50 @@ fn port_ranges() -> Check {
         }
         Err(err) => Check::new("port ranges", Status::Error, err.to_string()),
     }
+}
+
+fn join(ranges: &[loopcheck::policy::PortRange]) -> String {
+    ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `ranges` with the gaps made only of `named` ports closed: the shape of the range, with the
+/// named ports listed apart.
+fn bridged(ranges: &[loopcheck::policy::PortRange], named: &[u16]) -> Vec<loopcheck::policy::PortRange> {
+    use loopcheck::policy::{DEFAULT_LOWEST, PortRange};
+    let only_named = |from: u32, to: u32| (from..to).all(|p| named.binary_search(&(p as u16)).is_ok());
+    let mut out: Vec<PortRange> = Vec::new();
+    for &range in ranges {
+        match out.last_mut() {
+            Some(last) if only_named(last.end as u32 + 1, range.start as u32) => last.end = range.end,
+            None if range.start > DEFAULT_LOWEST && only_named(DEFAULT_LOWEST.into(), range.start.into()) => {
+                out.push(PortRange::new(DEFAULT_LOWEST, range.end));
+            }
+            _ => out.push(range),
+        }
+    }
+    out
+}
+
+/// What the default range leaves out, and how to get it.
+fn left_out(policy: &PortPolicy) -> String {
+    use loopcheck::policy::{DEFAULT_LOWEST, PORT_RANGE_VAR, RangeSource, SERVICES_FILE};
+    if policy.source == RangeSource::Environment {
+        return format!(" (`{PORT_RANGE_VAR}`)");
+    }
+    let mut ports: Vec<String> = policy.named.iter().take(8).map(u16::to_string).collect();
+    if policy.named.len() > 8 {
+        ports.push("...".into());
+    }
+    let named = match policy.named.len() {
+        0 => String::new(),
+        1 => format!(" and the port named in {SERVICES_FILE} ({})", ports.join(", ")),
+        n => format!(" and {n} ports named in {SERVICES_FILE} ({})", ports.join(", ")),
+    };
+    format!("; ports below {DEFAULT_LOWEST}{named} are left out unless `{PORT_RANGE_VAR}` asks for them")
 }
 
 fn loopback_traffic() -> Check {
@@ -452,6 +498,25 @@ fn print_checks(term: &Term, checks: &[Check]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_shown_without_their_named_holes() {
+        use loopcheck::policy::PortRange;
+        let ranges = [
+            PortRange::new(10001, 11210),
+            PortRange::new(11212, 32767),
+            PortRange::new(61000, 65535),
+        ];
+        assert_eq!(
+            join(&bridged(&ranges, &[10000, 11211])),
+            "10000-32767,61000-65535"
+        );
+        assert_eq!(join(&bridged(&ranges, &[11211])), "10001-32767,61000-65535");
+        assert_eq!(
+            join(&bridged(&ranges, &[])),
+            "10001-11210,11212-32767,61000-65535"
+        );
+    }
 
     #[test]
     fn localhost_resolving_to_ipv6_first_is_a_warning() {

@@ -28,6 +28,20 @@ pub enum Error {
     #[error(transparent)]
     Loopcheck(#[from] loopcheck::Error),
 
+    /// `cargo loopcheck lease` found no ports to lease.
+    #[error("cannot lease {what} for `{command}`{holders}")]
+    NoPorts {
+        /// What was asked for: `2 ports`, `a block of 4 ports`.
+        what: String,
+        /// The command the ports were for.
+        command: String,
+        /// Who holds the range's leases, as `; held in RANGE: ...`, or nothing.
+        holders: String,
+        /// Why the library could not lease them.
+        #[source]
+        source: Box<loopcheck::Error>,
+    },
+
     /// The platform cannot do what was asked.
     #[error("not supported on this platform: {0}")]
     Unsupported(&'static str),

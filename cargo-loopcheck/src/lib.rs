@@ -12,6 +12,7 @@ pub mod doctor;
 mod error;
 mod exit;
 pub mod explain;
+pub mod lease_cmd;
 pub mod lint;
 pub mod ports;
 pub mod probe;
@@ -72,6 +73,7 @@ where
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
+        Command::Lease(lease) => lease_cmd::run(&args.common, lease, &term),
         Command::Completions(completions) => completions::run(&args.common, completions),
     };
     match result {

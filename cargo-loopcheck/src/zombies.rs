@@ -38,7 +38,6 @@ pub struct Zombie {
     /// The addresses it listens on.
     pub addrs: Vec<SocketAddr>,
     #[serde(skip)]
-    #[cfg_attr(not(unix), allow(dead_code))]
     process: ProcessInfo,
 }
 
@@ -210,22 +209,36 @@ pub enum Outcome {
 /// Ends `zombie`: SIGTERM, up to `grace` to exit, then SIGKILL. Before each signal the process
 /// is read again, and left alone unless it is still the same process (same start time), still
 /// this user's and still orphaned.
-#[cfg(unix)]
 pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
+    end_process(&zombie.process, grace, &|now| {
+        matches!(
+            loopcheck::diagnose::classify(now),
+            loopcheck::diagnose::Provenance::Zombie { .. }
+        )
+    })
+}
+
+/// Ends `process` as [`end`] ends a zombie: SIGTERM, up to `grace` to exit, then SIGKILL.
+/// Before each signal the process is read again, and left alone unless it is still the same
+/// process (same pid and start time, through a pidfd where the kernel has them), still this
+/// user's, and `still_ours` still holds for it.
+#[cfg(unix)]
+pub(crate) fn end_process(
+    process: &ProcessInfo,
+    grace: Duration,
+    still_ours: &dyn Fn(&ProcessInfo) -> bool,
+) -> Outcome {
     let unchanged = || {
-        ProcessInfo::read(zombie.pid).is_some_and(|now| {
-            now.start_time == zombie.process.start_time
-                && now.uid == zombie.process.uid
+        ProcessInfo::read(process.pid).is_some_and(|now| {
+            now.start_time == process.start_time
+                && now.uid == process.uid
                 && now.state != Some('Z')
-                && matches!(
-                    loopcheck::diagnose::classify(&now),
-                    loopcheck::diagnose::Provenance::Zombie { .. }
-                )
+                && still_ours(&now)
         })
     };
     // The handle is taken before the check, so the check and the signals concern one process
     // even if the pid is reused in between.
-    let Some(handle) = Handle::open(zombie.pid) else {
+    let Some(handle) = Handle::open(process.pid) else {
         return Outcome::Gone;
     };
     if !unchanged() {
@@ -234,7 +247,7 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
     if let Err(err) = handle.signal(libc::SIGTERM) {
         return failed_signal(&err);
     }
-    if wait_gone(zombie, grace) {
+    if wait_gone(process, grace) {
         return Outcome::Terminated;
     }
     if !unchanged() {
@@ -243,7 +256,7 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
     if let Err(err) = handle.signal(libc::SIGKILL) {
         return failed_signal(&err);
     }
-    if wait_gone(zombie, Duration::from_secs(5)) {
+    if wait_gone(process, Duration::from_secs(5)) {
         Outcome::Killed
     } else {
         Outcome::Failed
@@ -328,17 +341,21 @@ fn failed_signal(err: &std::io::Error) -> Outcome {
 
 /// Ending processes is not supported on this platform.
 #[cfg(not(unix))]
-pub fn end(_zombie: &Zombie, _grace: Duration) -> Outcome {
+pub(crate) fn end_process(
+    _process: &ProcessInfo,
+    _grace: Duration,
+    _still_ours: &dyn Fn(&ProcessInfo) -> bool,
+) -> Outcome {
     Outcome::Failed
 }
 
 /// Whether the process exits (or becomes a defunct entry) within `limit`.
 #[cfg(unix)]
-fn wait_gone(zombie: &Zombie, limit: Duration) -> bool {
+fn wait_gone(process: &ProcessInfo, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let alive = ProcessInfo::read(zombie.pid)
-            .is_some_and(|p| p.start_time == zombie.process.start_time && p.state != Some('Z'));
+        let alive = ProcessInfo::read(process.pid)
+            .is_some_and(|p| p.start_time == process.start_time && p.state != Some('Z'));
         if !alive {
             return true;
         }

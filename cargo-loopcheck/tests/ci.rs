@@ -179,11 +179,11 @@ fn every_schema_is_valid_and_names_its_file() {
         shapes.push(shape.to_owned());
     }
     shapes.sort();
-    // Each shape is checked against real output here, in reap.rs and in test_command.rs.
+    // Each shape is checked against real output here, in lease.rs, reap.rs and test_command.rs.
     assert_eq!(
         shapes,
         [
-            "check", "common", "doctor", "explain", "ports", "probe", "reap", "test"
+            "check", "common", "doctor", "explain", "lease", "ports", "probe", "reap", "test"
         ]
     );
 }

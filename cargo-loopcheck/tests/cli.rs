@@ -40,7 +40,7 @@ fn json(output: &Output) -> serde_json::Value {
 #[test]
 fn help_is_stable() {
     for command in [
-        "", "check", "lint", "doctor", "ports", "probe", "reap", "test", "explain",
+        "", "check", "lint", "doctor", "ports", "probe", "reap", "test", "explain", "lease",
     ] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()
@@ -75,6 +75,11 @@ fn usage_errors_exit_with_2() {
         &["test", "--nextest", "--cargo-test"],
         &["test", "--no-such-flag"],
         &["--color", "sometimes", "explain", "LC001"],
+        &["lease"],
+        &["lease", "--block", "2"],
+        &["lease", "--count", "2", "--block", "2", "--", "true"],
+        &["lease", "--count", "0", "--", "true"],
+        &["lease", "--format", "sarif", "--", "true"],
     ] {
         let output = run(args);
         assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
@@ -444,4 +449,37 @@ fn the_usage_in_readme_and_docs_matches_help() {
         documented.dedup();
         assert_eq!(documented, commands, "{doc} lists other commands than --help");
     }
+}
+
+/// `doctor` says what the allocator tries first and what the default range leaves out, and a
+/// `LOOPCHECK_PORT_RANGE` that asks for low ports gets them.
+#[test]
+fn doctor_says_which_ports_are_tried_first() {
+    let message = |range: Option<&str>| {
+        let mut command = cargo_loopcheck(&["doctor", "--format", "json"]);
+        match range {
+            Some(range) => command.env("LOOPCHECK_PORT_RANGE", range),
+            None => command.env_remove("LOOPCHECK_PORT_RANGE"),
+        };
+        let report = json(&command.output().unwrap());
+        let checks = report["checks"].as_array().unwrap().clone();
+        let check = checks
+            .into_iter()
+            .find(|c| c["name"] == "port ranges")
+            .expect("a port ranges check");
+        check["message"].as_str().unwrap().to_owned()
+    };
+    let default = message(None);
+    assert!(default.contains("loopcheck allocates from 10000-"), "{default}");
+    assert!(default.contains("trying 20000-"), "{default}");
+    assert!(default.contains("ports below 10000"), "{default}");
+    assert!(
+        default.contains("unless `LOOPCHECK_PORT_RANGE` asks for them"),
+        "{default}"
+    );
+    let asked = message(Some("3000-9000"));
+    assert!(
+        asked.contains("allocates from 3000-9000 (6001 ports), trying 3000-7095 first"),
+        "{asked}"
+    );
 }

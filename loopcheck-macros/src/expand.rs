@@ -44,7 +44,33 @@ fn fallback(mut function: ItemFn, errors: &Errors) -> TokenStream {
     function
         .attrs
         .retain(|attr| valid::duplicate_test(attr).is_none());
+    strip_block_lengths(&mut function.sig);
     with_errors(quote!(#[allow(dead_code, unused_variables)] #function), errors)
+}
+
+/// `PortBlock<N>` is the attribute's notation for a block of `N` ports; the body takes the
+/// library's `PortBlock`, whose length is known at run time.
+fn strip_block_lengths(sig: &mut syn::Signature) {
+    fn strip(ty: &mut syn::Type) {
+        match ty {
+            syn::Type::Array(array) => strip(&mut array.elem),
+            syn::Type::Group(group) => strip(&mut group.elem),
+            syn::Type::Paren(paren) => strip(&mut paren.elem),
+            syn::Type::Path(path) => {
+                if let Some(segment) = path.path.segments.last_mut()
+                    && segment.ident == "PortBlock"
+                {
+                    segment.arguments = syn::PathArguments::None;
+                }
+            }
+            _ => {}
+        }
+    }
+    for input in &mut sig.inputs {
+        if let syn::FnArg::Typed(typed) = input {
+            strip(&mut typed.ty);
+        }
+    }
 }
 
 fn expand(function: &ItemFn, checked: &Checked, options: &Options) -> TokenStream {
@@ -72,6 +98,7 @@ fn expand(function: &ItemFn, checked: &Checked, options: &Options) -> TokenStrea
     let body = Ident::new("__loopcheck_body", Span::call_site());
     let mut body_sig = sig.clone();
     body_sig.ident = body.clone();
+    strip_block_lengths(&mut body_sig);
 
     let cx = Ident::new("__loopcheck_cx", Span::mixed_site());
     // The user's names, hygienic: lints about the user's bindings (an `_addr` that is used)
@@ -87,6 +114,11 @@ fn expand(function: &ItemFn, checked: &Checked, options: &Options) -> TokenStrea
         .collect();
     let lets = checked.args.iter().zip(&idents).map(|(arg, ident)| {
         let ty = &arg.ty;
+        if let Some(len) = arg.block {
+            let len = Literal::usize_unsuffixed(len);
+            let allocate = quote_spanned!(ty.span()=> #private::port_block);
+            return quote!(let #ident = #allocate(#cx, #len););
+        }
         // Spanned at the user's type, so an unsupported type is reported there.
         let allocate = quote_spanned!(ty.span()=> <#ty as #private::Arg>::allocate);
         quote!(let #ident = #allocate(#cx);)
@@ -245,6 +277,35 @@ mod tests {
                             <tokio::net::TcpListener as x::loopcheck::__private::Arg>::allocate(__loopcheck_cx);
                         ::core::mem::drop(__loopcheck_guard);
                         move || __loopcheck_rt.block_on(__loopcheck_body(listener))
+                    },
+                )
+            }
+        };
+        assert_eq!(out.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn a_block_is_allocated_by_length_and_taken_as_the_librarys_type() {
+        let out = loopback_test(
+            quote!(),
+            quote!(
+                fn b(ports: loopcheck::PortBlock<4>) {}
+            ),
+        );
+        let expected = quote! {
+            #[::core::prelude::v1::test]
+            fn b() {
+                fn __loopcheck_body(ports: loopcheck::PortBlock) {}
+                ::loopcheck::__private::run(
+                    ::loopcheck::__private::Test {
+                        name: ::core::concat!(::core::module_path!(), "::", "b"),
+                        timeout: ::core::option::Option::None,
+                        leaks: ::loopcheck::__private::Leaks::Warn,
+                        should_panic: false,
+                    },
+                    |__loopcheck_cx: &mut ::loopcheck::__private::Context| {
+                        let ports = ::loopcheck::__private::port_block(__loopcheck_cx, 4);
+                        move || __loopcheck_body(ports)
                     },
                 )
             }

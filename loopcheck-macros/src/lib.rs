@@ -35,6 +35,7 @@ use proc_macro::TokenStream;
 /// | `loopcheck::PortLease` | the lease itself, to hand to code that binds by itself |
 /// | `tokio::net::TcpListener`, `tokio::net::UdpSocket` | with loopcheck's `tokio` feature and `#[loopback_test(tokio)]` |
 /// | `[T; N]` of any of these | `N` distinct values |
+/// | `loopcheck::PortBlock<N>` | `N` contiguous leased ports (`first()`, `addr(i)`); the body sees a `PortBlock` |
 ///
 /// ```ignore
 /// use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -51,6 +52,9 @@ use proc_macro::TokenStream;
 ///
 /// #[loopback_test]
 /// fn d(ports: [u16; 3], addrs: [SocketAddr; 2]) { /* three ports, two addresses, all distinct */ }
+///
+/// #[loopback_test]
+/// fn node(ports: loopcheck::PortBlock<4>) { /* a node on ports.first(), gossip on ports.addr(1), ... */ }
 ///
 /// #[loopback_test]
 /// fn e(port: u16) -> Result<(), Box<dyn std::error::Error>> {

@@ -10,12 +10,18 @@ use crate::error::{Errors, display};
 
 /// The types `#[loopback_test]` can hand to a test, by the last segment of their path.
 const ACCEPTED: [&str; 5] = ["u16", "SocketAddr", "TcpListener", "UdpSocket", "PortLease"];
-const ACCEPTED_TEXT: &str = "use u16, SocketAddr, TcpListener, UdpSocket, PortLease, or an array of them";
+const ACCEPTED_TEXT: &str =
+    "use u16, SocketAddr, TcpListener, UdpSocket, PortLease, an array of them, or PortBlock<N>";
+
+/// The type that takes `N` contiguous ports, written `PortBlock<N>` in a test's signature.
+const BLOCK: &str = "PortBlock";
 
 /// One argument to allocate: its binding and its type, as the user wrote them.
 pub(crate) struct Arg {
     pub(crate) ident: Ident,
     pub(crate) ty: Type,
+    /// For `PortBlock<N>`: `N`, the number of contiguous ports.
+    pub(crate) block: Option<usize>,
 }
 
 /// What the expansion needs beyond the function itself.
@@ -163,16 +169,77 @@ fn arg(input: &FnArg, errors: &mut Errors) -> Option<Arg> {
             None
         }
     };
+    if let Some(segment) = block_segment(&typed.ty) {
+        let len = block_len(segment, errors);
+        return Some(Arg {
+            ident: ident?,
+            ty: (*typed.ty).clone(),
+            block: Some(len?),
+        });
+    }
     let type_ok = check_type(&typed.ty, errors);
     Some(Arg {
         ident: ident?,
         ty: (*typed.ty).clone(),
+        block: None,
     })
     .filter(|_| type_ok)
 }
 
+/// The last segment of a `PortBlock<..>` type.
+pub(crate) fn block_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    last_segment(ty).filter(|segment| segment.ident == BLOCK)
+}
+
+/// `N` of `PortBlock<N>`; records the error when it is missing or not a positive number.
+fn block_len(segment: &syn::PathSegment, errors: &mut Errors) -> Option<usize> {
+    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+        errors.spanned(
+            segment,
+            format!("`{BLOCK}` needs its length: write `{BLOCK}<4>` for 4 contiguous ports"),
+        );
+        return None;
+    };
+    let number = match args.args.first() {
+        Some(syn::GenericArgument::Const(syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(int),
+            ..
+        }))) if args.args.len() == 1 => int.base10_parse::<u16>().ok(),
+        _ => None,
+    };
+    match number {
+        Some(0) => {
+            errors.spanned(
+                args,
+                format!("a `{BLOCK}<0>` holds no port: give it a length of 1 or more, like `{BLOCK}<4>`"),
+            );
+            None
+        }
+        Some(len) => Some(len.into()),
+        None => {
+            errors.spanned(
+                args,
+                format!(
+                    "the length of a `{BLOCK}` is a number of ports, not `{}`: write it as a literal, like `{BLOCK}<4>`",
+                    display(&args.args)
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// Whether `ty` names an injectable type; records the error when not.
 fn check_type(ty: &Type, errors: &mut Errors) -> bool {
+    if let Type::Array(array) = ty
+        && block_segment(&array.elem).is_some()
+    {
+        errors.spanned(
+            ty,
+            format!("an array of blocks cannot be injected: take one `{BLOCK}<N>` argument per block"),
+        );
+        return false;
+    }
     match ty {
         Type::Array(array) => return check_type(&array.elem, errors),
         Type::Group(group) => return check_type(&group.elem, errors),

@@ -25,6 +25,7 @@ mod model;
 mod output;
 mod panics;
 mod signals;
+mod teardown;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -175,8 +176,11 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
             let mut round_executions = match read {
                 Ok(found) => found,
-                Err(error) if executions.is_empty() => return Err(error),
                 Err(error) => {
+                    teardown::after_failed_round(term, dir, args.keep_leftovers);
+                    if executions.is_empty() {
+                        return Err(error);
+                    }
                     stopped = Some(error);
                     break 'rounds;
                 }
@@ -195,7 +199,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 targets,
                 blame::read_records(dir),
             ));
-            for (leftover, diagnosis) in blame::leftovers(dir) {
+            for (leftover, diagnosis) in teardown::end(blame::leftovers(dir), args.keep_leftovers) {
                 let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
                 let full = leftover.process.loopcheck_test.as_deref();
                 match blame::find_execution(&mut round_executions, targets, full, nextest) {

@@ -1,0 +1,75 @@
+//! After a round, the processes its tests left running are ended, so that the next CI step or
+//! the next run does not meet them: SIGTERM, a grace period, SIGKILL, with the same checks as
+//! `reap` (same process by start time and pidfd, this user's). `--keep-leftovers` keeps them.
+//! Either way each diagnosis says what became of its process.
+
+use std::time::Duration;
+
+use loopcheck::Diagnosis;
+use loopcheck::scan::RunProcess;
+
+use crate::term::Term;
+use crate::zombies::{self, Outcome};
+
+/// How long a leftover gets to exit after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Ends each leftover unless `keep`, and records in its diagnosis what was done. They are
+/// ended side by side, so that a few that ignore SIGTERM cost one grace period, not one each.
+pub(crate) fn end(leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) -> Vec<(RunProcess, Diagnosis)> {
+    if keep || leftovers.len() < 2 {
+        return leftovers
+            .into_iter()
+            .map(|leftover| end_one(leftover, keep))
+            .collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = leftovers
+            .into_iter()
+            .map(|leftover| scope.spawn(move || end_one(leftover, keep)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+fn end_one((leftover, mut diagnosis): (RunProcess, Diagnosis), keep: bool) -> (RunProcess, Diagnosis) {
+    let pid = leftover.process.pid;
+    let done = if keep {
+        format!("left running after the run, as --keep-leftovers asks; `kill {pid}` ends it")
+    } else {
+        // The process carries this run's marker and was found alive after the run; it is
+        // ended only while it is still that process and still this user's.
+        match zombies::end_process(&leftover.process, GRACE, &|_| true) {
+            Outcome::Terminated => "after the run, cargo loopcheck ended it with SIGTERM".to_owned(),
+            Outcome::Killed => format!(
+                "after the run, cargo loopcheck ended it with SIGKILL: it outlived SIGTERM by {}s",
+                GRACE.as_secs()
+            ),
+            Outcome::Gone => "it exited by itself after the run".to_owned(),
+            Outcome::Failed | Outcome::WouldEnd => {
+                format!("cargo loopcheck could not end it after the run; `kill {pid}` ends it")
+            }
+        }
+    };
+    if !keep {
+        // The hint to end it by hand is void once it is ended, and in `done` otherwise.
+        diagnosis.fix = diagnosis
+            .fix
+            .replace(&format!("; `kill {pid}` ends this one"), "");
+    }
+    diagnosis.summary = format!("{}; {done}", diagnosis.summary);
+    diagnosis.evidence.push(format!("teardown: {done}"));
+    (leftover, diagnosis)
+}
+
+/// A round that did not run its tests (a setup script failed, the runner crashed) may still
+/// have left processes: they are ended (or kept) all the same, and shown on stderr, since the
+/// run ends with its error instead of a report.
+pub(crate) fn after_failed_round(term: &Term, run_dir: &std::path::Path, keep: bool) {
+    for (_, diagnosis) in end(super::blame::leftovers(run_dir), keep) {
+        term.diagnosis(&diagnosis);
+    }
+}
