@@ -72,6 +72,10 @@ pub enum Error {
         detail: String,
     },
 
+    /// `--isolate=require`, and network isolation is unavailable here.
+    #[error(transparent)]
+    Isolation(crate::isolate::Unavailable),
+
     /// A file or directory of the run could not be created, written or read.
     #[error("cannot {action} `{}`", path.display())]
     Io {

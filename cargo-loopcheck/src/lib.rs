@@ -11,6 +11,7 @@ pub mod doctor;
 mod error;
 mod exit;
 pub mod explain;
+pub mod isolate;
 pub mod lint;
 pub mod ports;
 pub mod probe;
@@ -70,6 +71,7 @@ where
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
+        Command::Isolate(hidden) => Ok(isolate::run_hidden(hidden.check, &hidden.command)),
     };
     match result {
         Ok(code) => code,

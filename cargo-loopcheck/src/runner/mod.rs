@@ -35,6 +35,7 @@ use crate::term::{Format, Term};
 use crate::workspace::Workspace;
 use crate::zombies;
 use blame::{Blamer, Targets};
+pub(crate) use blame::{Record, failure_message, mentioned_addrs};
 use exec::Invocation;
 
 /// How long a zombie gets after SIGTERM before SIGKILL, with `--reap`.
@@ -49,12 +50,14 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         .format
         .expect_one_of("test", &[Format::Human, Format::Json, Format::Github])?;
     let runner = choose_runner(args)?;
+    let isolation = crate::isolate::plan(common, &args.isolate, &args.args, runner == RunnerKind::Nextest)?;
     let invocation = Invocation {
         cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
         runner,
         manifest_path: common.manifest_path.clone(),
         color: term.colors(),
         args: args.args.clone(),
+        env: isolation.unwrap_or_default(),
     };
     let run_id = new_run_id();
     // Absolute: the tests and nextest resolve it from directories of their own.
@@ -230,6 +233,14 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     } else {
         ExitCode::OK
     })
+}
+
+/// The failed tests in one test binary's libtest output (read by `--isolate`'s wrapper).
+pub(crate) fn failed_in_libtest(output: &str) -> Vec<Execution> {
+    libtest::parse(output, &|_| String::new())
+        .into_iter()
+        .filter(|e| e.status == Status::Failed)
+        .collect()
 }
 
 /// nextest when asked for, or when installed and cargo test was not asked for.

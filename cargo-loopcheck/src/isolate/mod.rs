@@ -1,0 +1,168 @@
+//! `cargo loopcheck test --isolate`: each test process in a private network namespace, with
+//! its own loopback, so that fixed ports collide with nothing: not the host's services, not
+//! other tests, not other copies of the suite.
+//!
+//! The hook is cargo's stable target runner: the runner gets `CARGO_TARGET_<TRIPLE>_RUNNER`
+//! naming the hidden `cargo-loopcheck loopcheck __isolate`, which cargo test starts once per
+//! test binary and nextest once per test ([`wrapper`]). The pieces, one per file:
+//! [`namespace`] (unshare, with a user namespace when unprivileged), [`loopback`] (`lo` up),
+//! [`forward`] (`--isolate-allow`), [`chain`] (the runner the user had configured),
+//! [`cleanup`] (leftovers, ended), [`record`] (run records and diagnoses in the namespace),
+//! [`settings`] (flags and `[workspace.metadata.loopcheck]`).
+
+pub mod chain;
+#[cfg(target_os = "linux")]
+mod cleanup;
+#[cfg(target_os = "linux")]
+mod forward;
+mod loopback;
+pub mod namespace;
+#[cfg(target_os = "linux")]
+mod record;
+pub mod settings;
+#[cfg(target_os = "linux")]
+mod wrapper;
+
+use std::ffi::OsString;
+use std::process::{Command, Stdio};
+
+pub use namespace::Unavailable;
+pub use settings::{CONFIG_VAR, Config, Metadata};
+
+use crate::cli::{Common, IsolateArgs, Isolation};
+use crate::error::{Error, Result};
+
+/// Whether isolation works on this host, for this user: how it would isolate, or why not.
+/// Asked of a fresh `cargo-loopcheck` process, since only a single-threaded process may
+/// create a user namespace, and the namespace must not be this process's.
+pub fn available() -> std::result::Result<String, Unavailable> {
+    if cfg!(not(target_os = "linux")) {
+        return namespace::enter().map(|e| e.to_string());
+    }
+    let exe = std::env::current_exe().map_err(|err| {
+        Unavailable::new(
+            format!("the path of cargo-loopcheck is unknown ({err})"),
+            "run cargo-loopcheck from an installed path",
+        )
+    })?;
+    let output = Command::new(&exe)
+        .args(["loopcheck", "__isolate", "--check"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|err| {
+            Unavailable::new(
+                format!("`{}` cannot be started ({err})", exe.display()),
+                "reinstall cargo-loopcheck",
+            )
+        })?;
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    if let Some(how) = answer["available"].as_str().filter(|_| output.status.success()) {
+        return Ok(how.to_owned());
+    }
+    Err(Unavailable::new(
+        answer["why"].as_str().unwrap_or("the isolation check failed"),
+        answer["fix"].as_str().unwrap_or("see `cargo loopcheck doctor`"),
+    ))
+}
+
+/// The environment the runner gets for an isolated run, or `None` when isolation was not
+/// asked for, or is unavailable and not required (then with a warning on stderr).
+///
+/// # Errors
+///
+/// [`Error::Isolation`] (exit 3) when `--isolate=require` and isolation is unavailable;
+/// [`Error::Usage`] for bad `isolate-*` settings in the manifest.
+pub fn plan(
+    common: &Common,
+    args: &IsolateArgs,
+    runner_args: &[OsString],
+    nextest: bool,
+) -> Result<Option<Vec<(OsString, OsString)>>> {
+    let Some(isolation) = args.isolate else {
+        return Ok(None);
+    };
+    let metadata = Metadata::load(common.manifest_path.as_deref())?;
+    let how = match available() {
+        Ok(how) => how,
+        Err(unavailable) if isolation == Isolation::Require => return Err(Error::Isolation(unavailable)),
+        Err(unavailable) => {
+            eprintln!("warning: {unavailable}; the tests run without isolation (--isolate=require makes this an error)");
+            return Ok(None);
+        }
+    };
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        action: "read",
+        path: "the path of cargo-loopcheck".into(),
+        source,
+    })?;
+    // cargo splits the variable's value at whitespace.
+    let shown = exe.to_string_lossy();
+    if shown.contains(char::is_whitespace) {
+        let unavailable = Unavailable::new(
+            format!("the path of cargo-loopcheck, `{shown}`, contains whitespace, which a target runner cannot"),
+            "install cargo-loopcheck under a path without spaces (`cargo install --root DIR`)",
+        );
+        if isolation == Isolation::Require {
+            return Err(Error::Isolation(unavailable));
+        }
+        eprintln!("warning: {unavailable}; the tests run without isolation");
+        return Ok(None);
+    }
+
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let configs = chain::config_files(&cwd);
+    let Some(triple) = chain::target_triple(runner_args, &configs) else {
+        return Err(Error::Usage(
+            "cannot tell the target the tests are built for: `rustc -vV` names no host; pass --target".into(),
+        ));
+    };
+    let var = chain::runner_var(&triple);
+    let runner = chain::user_runner(&triple, &configs).unwrap_or_default();
+    let mut allow = metadata.allow;
+    allow.extend(&args.isolate_allow);
+    allow.sort_unstable();
+    allow.dedup();
+    let mut exclude = metadata.exclude;
+    exclude.extend(args.isolate_exclude.iter().cloned());
+    let config = Config {
+        allow,
+        exclude,
+        runner: runner.clone(),
+        runner_var: Some(var.clone()),
+        runner_var_value: std::env::var(&var).ok(),
+    };
+    let per = if nextest {
+        "each test in a network namespace of its own"
+    } else {
+        "each test binary in a network namespace of its own (cargo test runs a binary's tests in one process; under nextest each test gets its own)"
+    };
+    let chained = if runner.is_empty() {
+        String::new()
+    } else {
+        format!(", through your runner `{}`", runner.join(" "))
+    };
+    eprintln!("note: --isolate: {per}, {how}{chained}");
+    let json = serde_json::to_string(&config).map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(Some(vec![
+        (var.into(), format!("{shown} loopcheck __isolate").into()),
+        (CONFIG_VAR.into(), json.into()),
+    ]))
+}
+
+/// Runs the hidden `__isolate` subcommand.
+pub fn run_hidden(check: bool, command: &[OsString]) -> u8 {
+    #[cfg(target_os = "linux")]
+    {
+        if check { wrapper::check() } else { wrapper::run(command) }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = command;
+        if let Err(unavailable) = namespace::enter() {
+            eprintln!("error: {unavailable}");
+        }
+        let _ = check;
+        crate::ExitCode::COULD_NOT_RUN
+    }
+}
