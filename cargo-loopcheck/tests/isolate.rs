@@ -537,3 +537,80 @@ fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
         .expect("an isolation check");
     assert_eq!(isolation["status"], "ok", "{isolation:#}");
 }
+
+#[test]
+fn excluded_tests_run_without_isolation() {
+    let fixture = Fixture::new("isolate_excluded");
+    for runner in runners() {
+        let output = fixture.test(&[
+            runner,
+            "--isolate",
+            "--isolate-exclude",
+            "same_fixed",
+            "--",
+            "--test",
+            "fixed_a",
+            "--test",
+            "fixed_b",
+        ]);
+        assert_eq!(code(&output), ExitCode::FOUND, "{runner}: {}", stderr(&output));
+        // Not isolated, the excluded test meets this process's holder of the port.
+        assert_eq!(
+            statuses(&json(&output)),
+            [
+                ("binds_the_fixed_port".to_owned(), "passed".to_owned()),
+                ("binds_the_same_fixed_port".to_owned(), "failed".to_owned())
+            ],
+            "{runner}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+/// The wrapper on `sh -c SCRIPT`, as a target runner is started.
+fn wrapped_shell(script: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+    command
+        .args(["loopcheck", "__isolate", "sh", "-c", script])
+        .args(extra)
+        .env_remove("LOOPCHECK_RUN_DIR")
+        .env_remove("LOOPCHECK_ISOLATE");
+    command
+}
+
+#[test]
+fn the_wrapper_passes_exit_status_and_signals_through_and_lists_unisolated() {
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let own = run_bounded(wrapped_shell("readlink /proc/self/ns/net; exit 42", &[]), Duration::from_secs(60));
+    assert_eq!(own.status.code(), Some(42), "{}", stderr(&own));
+    let inside = String::from_utf8_lossy(&own.stdout).trim().to_owned();
+    assert!(inside.starts_with("net:[") && Path::new(&inside) != host, "{inside} vs {host:?}");
+    // nextest lists tests through the runner: that runs as it is, in the host's namespace.
+    let listed = run_bounded(wrapped_shell("readlink /proc/self/ns/net", &["--list"]), Duration::from_secs(60));
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), host.to_string_lossy());
+
+    // A signal the test dies of is the wrapper's death too.
+    let killed = run_bounded(wrapped_shell("kill -TERM $$", &[]), Duration::from_secs(60));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(libc::SIGTERM)
+    );
+    // A signal sent to the wrapper reaches the test.
+    let mut child = wrapped_shell("trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done", &[])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+    // SAFETY: kill on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the test never got the signal");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(7));
+}
