@@ -50,6 +50,15 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // The target runner of `test --isolate` starts once per test process: it skips clap.
+    if let [_, loopcheck, hidden, command @ ..] = args.as_slice()
+        && loopcheck == "loopcheck"
+        && hidden == "__isolate"
+        && command.first().is_none_or(|first| first != "--check")
+    {
+        return isolate::run_hidden(false, command);
+    }
     let Cargo::Loopcheck(args) = match Cargo::try_parse_from(args) {
         Ok(args) => args,
         Err(err) => {

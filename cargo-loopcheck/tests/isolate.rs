@@ -307,9 +307,15 @@ fn alive(pid: u64) -> bool {
 #[test]
 fn leftovers_in_the_namespace_are_ended_and_reported() {
     let fixture = Fixture::new("isolate_leaves");
+    let junit = fixture.dir.path().join("junit.xml");
     for runner in runners() {
-        let output = fixture.test(&[runner, "--isolate", "--", "--test", "leaves"]);
+        let junit_arg = junit.to_string_lossy();
+        let output = fixture.test(&[runner, "--isolate", "--junit", &junit_arg, "--", "--test", "leaves"]);
         assert_eq!(code(&output), ExitCode::OK, "{runner}: {}", stderr(&output));
+        if runner == "--nextest" {
+            let xml = std::fs::read_to_string(&junit).unwrap();
+            assert!(xml.contains("LC012") && xml.contains("LC013"), "{xml}");
+        }
         let report = json(&output);
         let test = test_named(&report, "leaves_a_listener_and_a_child");
         assert_eq!(test["status"], "passed");

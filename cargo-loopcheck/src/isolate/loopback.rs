@@ -5,7 +5,6 @@ use std::io;
 
 /// Sets `IFF_UP` on `lo` with the `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls (no `ip` binary, no
 /// netlink), which needs `CAP_NET_ADMIN` over the namespace: its creator has it.
-#[cfg(target_os = "linux")]
 pub(super) fn up() -> io::Result<()> {
     use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -35,8 +34,3 @@ pub(super) fn up() -> io::Result<()> {
     Ok(())
 }
 
-/// Off Linux nothing is isolated, so nothing is brought up.
-#[cfg(not(target_os = "linux"))]
-pub(super) fn up() -> io::Result<()> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}

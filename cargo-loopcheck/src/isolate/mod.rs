@@ -15,6 +15,7 @@ pub mod chain;
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod forward;
+#[cfg(target_os = "linux")]
 mod loopback;
 pub mod namespace;
 #[cfg(target_os = "linux")]

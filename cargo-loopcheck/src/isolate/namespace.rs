@@ -83,6 +83,7 @@ pub fn enter() -> Result<Entered, Unavailable> {
     ))
 }
 
+#[cfg(target_os = "linux")]
 const RESTRICTED_FIX: &str = "allow unprivileged user namespaces (`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` on Ubuntu, or an AppArmor profile for cargo-loopcheck), or run the tests as root";
 
 /// Why `unshare(CLONE_NEWUSER | CLONE_NEWNET)` failed, in the words of the setting behind it.

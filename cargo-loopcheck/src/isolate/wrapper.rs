@@ -13,7 +13,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use loopcheck::report::Diagnosis;
@@ -29,8 +30,7 @@ use crate::runner::Record;
 /// How much of a test's output is kept for its diagnosis: the end, where the panic is.
 const KEPT_OUTPUT: usize = 256 * 1024;
 
-/// How long the copies of the test's output may take to finish once everything it started
-/// has been ended.
+/// How long copying the test's output may take once everything it started has been ended.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Enters a namespace and brings `lo` up: all isolation needs of the host.
@@ -80,7 +80,11 @@ pub(super) fn run(command: &[OsString]) -> u8 {
         return exec(&full, &config);
     }
     if let Some(pattern) = excluded(&config, &binary, nextest_test.as_deref(), &full) {
-        eprintln!("loopcheck: `{binary}` runs without isolation: it matches --isolate-exclude `{pattern}`");
+        let what = match &nextest_test {
+            Some(test) => format!("`{binary} {test}`"),
+            None => format!("`{binary}`"),
+        };
+        eprintln!("loopcheck: {what} runs without isolation: it matches {pattern}");
         return exec(&full, &config);
     }
 
@@ -132,17 +136,19 @@ pub(super) fn run(command: &[OsString]) -> u8 {
     exit_like(status)
 }
 
-/// The exclusion pattern that keeps this test (nextest) or binary (cargo test: one of its
-/// tests, as its `--list` shows them with the same filters) out of isolation.
+/// Why this test (nextest) or binary (cargo test: one of its tests, as its `--list` shows
+/// them with the same filters) stays out of isolation: the `--isolate-exclude` pattern it
+/// matches, in words.
 fn excluded(config: &Config, binary: &str, nextest_test: Option<&str>, full: &[OsString]) -> Option<String> {
     if config.exclude.is_empty() {
         return None;
     }
+    let matched = |test: &str| config.excluded(binary, test).map(|p| format!("--isolate-exclude `{p}`"));
     if let Some(test) = nextest_test {
-        return config.excluded(binary, test).map(str::to_owned);
+        return matched(test);
     }
-    if let Some(pattern) = config.excluded(binary, "") {
-        return Some(pattern.to_owned());
+    if let Some(pattern) = matched("") {
+        return Some(pattern);
     }
     let listed = Command::new(&full[0])
         .args(&full[1..])
@@ -153,7 +159,9 @@ fn excluded(config: &Config, binary: &str, nextest_test: Option<&str>, full: &[O
     String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter_map(|line| line.strip_suffix(": test"))
-        .find_map(|test| config.excluded(binary, test).map(|p| format!("{p}` (test `{test}`")))
+        .find_map(|test| {
+            matched(test).map(|why| format!("{why} (its test `{test}`; under cargo test a binary's tests share one process)"))
+        })
 }
 
 /// The crate name of a test binary: `deps/fixed_a-0123abcd` is `fixed_a`.
@@ -223,7 +231,8 @@ fn install_forwarding() {
 
 /// Runs the test to its end. Its output is copied through this process, and the end of it
 /// kept for the diagnosis, unless it writes to a terminal (`--no-capture` in a terminal),
-/// which it keeps seeing.
+/// which it keeps seeing. One thread does it all: it polls the two pipes and a pidfd of the
+/// test, which becomes readable when the test exits.
 fn run_test(full: &[OsString], config: &Config) -> std::io::Result<(ExitStatus, Option<Tee>)> {
     let mut command = Command::new(&full[0]);
     command.args(&full[1..]);
@@ -242,77 +251,129 @@ fn run_test(full: &[OsString], config: &Config) -> std::io::Result<(ExitStatus, 
     }
     install_forwarding();
     let mut child = command.spawn()?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let pid = child.id() as i32;
+    CHILD.store(pid, Ordering::SeqCst);
     let pending = PENDING.swap(0, Ordering::SeqCst);
     if pending != 0 {
         // SAFETY: kill takes plain values; the child is ours and not yet reaped.
-        unsafe { libc::kill(child.id() as i32, pending) };
+        unsafe { libc::kill(pid, pending) };
     }
-    let output = tee.then(|| Tee::start(child.stdout.take(), child.stderr.take()));
+    let mut output = None;
+    if tee {
+        let mut copy = Tee::new(child.stdout.take(), child.stderr.take());
+        // SAFETY: pidfd_open takes a pid and flags; the child is not reaped yet.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+        if pidfd >= 0 {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            copy.pump(Some(pidfd.as_raw_fd()), None);
+        }
+        output = Some(copy);
+    }
     let status = child.wait();
     CHILD.store(0, Ordering::SeqCst);
     Ok((status?, output))
 }
 
-/// The copies of a test's stdout and stderr to this process's, keeping the last
+/// The copy of a test's stdout and stderr to this process's, which keeps the last
 /// [`KEPT_OUTPUT`] bytes of both.
 struct Tee {
-    kept: Arc<Mutex<Vec<u8>>>,
-    done: mpsc::Receiver<()>,
-    copies: usize,
+    /// The pipes still open, and whether each is the test's stdout.
+    streams: Vec<(std::fs::File, bool)>,
+    kept: Vec<u8>,
 }
 
 impl Tee {
-    fn start(stdout: Option<std::process::ChildStdout>, stderr: Option<std::process::ChildStderr>) -> Tee {
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let (sender, done) = mpsc::channel();
-        let mut copies = 0;
-        let streams: [(Option<Box<dyn Read + Send>>, bool); 2] = [
-            (stdout.map(|s| Box::new(s) as Box<dyn Read + Send>), true),
-            (stderr.map(|s| Box::new(s) as Box<dyn Read + Send>), false),
-        ];
-        for (stream, is_stdout) in streams {
-            let Some(mut stream) = stream else { continue };
-            copies += 1;
-            let kept = Arc::clone(&kept);
-            let sender = sender.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16 * 1024];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    // A closed stdout or stderr must not stop the test: its output is kept.
-                    if is_stdout {
-                        let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
-                    } else {
-                        let _ = std::io::stderr().lock().write_all(&buf[..n]);
-                    }
-                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                    kept.extend_from_slice(&buf[..n]);
-                    if kept.len() > 2 * KEPT_OUTPUT {
-                        let excess = kept.len() - KEPT_OUTPUT;
-                        kept.drain(..excess);
-                    }
-                }
-                let _ = sender.send(());
-            });
+    fn new(stdout: Option<std::process::ChildStdout>, stderr: Option<std::process::ChildStderr>) -> Tee {
+        let mut streams = Vec::new();
+        if let Some(out) = stdout {
+            streams.push((std::fs::File::from(OwnedFd::from(out)), true));
         }
-        Tee { kept, done, copies }
+        if let Some(err) = stderr {
+            streams.push((std::fs::File::from(OwnedFd::from(err)), false));
+        }
+        Tee {
+            streams,
+            kept: Vec::new(),
+        }
     }
 
-    /// Waits (boundedly) for both copies to end, and returns what was kept.
-    fn finish(self) -> String {
-        let deadline = std::time::Instant::now() + DRAIN_LIMIT;
-        for _ in 0..self.copies {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if self.done.recv_timeout(left).is_err() {
-                break;
+    /// Copies what comes until every pipe is closed, or `until` becomes readable, or
+    /// `deadline` passes.
+    fn pump(&mut self, until: Option<RawFd>, deadline: Option<std::time::Instant>) {
+        let mut buf = [0u8; 16 * 1024];
+        // Bounded by the deadline, or by the test's end (`until`), whichever is given.
+        loop {
+            let mut fds: Vec<libc::pollfd> = self
+                .streams
+                .iter()
+                .map(|(file, _)| libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            if let Some(fd) = until {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            if fds.is_empty() {
+                return;
+            }
+            let timeout = deadline.map_or(-1, |d| {
+                d.saturating_duration_since(std::time::Instant::now()).as_millis().min(i32::MAX as u128) as i32
+            });
+            // SAFETY: polls a live array of pollfds of the given length.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if ready < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            if ready == 0 {
+                return;
+            }
+            let mut closed = Vec::new();
+            for (at, (file, is_stdout)) in self.streams.iter_mut().enumerate() {
+                if fds[at].revents == 0 {
+                    continue;
+                }
+                match file.read(&mut buf) {
+                    Ok(0) | Err(_) => closed.push(at),
+                    Ok(n) => {
+                        // A closed stdout or stderr must not stop the test: its output is kept.
+                        if *is_stdout {
+                            let mut out = std::io::stdout().lock();
+                            let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
+                        } else {
+                            let _ = std::io::stderr().lock().write_all(&buf[..n]);
+                        }
+                        self.kept.extend_from_slice(&buf[..n]);
+                        if self.kept.len() > 2 * KEPT_OUTPUT {
+                            let excess = self.kept.len() - KEPT_OUTPUT;
+                            self.kept.drain(..excess);
+                        }
+                    }
+                }
+            }
+            for at in closed.into_iter().rev() {
+                self.streams.remove(at);
+            }
+            if until.is_some() && fds.last().is_some_and(|f| f.revents != 0) {
+                return;
             }
         }
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&kept).into_owned()
+    }
+
+    /// Copies the rest (boundedly: the leftovers that held the pipes are gone by now) and
+    /// returns what was kept.
+    fn finish(mut self) -> String {
+        self.pump(None, Some(std::time::Instant::now() + DRAIN_LIMIT));
+        String::from_utf8_lossy(&self.kept).into_owned()
     }
 }
 

@@ -35,6 +35,7 @@ use crate::term::{Format, Term};
 use crate::workspace::Workspace;
 use crate::zombies;
 use blame::{Blamer, Targets};
+#[cfg(target_os = "linux")]
 pub(crate) use blame::{Record, failure_message, mentioned_addrs};
 use exec::Invocation;
 
@@ -236,6 +237,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
 }
 
 /// The failed tests in one test binary's libtest output (read by `--isolate`'s wrapper).
+#[cfg(target_os = "linux")]
 pub(crate) fn failed_in_libtest(output: &str) -> Vec<Execution> {
     libtest::parse(output, &|_| String::new())
         .into_iter()
