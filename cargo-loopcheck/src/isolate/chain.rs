@@ -14,8 +14,10 @@ use std::process::Command;
 use toml::{Table, Value};
 
 /// The target the tests are built for: `--target` in the runner's arguments, else
-/// `build.target` of the configuration, else the host.
-pub(crate) fn target_triple(args: &[OsString], configs: &[ConfigFile]) -> Option<String> {
+/// `build.target` of the configuration, else the host: as cargo cached it in a target
+/// directory's `.rustc_info.json` (of the first of `target_dirs` that has one), else as
+/// `rustc -vV` says.
+pub(crate) fn target_triple(args: &[OsString], configs: &[ConfigFile], target_dirs: &[PathBuf]) -> Option<String> {
     let mut args = args.iter().map(|a| a.to_string_lossy()).take_while(|a| a != "--");
     while let Some(arg) = args.next() {
         if arg == "--target" {
@@ -28,7 +30,32 @@ pub(crate) fn target_triple(args: &[OsString], configs: &[ConfigFile]) -> Option
     configs
         .iter()
         .find_map(|c| c.table.get("build")?.get("target")?.as_str().map(str::to_owned))
+        .or_else(|| target_dirs.iter().find_map(|dir| cached_host(dir)))
         .or_else(host_triple)
+}
+
+/// `build.target-dir` of the nearest configuration that sets it, resolved as cargo does:
+/// from the directory that holds `.cargo`.
+pub(crate) fn configured_target_dir(configs: &[ConfigFile]) -> Option<PathBuf> {
+    configs.iter().find_map(|c| {
+        let dir = c.table.get("build")?.get("target-dir")?.as_str()?;
+        let base = c.path.parent()?.parent()?;
+        Some(base.join(dir))
+    })
+}
+
+/// The host in cargo's cache of `rustc -vV` under `target_dir`, when every entry there
+/// agrees on it.
+fn cached_host(target_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(target_dir.join(".rustc_info.json")).ok()?;
+    let info: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut hosts = info["outputs"]
+        .as_object()?
+        .values()
+        .filter_map(|output| output["stdout"].as_str())
+        .filter_map(|stdout| stdout.lines().find_map(|l| l.strip_prefix("host: ")));
+    let host = hosts.next()?;
+    hosts.all(|other| other == host).then(|| host.to_owned())
 }
 
 /// `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER` for `x86_64-unknown-linux-gnu`.
@@ -253,6 +280,26 @@ mod tests {
     }
 
     #[test]
+    fn the_host_comes_from_cargos_cache_of_rustc_when_it_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |outputs: &str| {
+            std::fs::write(
+                dir.path().join(".rustc_info.json"),
+                format!(r#"{{"rustc_fingerprint":1,"outputs":{{{outputs}}},"successes":{{}}}}"#),
+            )
+            .unwrap();
+        };
+        write(r#""1":{"success":true,"status":"","code":0,"stdout":"rustc 1.95.0\nhost: x86_64-unknown-linux-gnu\n","stderr":""},"2":{"success":true,"status":"","code":0,"stdout":"___\n","stderr":""}"#);
+        assert_eq!(cached_host(dir.path()).as_deref(), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(
+            target_triple(&[], &[], &[dir.path().join("missing"), dir.path().to_path_buf()]).as_deref(),
+            Some("x86_64-unknown-linux-gnu")
+        );
+        write(r#""1":{"stdout":"host: a-b-c\n"},"2":{"stdout":"host: x-y-z\n"}"#);
+        assert_eq!(cached_host(dir.path()), None);
+    }
+
+    #[test]
     fn cfg_predicates_parse_and_match() {
         let linux: Vec<String> = ["unix", "target_os=\"linux\"", "target_arch=\"x86_64\""]
             .map(str::to_owned)
@@ -296,9 +343,9 @@ mod tests {
             .filter(|c| c.path.starts_with(dir.path()))
             .collect();
         assert_eq!(configs.len(), 2);
-        assert_eq!(target_triple(&[], &configs).as_deref(), Some("my-triple"));
+        assert_eq!(target_triple(&[], &configs, &[]).as_deref(), Some("my-triple"));
         let args = ["--target".into(), "other".into()];
-        assert_eq!(target_triple(&args, &configs).as_deref(), Some("other"));
+        assert_eq!(target_triple(&args, &configs, &[]).as_deref(), Some("other"));
         // A triple's own runner wins over a cfg runner, even in a farther file.
         assert_eq!(
             user_runner("my-triple", &configs).unwrap(),

@@ -37,8 +37,13 @@ use crate::error::{Error, Result};
 /// Asked of a fresh `cargo-loopcheck` process, since only a single-threaded process may
 /// create a user namespace, and the namespace must not be this process's.
 pub fn available() -> std::result::Result<String, Unavailable> {
+    answer(start_check())
+}
+
+/// Starts the check of [`available`], which runs while this process does other work.
+fn start_check() -> std::result::Result<std::process::Child, Unavailable> {
     if cfg!(not(target_os = "linux")) {
-        return namespace::enter().map(|e| e.to_string());
+        return Err(namespace::enter().err().unwrap_or_else(|| Unavailable::new("unsupported", "use Linux")));
     }
     let exe = std::env::current_exe().map_err(|err| {
         Unavailable::new(
@@ -46,17 +51,28 @@ pub fn available() -> std::result::Result<String, Unavailable> {
             "run cargo-loopcheck from an installed path",
         )
     })?;
-    let output = Command::new(&exe)
+    Command::new(&exe)
         .args(["loopcheck", "__isolate", "--check"])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .map_err(|err| {
             Unavailable::new(
                 format!("`{}` cannot be started ({err})", exe.display()),
                 "reinstall cargo-loopcheck",
             )
-        })?;
+        })
+}
+
+/// The answer of a check started with [`start_check`].
+fn answer(check: std::result::Result<std::process::Child, Unavailable>) -> std::result::Result<String, Unavailable> {
+    let output = check?.wait_with_output().map_err(|err| {
+        Unavailable::new(
+            format!("the isolation check did not finish ({err})"),
+            "see `cargo loopcheck doctor`",
+        )
+    })?;
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
     if let Some(how) = answer["available"].as_str().filter(|_| output.status.success()) {
         return Ok(how.to_owned());
@@ -83,8 +99,16 @@ pub fn plan(
     let Some(isolation) = args.isolate else {
         return Ok(None);
     };
+    let check = start_check();
     let metadata = Metadata::load(common.manifest_path.as_deref())?;
-    let how = match available() {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let configs = chain::config_files(&cwd);
+    // cargo's cache of `rustc -vV` names the host without the 30-150 ms of asking rustc.
+    let mut target_dirs: Vec<std::path::PathBuf> = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).into_iter().collect();
+    target_dirs.extend(chain::configured_target_dir(&configs));
+    target_dirs.extend(settings::workspace_root(common.manifest_path.as_deref()).map(|root| root.join("target")));
+    let triple = chain::target_triple(runner_args, &configs, &target_dirs);
+    let how = match answer(check) {
         Ok(how) => how,
         Err(unavailable) if isolation == Isolation::Require => return Err(Error::Isolation(unavailable)),
         Err(unavailable) => {
@@ -111,9 +135,7 @@ pub fn plan(
         return Ok(None);
     }
 
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let configs = chain::config_files(&cwd);
-    let Some(triple) = chain::target_triple(runner_args, &configs) else {
+    let Some(triple) = triple else {
         return Err(Error::Usage(
             "cannot tell the target the tests are built for: `rustc -vV` names no host; pass --target".into(),
         ));

@@ -130,6 +130,11 @@ impl Metadata {
     }
 }
 
+/// The directory of the workspace's root manifest, found as [`Metadata::load`] finds it.
+pub(crate) fn workspace_root(manifest_path: Option<&Path>) -> Option<PathBuf> {
+    workspace_manifest(manifest_path)?.parent().map(Path::to_path_buf)
+}
+
 /// The manifest that holds `[workspace]`: `manifest_path` or the nearest `Cargo.toml` of the
 /// current directory, else the nearest of their parents with a `[workspace]` table.
 fn workspace_manifest(manifest_path: Option<&Path>) -> Option<PathBuf> {
