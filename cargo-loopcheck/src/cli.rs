@@ -135,6 +135,9 @@ pub struct HiddenIsolateArgs {
     /// Only check whether isolation works here.
     #[arg(long)]
     pub check: bool,
+    /// Enter namespaces and keep them, for the run's tests to join, until stdin closes.
+    #[arg(long)]
+    pub hold: bool,
     /// The test binary and its arguments, as cargo or nextest pass them to a target runner.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

@@ -55,9 +55,9 @@ where
     if let [_, loopcheck, hidden, command @ ..] = args.as_slice()
         && loopcheck == "loopcheck"
         && hidden == "__isolate"
-        && command.first().is_none_or(|first| first != "--check")
+        && command.first().is_none_or(|first| !first.to_string_lossy().starts_with("--"))
     {
-        return isolate::run_hidden(false, command);
+        return isolate::run_hidden(false, false, command);
     }
     let Cargo::Loopcheck(args) = match Cargo::try_parse_from(args) {
         Ok(args) => args,
@@ -80,7 +80,7 @@ where
         Command::Probe(probe) => probe::run(&args.common, probe, &term),
         Command::Test(test) => runner::run(&args.common, test, &term),
         Command::Explain(explain) => explain::run(&args.common, explain),
-        Command::Isolate(hidden) => Ok(isolate::run_hidden(hidden.check, &hidden.command)),
+        Command::Isolate(hidden) => Ok(isolate::run_hidden(hidden.check, hidden.hold, &hidden.command)),
     };
     match result {
         Ok(code) => code,

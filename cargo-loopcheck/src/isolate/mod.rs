@@ -18,6 +18,7 @@ mod forward;
 #[cfg(target_os = "linux")]
 mod loopback;
 pub mod namespace;
+mod pool;
 #[cfg(target_os = "linux")]
 mod record;
 pub mod settings;
@@ -28,6 +29,7 @@ use std::ffi::OsString;
 use std::process::{Command, Stdio};
 
 pub use namespace::Unavailable;
+pub use pool::Pool;
 pub use settings::{CONFIG_VAR, Config, Metadata};
 
 use crate::cli::{Common, IsolateArgs, Isolation};
@@ -83,8 +85,19 @@ fn answer(check: std::result::Result<std::process::Child, Unavailable>) -> std::
     ))
 }
 
-/// The environment the runner gets for an isolated run, or `None` when isolation was not
-/// asked for, or is unavailable and not required (then with a warning on stderr).
+/// An isolated run's setup: the runner's environment, and the namespaces kept for the run
+/// (ended when this is dropped, after the run).
+#[derive(Debug)]
+pub struct IsolatedRun {
+    /// Variables for the runner: the target runner and [`CONFIG_VAR`].
+    pub env: Vec<(OsString, OsString)>,
+    /// The namespace holders, if they could be started.
+    pub pool: Option<Pool>,
+}
+
+/// The setup of an isolated run, or `None` when isolation was not asked for, or is
+/// unavailable and not required (then with a warning on stderr). `copies` is `--concurrent`:
+/// the namespaces kept are enough for every test that runs at once.
 ///
 /// # Errors
 ///
@@ -95,7 +108,8 @@ pub fn plan(
     args: &IsolateArgs,
     runner_args: &[OsString],
     nextest: bool,
-) -> Result<Option<Vec<(OsString, OsString)>>> {
+    copies: u32,
+) -> Result<Option<IsolatedRun>> {
     let Some(isolation) = args.isolate else {
         return Ok(None);
     };
@@ -148,12 +162,15 @@ pub fn plan(
     allow.dedup();
     let mut exclude = metadata.exclude;
     exclude.extend(args.isolate_exclude.iter().cloned());
+    let slots = if nextest { test_threads(runner_args) } else { 1 } * copies as usize;
+    let pool = Pool::start(&exe, slots.min(MAX_SLOTS));
     let config = Config {
         allow,
         exclude,
         runner: runner.clone(),
         runner_var: Some(var.clone()),
         runner_var_value: std::env::var(&var).ok(),
+        pool: pool.as_ref().map(Pool::pids).unwrap_or_default(),
     };
     let per = if nextest {
         "each test in a network namespace of its own"
@@ -167,17 +184,54 @@ pub fn plan(
     };
     eprintln!("note: --isolate: {per}, {how}{chained}");
     let json = serde_json::to_string(&config).map_err(|e| Error::Usage(e.to_string()))?;
-    Ok(Some(vec![
-        (var.into(), format!("{shown} loopcheck __isolate").into()),
-        (CONFIG_VAR.into(), json.into()),
-    ]))
+    Ok(Some(IsolatedRun {
+        env: vec![
+            (var.into(), format!("{shown} loopcheck __isolate").into()),
+            (CONFIG_VAR.into(), json.into()),
+        ],
+        pool,
+    }))
 }
 
-/// Runs the hidden `__isolate` subcommand.
-pub fn run_hidden(check: bool, command: &[OsString]) -> u8 {
+/// At most this many namespaces are kept; tests beyond them get fresh ones.
+const MAX_SLOTS: usize = 64;
+
+/// How many tests nextest runs at once: `-j N`/`--test-threads N` in the runner's arguments,
+/// else `NEXTEST_TEST_THREADS`, else one per CPU, as nextest's default is.
+fn test_threads(args: &[OsString]) -> usize {
+    let mut args = args.iter().map(|a| a.to_string_lossy()).take_while(|a| a != "--");
+    let mut given = None;
+    while let Some(arg) = args.next() {
+        let value = match arg.as_ref() {
+            "-j" | "--test-threads" | "--jobs" => args.next().map(|v| v.into_owned()),
+            other => other
+                .strip_prefix("--test-threads=")
+                .or_else(|| other.strip_prefix("-j"))
+                .map(str::to_owned),
+        };
+        if let Some(value) = value {
+            given = Some(value);
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    given
+        .or_else(|| std::env::var("NEXTEST_TEST_THREADS").ok())
+        .and_then(|v| v.trim_start_matches('=').parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(cpus)
+}
+
+/// Runs the hidden `__isolate` subcommand: `--check`, `--hold`, or the wrapper of `command`.
+pub fn run_hidden(check: bool, hold: bool, command: &[OsString]) -> u8 {
     #[cfg(target_os = "linux")]
     {
-        if check { wrapper::check() } else { wrapper::run(command) }
+        if check {
+            wrapper::check()
+        } else if hold {
+            pool::hold()
+        } else {
+            wrapper::run(command)
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -185,7 +239,7 @@ pub fn run_hidden(check: bool, command: &[OsString]) -> u8 {
         if let Err(unavailable) = namespace::enter() {
             eprintln!("error: {unavailable}");
         }
-        let _ = check;
+        let _ = (check, hold);
         crate::ExitCode::COULD_NOT_RUN
     }
 }

@@ -31,6 +31,9 @@ pub struct Config {
     /// The value `runner_var` had, if any.
     #[serde(default)]
     pub runner_var_value: Option<String>,
+    /// The processes that hold the run's namespaces, for the wrappers to join.
+    #[serde(default)]
+    pub pool: Vec<u32>,
 }
 
 impl Config {

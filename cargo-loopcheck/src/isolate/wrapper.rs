@@ -100,7 +100,10 @@ pub(super) fn run(command: &[OsString]) -> u8 {
             }
         }
     };
-    if let Err(unavailable) = enter_isolated() {
+    let joined = super::pool::join(&config.pool);
+    if joined.is_none()
+        && let Err(unavailable) = enter_isolated()
+    {
         // `cargo loopcheck test` checked beforehand; this is a host that changed meanwhile.
         eprintln!("loopcheck: {unavailable}");
         return ExitCode::COULD_NOT_RUN;
@@ -133,6 +136,7 @@ pub(super) fn run(command: &[OsString]) -> u8 {
     {
         eprintln!("loopcheck: cannot write the isolated test's records: {err}");
     }
+    drop(joined);
     exit_like(status)
 }
 

@@ -51,14 +51,21 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         .format
         .expect_one_of("test", &[Format::Human, Format::Json, Format::Github])?;
     let runner = choose_runner(args)?;
-    let isolation = crate::isolate::plan(common, &args.isolate, &args.args, runner == RunnerKind::Nextest)?;
+    // Kept to the end of the run: it holds the run's namespaces.
+    let isolation = crate::isolate::plan(
+        common,
+        &args.isolate,
+        &args.args,
+        runner == RunnerKind::Nextest,
+        args.concurrent,
+    )?;
     let invocation = Invocation {
         cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
         runner,
         manifest_path: common.manifest_path.clone(),
         color: term.colors(),
         args: args.args.clone(),
-        env: isolation.unwrap_or_default(),
+        env: isolation.as_ref().map(|i| i.env.clone()).unwrap_or_default(),
     };
     let run_id = new_run_id();
     // Absolute: the tests and nextest resolve it from directories of their own.
