@@ -406,9 +406,18 @@ fn built_binary(fixture: &Fixture, test: &str) -> PathBuf {
 
 /// The wrapper run by hand on `binary`, as cargo runs a target runner, as uid/gid `id`.
 fn wrapped_as(id: u32, binary: &Path, args: &[&str]) -> Output {
+    run_bounded(wrapper_as(id, binary, args), Duration::from_secs(120))
+}
+
+fn wrapper_as(id: u32, binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
     command.args(["loopcheck", "__isolate"]).arg(binary).args(args);
     command.env_remove("LOOPCHECK_RUN_DIR").env_remove("LOOPCHECK_ISOLATE");
+    as_user(&mut command, id);
+    command
+}
+
+fn as_user(command: &mut Command, id: u32) {
     // SAFETY: setgroups, setgid and setuid are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
@@ -421,7 +430,6 @@ fn wrapped_as(id: u32, binary: &Path, args: &[&str]) -> Output {
             Ok(())
         });
     }
-    run_bounded(command, Duration::from_secs(120))
 }
 
 #[test]
@@ -449,17 +457,24 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     // The same user without the wrapper meets this process's holder.
     let mut plain = Command::new(&binary);
     plain.args(["--exact", "binds_the_fixed_port"]);
-    // SAFETY: as in `wrapped_as`.
-    unsafe {
-        plain.pre_exec(|| {
-            if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    as_user(&mut plain, NOBODY);
     let plain = run_bounded(plain, Duration::from_secs(60));
     assert_ne!(plain.status.code(), Some(0), "the fixed port is held on the host");
+
+    // A namespace kept for the run, as `cargo loopcheck test --isolate` keeps them: the
+    // same user joins it (its user namespace, then its network namespace).
+    let mut holder = wrapper_as(NOBODY, Path::new("--hold"), &[]);
+    let mut holder = holder.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut ready = [0u8; 6];
+    holder.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    let kept = std::fs::read_link(format!("/proc/{}/ns/net", holder.id())).unwrap();
+    let mut joined = wrapper_as(NOBODY, Path::new("sh"), &["-c", "readlink /proc/self/ns/net"]);
+    joined.env("LOOPCHECK_ISOLATE", format!("{{\"pool\":[{}]}}", holder.id()));
+    let joined = run_bounded(joined, Duration::from_secs(60));
+    assert_eq!(String::from_utf8_lossy(&joined.stdout).trim(), kept.to_string_lossy(), "{}", stderr(&joined));
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
     fixture.assert_holder_untouched();
 }
 

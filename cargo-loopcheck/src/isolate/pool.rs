@@ -99,7 +99,6 @@ pub(super) struct Joined {
 /// has one thread.
 #[cfg(target_os = "linux")]
 pub(super) fn join(holders: &[u32]) -> Option<Joined> {
-    let own_uid = unsafe { libc::geteuid() };
     for &pid in holders {
         let Ok(net) = File::open(format!("/proc/{pid}/ns/net")) else {
             continue;
@@ -108,10 +107,10 @@ pub(super) fn join(holders: &[u32]) -> Option<Joined> {
         if unsafe { libc::flock(net.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             continue;
         }
-        // Only a holder of this user's: a pid reused by anything else is never joined.
-        let ours = loopcheck::scan::ProcessInfo::read(pid).is_some_and(|p| {
-            p.uid == Some(own_uid) && p.cmdline.iter().any(|a| a == "--hold") && p.cmdline.iter().any(|a| a == "__isolate")
-        });
+        // Only a holder: a pid reused by anything else is never joined (opening another
+        // user's namespace was refused already).
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"--hold"));
         if !ours {
             continue;
         }
@@ -133,7 +132,7 @@ pub(super) fn join(holders: &[u32]) -> Option<Joined> {
         // What an earlier test's killed wrapper left listening would meet this test.
         let clean = scan::scan_with(&ScanOptions {
             tcp: true,
-            udp: true,
+            udp: false,
             listen_only: true,
             owners: false,
             ..ScanOptions::default()
