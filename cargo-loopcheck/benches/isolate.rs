@@ -1,8 +1,10 @@
-//! What `--isolate` costs one test process: `true` run bare, through the wrapper without a
-//! namespace (its `--list` path: the exec of cargo-loopcheck only), and through the wrapper
-//! isolated (namespace, `lo` up, the test, the leftover check, and the namespace's teardown,
-//! which the kernel finishes in a worker after the wrapper exits). Interleaved, one sample of
-//! each per round; medians and p99s, and the namespace's own share as paired differences.
+//! What `--isolate` costs one test process: `true` run bare; through the wrapper without a
+//! namespace (its `--list` path: the exec of cargo-loopcheck only); through the wrapper in a
+//! fresh namespace (created, `lo` up, the test, the leftover check, and the namespace's
+//! teardown, which the kernel finishes in a worker after the wrapper exits); and through the
+//! wrapper joining a namespace kept for the run, as `cargo loopcheck test --isolate` does.
+//! Interleaved, one sample of each per round; medians and p99s, and the namespace's own share
+//! as paired differences.
 //!
 //! ```sh
 //! cargo bench -p cargo-loopcheck --bench isolate                 # 300 rounds
@@ -52,34 +54,51 @@ fn main() {
             .stderr(Stdio::null());
         command
     };
-    let mut commands = [bare(), through(&["--list"]), through(&[])];
+    let mut holder = Command::new(exe)
+        .args(["loopcheck", "__isolate", "--hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start a holder");
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut ready).expect("holder ready");
+    let mut joining = through(&[]);
+    joining.env("LOOPCHECK_ISOLATE", format!("{{\"pool\":[{}]}}", holder.id()));
+    let mut commands = [bare(), through(&["--list"]), through(&[]), joining];
     for command in &mut commands {
         assert!(command.status().unwrap().success(), "warm-up");
     }
-    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut times: [Vec<Duration>; 4] = Default::default();
     for round in 0..samples {
-        for i in 0..3 {
+        for i in 0..4 {
             // Rotated, so that no variant always follows the same one.
-            let at = (i + round) % 3;
+            let at = (i + round) % 4;
             let started = Instant::now();
             let status = commands[at].status().expect("run");
             times[at].push(started.elapsed());
             assert!(status.success());
         }
     }
-    let namespace: Vec<Duration> = times[2]
-        .iter()
-        .zip(&times[1])
-        .map(|(isolated, wrapped)| isolated.saturating_sub(*wrapped))
-        .collect();
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let paired = |of: &[Duration]| -> Vec<Duration> {
+        of.iter()
+            .zip(&times[1])
+            .map(|(isolated, wrapped)| isolated.saturating_sub(*wrapped))
+            .collect()
+    };
+    let fresh = paired(&times[2]);
+    let kept = paired(&times[3]);
     println!("{samples} rounds, one process each\n");
     println!("| per test process | median | p99 |");
     println!("|---|---:|---:|");
     for (name, values) in [
         ("`true`", &times[0]),
         ("through the wrapper, not isolated (`--list`)", &times[1]),
-        ("through the wrapper, isolated", &times[2]),
-        ("namespace setup + teardown (paired difference)", &namespace),
+        ("through the wrapper, a fresh namespace", &times[2]),
+        ("through the wrapper, joining a kept namespace", &times[3]),
+        ("fresh namespace: setup + teardown (paired difference)", &fresh),
+        ("kept namespace: join + check (paired difference)", &kept),
     ] {
         let (median, p99) = percentiles(values);
         println!("| {name} | {:.2} ms | {:.2} ms |", ms(median), ms(p99));
