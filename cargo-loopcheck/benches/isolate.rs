@@ -34,7 +34,10 @@ fn main() {
         .output()
         .expect("run cargo-loopcheck");
     if !check.status.success() {
-        eprintln!("isolation is unavailable here: {}", String::from_utf8_lossy(&check.stdout));
+        eprintln!(
+            "isolation is unavailable here: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
         return;
     }
     let true_path = "/bin/true";

@@ -76,7 +76,9 @@ fn main() {
     } else {
         ("bare", "`cargo loopcheck test`")
     };
-    println!("| runner | {base_name} median | {other_name} median | ratio of medians | median of paired ratios |");
+    println!(
+        "| runner | {base_name} median | {other_name} median | ratio of medians | median of paired ratios |"
+    );
     println!("|---|---:|---:|---:|---:|");
     for (name, mut bare, mut wrapped) in pairs {
         for command in [&mut bare, &mut wrapped] {

@@ -55,7 +55,9 @@ where
     if let [_, loopcheck, hidden, command @ ..] = args.as_slice()
         && loopcheck == "loopcheck"
         && hidden == "__isolate"
-        && command.first().is_none_or(|first| !first.to_string_lossy().starts_with("--"))
+        && command
+            .first()
+            .is_none_or(|first| !first.to_string_lossy().starts_with("--"))
     {
         return isolate::run_hidden(false, false, command);
     }

@@ -55,11 +55,23 @@ impl Fixture {
             _leak: leak,
         };
         let port = fixture.held.local_addr().unwrap().port().to_string();
-        fixture.substitute("Cargo.toml", "name = \"isolate\"", &format!("name = \"{package}\""));
+        fixture.substitute(
+            "Cargo.toml",
+            "name = \"isolate\"",
+            &format!("name = \"{package}\""),
+        );
         fixture.substitute("tests/fixed_a.rs", "/*FIXED_PORT*/ 1", &port);
         fixture.substitute("tests/fixed_b.rs", "/*FIXED_PORT*/ 1", &port);
-        fixture.substitute("tests/host_service.rs", "/*SERVICE_PORT*/ 1", &service.to_string());
-        fixture.substitute("tests/leaves.rs", "/*LEAK_PORT*/ 1", &fixture.leak_port.to_string());
+        fixture.substitute(
+            "tests/host_service.rs",
+            "/*SERVICE_PORT*/ 1",
+            &service.to_string(),
+        );
+        fixture.substitute(
+            "tests/leaves.rs",
+            "/*LEAK_PORT*/ 1",
+            &fixture.leak_port.to_string(),
+        );
         fixture
     }
 
@@ -108,7 +120,10 @@ impl Fixture {
             match self.held.accept() {
                 Ok(_) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(started.elapsed() < Duration::from_secs(10), "the holder accepts nothing");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "the holder accepts nothing"
+                    );
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => panic!("accept on the held port: {e}"),
@@ -219,7 +234,12 @@ fn statuses(report: &Value) -> Vec<(String, String)> {
         .as_array()
         .expect("tests")
         .iter()
-        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["status"].as_str().unwrap().to_owned()))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["status"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     statuses.sort();
     statuses
@@ -233,7 +253,11 @@ fn fixed_ports_collide_on_the_host_and_not_when_isolated() {
         assert_eq!(code(&plain), ExitCode::FOUND, "{runner}: {}", stderr(&plain));
         let report = json(&plain);
         for name in ["binds_the_fixed_port", "binds_the_same_fixed_port"] {
-            assert_eq!(test_named(&report, name)["status"], "failed", "{runner}: {report:#}");
+            assert_eq!(
+                test_named(&report, name)["status"],
+                "failed",
+                "{runner}: {report:#}"
+            );
         }
 
         let isolated = fixture.test(&[
@@ -260,7 +284,11 @@ fn fixed_ports_collide_on_the_host_and_not_when_isolated() {
             ],
             "{runner}"
         );
-        let per = if runner == "--nextest" { "each test in a network namespace" } else { "each test binary in a network namespace" };
+        let per = if runner == "--nextest" {
+            "each test in a network namespace"
+        } else {
+            "each test binary in a network namespace"
+        };
         assert!(stderr(&isolated).contains(per), "{runner}: {}", stderr(&isolated));
         fixture.assert_holder_untouched();
     }
@@ -272,21 +300,51 @@ fn isolate_allow_reaches_a_host_service_and_without_it_the_diagnosis_names_the_f
     let port = fixture.service.to_string();
     for runner in runners() {
         let shut_out = fixture.test(&[runner, "--isolate", "--", "--test", "host_service"]);
-        assert_eq!(code(&shut_out), ExitCode::FOUND, "{runner}: {}", stderr(&shut_out));
+        assert_eq!(
+            code(&shut_out),
+            ExitCode::FOUND,
+            "{runner}: {}",
+            stderr(&shut_out)
+        );
         let report = json(&shut_out);
         let test = test_named(&report, "reaches_the_host_service");
         assert_eq!(test["status"], "failed");
         let diagnosis = &test["diagnoses"][0];
         assert_eq!(diagnosis["code"], "LC005", "{runner}: {test:#}");
-        assert!(diagnosis["summary"].as_str().unwrap().contains("the test is isolated"), "{diagnosis:#}");
         assert!(
-            diagnosis["fix"].as_str().unwrap().contains(&format!("--isolate-allow {port}")),
+            diagnosis["summary"]
+                .as_str()
+                .unwrap()
+                .contains("the test is isolated"),
+            "{diagnosis:#}"
+        );
+        assert!(
+            diagnosis["fix"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("--isolate-allow {port}")),
             "{diagnosis:#}"
         );
 
-        let let_through = fixture.test(&[runner, "--isolate", "--isolate-allow", &port, "--", "--test", "host_service"]);
-        assert_eq!(code(&let_through), ExitCode::OK, "{runner}: {}", stderr(&let_through));
-        assert_eq!(test_named(&json(&let_through), "reaches_the_host_service")["status"], "passed");
+        let let_through = fixture.test(&[
+            runner,
+            "--isolate",
+            "--isolate-allow",
+            &port,
+            "--",
+            "--test",
+            "host_service",
+        ]);
+        assert_eq!(
+            code(&let_through),
+            ExitCode::OK,
+            "{runner}: {}",
+            stderr(&let_through)
+        );
+        assert_eq!(
+            test_named(&json(&let_through), "reaches_the_host_service")["status"],
+            "passed"
+        );
     }
     // The same from the workspace's metadata.
     fixture.substitute(
@@ -300,8 +358,10 @@ fn isolate_allow_reaches_a_host_service_and_without_it_the_diagnosis_names_the_f
 
 /// Whether `pid` is a live process (not a zombie).
 fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
 
 #[test]
@@ -310,7 +370,15 @@ fn leftovers_in_the_namespace_are_ended_and_reported() {
     let junit = fixture.dir.path().join("junit.xml");
     for runner in runners() {
         let junit_arg = junit.to_string_lossy();
-        let output = fixture.test(&[runner, "--isolate", "--junit", &junit_arg, "--", "--test", "leaves"]);
+        let output = fixture.test(&[
+            runner,
+            "--isolate",
+            "--junit",
+            &junit_arg,
+            "--",
+            "--test",
+            "leaves",
+        ]);
         assert_eq!(code(&output), ExitCode::OK, "{runner}: {}", stderr(&output));
         if runner == "--nextest" {
             let xml = std::fs::read_to_string(&junit).unwrap();
@@ -339,19 +407,25 @@ fn leftovers_in_the_namespace_are_ended_and_reported() {
             format!("127.0.0.1:{}", fixture.leak_port),
             "{listener:#}"
         );
-        assert!(listener["summary"].as_str().unwrap().contains("network namespace"), "{listener:#}");
+        assert!(
+            listener["summary"]
+                .as_str()
+                .unwrap()
+                .contains("network namespace"),
+            "{listener:#}"
+        );
         let child = leaks
             .iter()
             .find(|l| l["code"] == "LC013")
             .unwrap_or_else(|| panic!("{runner}: no LC013 in {report:#}"));
-        assert!(child["summary"].as_str().unwrap().contains("sleep 60"), "{child:#}");
+        assert!(
+            child["summary"].as_str().unwrap().contains("sleep 60"),
+            "{child:#}"
+        );
         for leak in [listener, child] {
             let pid = leak["processes"][0]["pid"].as_u64().expect("a pid");
             assert!(!alive(pid), "{runner}: pid {pid} still runs: {leak:#}");
-            assert!(
-                leak["evidence"].to_string().contains("--isolate"),
-                "{leak:#}"
-            );
+            assert!(leak["evidence"].to_string().contains("--isolate"), "{leak:#}");
         }
     }
 }
@@ -361,7 +435,11 @@ fn a_runner_the_user_configured_still_runs_the_tests() {
     let fixture = Fixture::new("isolate_chained");
     let log = fixture.dir.path().join("runner.log");
     let script = fixture.dir.path().join("runner.sh");
-    std::fs::write(&script, "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/runner.log\"\nexec \"$@\"\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/runner.log\"\nexec \"$@\"\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(fixture.dir.path().join(".cargo")).unwrap();
     // A relative path: from the directory that holds `.cargo`, as cargo resolves it.
     std::fs::write(
@@ -377,12 +455,19 @@ fn a_runner_the_user_configured_still_runs_the_tests() {
         let output = fixture.test(&[runner, "--isolate", "--", "--test", "fixed_a"]);
         // Passing proves isolation: this process holds the port on the host.
         assert_eq!(code(&output), ExitCode::OK, "{runner}: {}", stderr(&output));
-        assert!(stderr(&output).contains("through your runner"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("through your runner"),
+            "{}",
+            stderr(&output)
+        );
         let ran = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(ran.contains("fixed_a-"), "{runner}: the runner ran {ran:?}");
         if runner == "--nextest" {
             assert!(ran.contains("--exact binds_the_fixed_port"), "{ran}");
-            assert!(ran.contains("--list"), "listing goes through the runner too: {ran}");
+            assert!(
+                ran.contains("--list"),
+                "listing goes through the runner too: {ran}"
+            );
         }
     }
 }
@@ -412,7 +497,9 @@ fn wrapped_as(id: u32, binary: &Path, args: &[&str]) -> Output {
 fn wrapper_as(id: u32, binary: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
     command.args(["loopcheck", "__isolate"]).arg(binary).args(args);
-    command.env_remove("LOOPCHECK_RUN_DIR").env_remove("LOOPCHECK_ISOLATE");
+    command
+        .env_remove("LOOPCHECK_RUN_DIR")
+        .env_remove("LOOPCHECK_ISOLATE");
     as_user(&mut command, id);
     command
 }
@@ -421,10 +508,7 @@ fn as_user(command: &mut Command, id: u32) {
     // SAFETY: setgroups, setgid and setuid are async-signal-safe.
     unsafe {
         command.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(id) != 0
-                || libc::setuid(id) != 0
-            {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(id) != 0 || libc::setuid(id) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -436,7 +520,9 @@ fn as_user(command: &mut Command, id: u32) {
 fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises");
+        eprintln!(
+            "skipped: the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises"
+        );
         return;
     }
     const NOBODY: u32 = 65534;
@@ -447,13 +533,27 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     if code(&check) != ExitCode::OK {
         // Where this user may not create user namespaces, the check must say why, in a line.
         let why = answer["why"].as_str().expect("a reason");
-        assert!(!why.is_empty() && answer["fix"].as_str().is_some_and(|f| !f.is_empty()), "{answer}");
-        eprintln!("NOTE: uid {NOBODY} cannot create user namespaces here ({why}); asserted the unavailable path's message instead");
+        assert!(
+            !why.is_empty() && answer["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "{answer}"
+        );
+        eprintln!(
+            "NOTE: uid {NOBODY} cannot create user namespaces here ({why}); asserted the unavailable path's message instead"
+        );
         return;
     }
-    assert!(answer["available"].as_str().unwrap().contains("user namespace"), "{answer}");
+    assert!(
+        answer["available"].as_str().unwrap().contains("user namespace"),
+        "{answer}"
+    );
     let isolated = wrapped_as(NOBODY, &binary, &["--exact", "binds_the_fixed_port"]);
-    assert_eq!(code(&isolated), 0, "{}\n{}", String::from_utf8_lossy(&isolated.stdout), stderr(&isolated));
+    assert_eq!(
+        code(&isolated),
+        0,
+        "{}\n{}",
+        String::from_utf8_lossy(&isolated.stdout),
+        stderr(&isolated)
+    );
     // The same user without the wrapper meets this process's holder.
     let mut plain = Command::new(&binary);
     plain.args(["--exact", "binds_the_fixed_port"]);
@@ -464,7 +564,11 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     // A namespace kept for the run, as `cargo loopcheck test --isolate` keeps them: the
     // same user joins it (its user namespace, then its network namespace).
     let mut holder = wrapper_as(NOBODY, Path::new("--hold"), &[]);
-    let mut holder = holder.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut holder = holder
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut ready = [0u8; 6];
     holder.stdout.take().unwrap().read_exact(&mut ready).unwrap();
     assert_eq!(&ready, b"ready\n");
@@ -472,7 +576,12 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     let mut joined = wrapper_as(NOBODY, Path::new("sh"), &["-c", "readlink /proc/self/ns/net"]);
     joined.env("LOOPCHECK_ISOLATE", format!("{{\"pool\":[{}]}}", holder.id()));
     let joined = run_bounded(joined, Duration::from_secs(60));
-    assert_eq!(String::from_utf8_lossy(&joined.stdout).trim(), kept.to_string_lossy(), "{}", stderr(&joined));
+    assert_eq!(
+        String::from_utf8_lossy(&joined.stdout).trim(),
+        kept.to_string_lossy(),
+        "{}",
+        stderr(&joined)
+    );
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
     fixture.assert_holder_untouched();
@@ -515,23 +624,35 @@ fn without_namespaces(command: &mut Command) {
 fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: making isolation unavailable needs root here (a user namespace whose limit is then set to 0)");
+        eprintln!(
+            "skipped: making isolation unavailable needs root here (a user namespace whose limit is then set to 0)"
+        );
         return;
     }
     let fixture = Fixture::new("isolate_unavailable");
-    let required = fixture.loopcheck_with(&["test", "--isolate=require", "--", "--test", "leaves"], without_namespaces);
+    let required = fixture.loopcheck_with(
+        &["test", "--isolate=require", "--", "--test", "leaves"],
+        without_namespaces,
+    );
     assert_eq!(code(&required), ExitCode::COULD_NOT_RUN, "{}", stderr(&required));
     let message = stderr(&required);
     let line = message
         .lines()
         .find(|l| l.contains("network isolation is unavailable"))
         .unwrap_or_else(|| panic!("{message}"));
-    assert!(line.contains("user namespaces are disabled") && line.contains("sysctl"), "{line}");
+    assert!(
+        line.contains("user namespaces are disabled") && line.contains("sysctl"),
+        "{line}"
+    );
 
-    let fallback = fixture.loopcheck_with(&["test", "--cargo-test", "--isolate", "--", "--test", "fixed_a"], without_namespaces);
+    let fallback = fixture.loopcheck_with(
+        &["test", "--cargo-test", "--isolate", "--", "--test", "fixed_a"],
+        without_namespaces,
+    );
     let message = stderr(&fallback);
     assert!(
-        message.contains("warning: network isolation is unavailable") && message.contains("run without isolation"),
+        message.contains("warning: network isolation is unavailable")
+            && message.contains("run without isolation"),
         "{message}"
     );
     // Not isolated, the test meets this process's holder of its port.
@@ -546,7 +667,13 @@ fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
         .find(|c| c["name"] == "isolation")
         .unwrap_or_else(|| panic!("no isolation check in {checks:#}"));
     assert_eq!(isolation["status"], "warning", "{isolation:#}");
-    assert!(isolation["message"].as_str().unwrap().contains("user namespaces are disabled"), "{isolation:#}");
+    assert!(
+        isolation["message"]
+            .as_str()
+            .unwrap()
+            .contains("user namespaces are disabled"),
+        "{isolation:#}"
+    );
 
     let available = fixture.loopcheck_with(&["doctor", "--format", "json"], |_| {});
     let isolation = json(&available)["checks"]
@@ -602,13 +729,25 @@ fn wrapped_shell(script: &str, extra: &[&str]) -> Command {
 #[test]
 fn the_wrapper_passes_exit_status_and_signals_through_and_lists_unisolated() {
     let host = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let own = run_bounded(wrapped_shell("readlink /proc/self/ns/net; exit 42", &[]), Duration::from_secs(60));
+    let own = run_bounded(
+        wrapped_shell("readlink /proc/self/ns/net; exit 42", &[]),
+        Duration::from_secs(60),
+    );
     assert_eq!(own.status.code(), Some(42), "{}", stderr(&own));
     let inside = String::from_utf8_lossy(&own.stdout).trim().to_owned();
-    assert!(inside.starts_with("net:[") && Path::new(&inside) != host, "{inside} vs {host:?}");
+    assert!(
+        inside.starts_with("net:[") && Path::new(&inside) != host,
+        "{inside} vs {host:?}"
+    );
     // nextest lists tests through the runner: that runs as it is, in the host's namespace.
-    let listed = run_bounded(wrapped_shell("readlink /proc/self/ns/net", &["--list"]), Duration::from_secs(60));
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), host.to_string_lossy());
+    let listed = run_bounded(
+        wrapped_shell("readlink /proc/self/ns/net", &["--list"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        host.to_string_lossy()
+    );
 
     // A signal the test dies of is the wrapper's death too.
     let killed = run_bounded(wrapped_shell("kill -TERM $$", &[]), Duration::from_secs(60));
@@ -617,10 +756,13 @@ fn the_wrapper_passes_exit_status_and_signals_through_and_lists_unisolated() {
         Some(libc::SIGTERM)
     );
     // A signal sent to the wrapper reaches the test.
-    let mut child = wrapped_shell("trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done", &[])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = wrapped_shell(
+        "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut ready = [0u8; 6];
     child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
     // SAFETY: kill on the pid of a child this test started and has not reaped.
@@ -630,7 +772,10 @@ fn the_wrapper_passes_exit_status_and_signals_through_and_lists_unisolated() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the test never got the signal");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the test never got the signal"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(7));

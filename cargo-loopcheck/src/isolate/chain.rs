@@ -17,7 +17,11 @@ use toml::{Table, Value};
 /// `build.target` of the configuration, else the host: as cargo cached it in a target
 /// directory's `.rustc_info.json` (of the first of `target_dirs` that has one), else as
 /// `rustc -vV` says.
-pub(crate) fn target_triple(args: &[OsString], configs: &[ConfigFile], target_dirs: &[PathBuf]) -> Option<String> {
+pub(crate) fn target_triple(
+    args: &[OsString],
+    configs: &[ConfigFile],
+    target_dirs: &[PathBuf],
+) -> Option<String> {
     let mut args = args.iter().map(|a| a.to_string_lossy()).take_while(|a| a != "--");
     while let Some(arg) = args.next() {
         if arg == "--target" {
@@ -62,7 +66,13 @@ fn cached_host(target_dir: &Path) -> Option<String> {
 pub(crate) fn runner_var(triple: &str) -> String {
     let upper: String = triple
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("CARGO_TARGET_{upper}_RUNNER")
 }
@@ -107,7 +117,10 @@ pub(crate) fn config_files(cwd: &Path) -> Vec<ConfigFile> {
             match text.parse::<Table>() {
                 Ok(table) => Some(ConfigFile { path, table }),
                 Err(err) => {
-                    eprintln!("warning: cannot read the runner settings of {}: {err}", path.display());
+                    eprintln!(
+                        "warning: cannot read the runner settings of {}: {err}",
+                        path.display()
+                    );
                     None
                 }
             }
@@ -116,7 +129,9 @@ pub(crate) fn config_files(cwd: &Path) -> Vec<ConfigFile> {
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
-    a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a))
+    a.canonicalize()
+        .ok()
+        .is_some_and(|a| b.canonicalize().ok() == Some(a))
 }
 
 /// The runner the user configured for `triple`: the environment variable, else the nearest
@@ -124,7 +139,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// values come from `rustc --print cfg`, asked only when a `cfg` runner exists.
 pub(crate) fn user_runner(triple: &str, configs: &[ConfigFile]) -> Option<Vec<String>> {
     if let Some(value) = std::env::var_os(runner_var(triple)) {
-        let words: Vec<String> = value.to_string_lossy().split_whitespace().map(str::to_owned).collect();
+        let words: Vec<String> = value
+            .to_string_lossy()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
         return (!words.is_empty()).then_some(words);
     }
     for config in configs {
@@ -146,7 +165,9 @@ pub(crate) fn user_runner(triple: &str, configs: &[ConfigFile]) -> Option<Vec<St
             let Some(expr) = key.strip_prefix("cfg(").and_then(|k| k.strip_suffix(')')) else {
                 continue;
             };
-            let Some(runner) = settings.get("runner") else { continue };
+            let Some(runner) = settings.get("runner") else {
+                continue;
+            };
             let values = cfg.get_or_insert_with(|| target_cfg(triple));
             if Cfg::parse(expr).is_some_and(|c| c.matches(values)) {
                 return program_and_args(runner, &config.path);
@@ -161,11 +182,15 @@ pub(crate) fn user_runner(triple: &str, configs: &[ConfigFile]) -> Option<Vec<St
 fn program_and_args(value: &Value, config: &Path) -> Option<Vec<String>> {
     let mut words: Vec<String> = match value {
         Value::String(text) => text.split_whitespace().map(str::to_owned).collect(),
-        Value::Array(items) => items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
         _ => return None,
     };
     let program = words.first_mut()?;
-    if program.contains('/') && Path::new(program).is_relative()
+    if program.contains('/')
+        && Path::new(program).is_relative()
         && let Some(base) = config.parent().and_then(Path::parent)
     {
         *program = base.join(&*program).to_string_lossy().into_owned();
@@ -190,7 +215,12 @@ fn target_cfg(triple: &str) -> Vec<String> {
     rustc()
         .args(["--print", "cfg", "--target", triple])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -276,7 +306,10 @@ mod tests {
             runner_var("x86_64-unknown-linux-gnu"),
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER"
         );
-        assert_eq!(runner_var("thumbv7em-none-eabihf"), "CARGO_TARGET_THUMBV7EM_NONE_EABIHF_RUNNER");
+        assert_eq!(
+            runner_var("thumbv7em-none-eabihf"),
+            "CARGO_TARGET_THUMBV7EM_NONE_EABIHF_RUNNER"
+        );
     }
 
     #[test]
@@ -289,8 +322,13 @@ mod tests {
             )
             .unwrap();
         };
-        write(r#""1":{"success":true,"status":"","code":0,"stdout":"rustc 1.95.0\nhost: x86_64-unknown-linux-gnu\n","stderr":""},"2":{"success":true,"status":"","code":0,"stdout":"___\n","stderr":""}"#);
-        assert_eq!(cached_host(dir.path()).as_deref(), Some("x86_64-unknown-linux-gnu"));
+        write(
+            r#""1":{"success":true,"status":"","code":0,"stdout":"rustc 1.95.0\nhost: x86_64-unknown-linux-gnu\n","stderr":""},"2":{"success":true,"status":"","code":0,"stdout":"___\n","stderr":""}"#,
+        );
+        assert_eq!(
+            cached_host(dir.path()).as_deref(),
+            Some("x86_64-unknown-linux-gnu")
+        );
         assert_eq!(
             target_triple(&[], &[], &[dir.path().join("missing"), dir.path().to_path_buf()]).as_deref(),
             Some("x86_64-unknown-linux-gnu")
@@ -352,8 +390,11 @@ mod tests {
             ["qemu-x86_64", "-L", "/sysroot"]
         );
         assert_eq!(
-            program_and_args(&Value::Array(vec!["./tools/run.sh".into()]), &inner.join(".cargo/config.toml"))
-                .unwrap(),
+            program_and_args(
+                &Value::Array(vec!["./tools/run.sh".into()]),
+                &inner.join(".cargo/config.toml")
+            )
+            .unwrap(),
             [inner.join("./tools/run.sh").to_string_lossy()]
         );
     }

@@ -74,7 +74,11 @@ pub(super) fn end_leftovers(who: &str, spare: &[u32]) -> Vec<Diagnosis> {
         .map(|process| {
             let listening: Vec<SocketAddr> = table
                 .iter()
-                .flat_map(|t| t.sockets.iter().filter(|s| t.owners(s).any(|o| o.pid == process.pid)))
+                .flat_map(|t| {
+                    t.sockets
+                        .iter()
+                        .filter(|s| t.owners(s).any(|o| o.pid == process.pid))
+                })
                 .map(|s| s.local)
                 .collect();
             leftover(who, process, &listening)
@@ -83,7 +87,10 @@ pub(super) fn end_leftovers(who: &str, spare: &[u32]) -> Vec<Diagnosis> {
     let killed = terminate(&processes);
     for (diagnosis, process) in diagnoses.iter_mut().zip(&processes) {
         diagnosis.evidence.push(if killed.contains(&process.pid) {
-            format!("--isolate sent it SIGTERM, and SIGKILL {} ms later", GRACE.as_millis())
+            format!(
+                "--isolate sent it SIGTERM, and SIGKILL {} ms later",
+                GRACE.as_millis()
+            )
         } else {
             "--isolate ended it with SIGTERM".to_owned()
         });

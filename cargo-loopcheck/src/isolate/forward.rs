@@ -135,7 +135,11 @@ fn serve(socket: &OwnedFd) {
         }
         let sent = match &connected {
             Some(stream) => send(socket.as_raw_fd(), 0, Some(stream.as_raw_fd())),
-            None => send(socket.as_raw_fd(), last.raw_os_error().unwrap_or(libc::ECONNREFUSED), None),
+            None => send(
+                socket.as_raw_fd(),
+                last.raw_os_error().unwrap_or(libc::ECONNREFUSED),
+                None,
+            ),
         };
         if sent.is_err() {
             return;

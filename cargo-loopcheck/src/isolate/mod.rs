@@ -45,7 +45,9 @@ pub fn available() -> std::result::Result<String, Unavailable> {
 /// Starts the check of [`available`], which runs while this process does other work.
 fn start_check() -> std::result::Result<std::process::Child, Unavailable> {
     if cfg!(not(target_os = "linux")) {
-        return Err(namespace::enter().err().unwrap_or_else(|| Unavailable::new("unsupported", "use Linux")));
+        return Err(namespace::enter()
+            .err()
+            .unwrap_or_else(|| Unavailable::new("unsupported", "use Linux")));
     }
     let exe = std::env::current_exe().map_err(|err| {
         Unavailable::new(
@@ -68,7 +70,9 @@ fn start_check() -> std::result::Result<std::process::Child, Unavailable> {
 }
 
 /// The answer of a check started with [`start_check`].
-fn answer(check: std::result::Result<std::process::Child, Unavailable>) -> std::result::Result<String, Unavailable> {
+fn answer(
+    check: std::result::Result<std::process::Child, Unavailable>,
+) -> std::result::Result<String, Unavailable> {
     let output = check?.wait_with_output().map_err(|err| {
         Unavailable::new(
             format!("the isolation check did not finish ({err})"),
@@ -118,15 +122,21 @@ pub fn plan(
     let cwd = std::env::current_dir().unwrap_or_default();
     let configs = chain::config_files(&cwd);
     // cargo's cache of `rustc -vV` names the host without the 30-150 ms of asking rustc.
-    let mut target_dirs: Vec<std::path::PathBuf> = std::env::var_os("CARGO_TARGET_DIR").map(Into::into).into_iter().collect();
+    let mut target_dirs: Vec<std::path::PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .into_iter()
+        .collect();
     target_dirs.extend(chain::configured_target_dir(&configs));
-    target_dirs.extend(settings::workspace_root(common.manifest_path.as_deref()).map(|root| root.join("target")));
+    target_dirs
+        .extend(settings::workspace_root(common.manifest_path.as_deref()).map(|root| root.join("target")));
     let triple = chain::target_triple(runner_args, &configs, &target_dirs);
     let how = match answer(check) {
         Ok(how) => how,
         Err(unavailable) if isolation == Isolation::Require => return Err(Error::Isolation(unavailable)),
         Err(unavailable) => {
-            eprintln!("warning: {unavailable}; the tests run without isolation (--isolate=require makes this an error)");
+            eprintln!(
+                "warning: {unavailable}; the tests run without isolation (--isolate=require makes this an error)"
+            );
             return Ok(None);
         }
     };
@@ -139,7 +149,9 @@ pub fn plan(
     let shown = exe.to_string_lossy();
     if shown.contains(char::is_whitespace) {
         let unavailable = Unavailable::new(
-            format!("the path of cargo-loopcheck, `{shown}`, contains whitespace, which a target runner cannot"),
+            format!(
+                "the path of cargo-loopcheck, `{shown}`, contains whitespace, which a target runner cannot"
+            ),
             "install cargo-loopcheck under a path without spaces (`cargo install --root DIR`)",
         );
         if isolation == Isolation::Require {

@@ -66,7 +66,9 @@ pub fn enter() -> Result<Entered, Unavailable> {
             && !(path.ends_with("setgroups") && err.kind() == std::io::ErrorKind::NotFound)
         {
             return Err(Unavailable::new(
-                format!("a user namespace was created but `{path}` cannot be written ({err}), as where AppArmor restricts unprivileged user namespaces"),
+                format!(
+                    "a user namespace was created but `{path}` cannot be written ({err}), as where AppArmor restricts unprivileged user namespaces"
+                ),
                 RESTRICTED_FIX,
             ));
         }
@@ -78,7 +80,10 @@ pub fn enter() -> Result<Entered, Unavailable> {
 #[cfg(not(target_os = "linux"))]
 pub fn enter() -> Result<Entered, Unavailable> {
     Err(Unavailable::new(
-        format!("network namespaces exist only on Linux, not on {}", std::env::consts::OS),
+        format!(
+            "network namespaces exist only on Linux, not on {}",
+            std::env::consts::OS
+        ),
         "run the suite on Linux (a CI runner, a container, a VM) for --isolate, or run it without --isolate",
     ))
 }
@@ -104,7 +109,9 @@ fn refused(err: std::io::Error) -> Unavailable {
             "raise `user.max_user_namespaces` with sysctl, or run the tests as root",
         ),
         Some(libc::EINVAL) => Unavailable::new(
-            format!("the kernel refused a new namespace ({err}): it may lack CONFIG_USER_NS or CONFIG_NET_NS"),
+            format!(
+                "the kernel refused a new namespace ({err}): it may lack CONFIG_USER_NS or CONFIG_NET_NS"
+            ),
             "use a kernel built with user and network namespaces, or run without --isolate",
         ),
         _ if sysctl("kernel/unprivileged_userns_clone").as_deref() == Some("0") => Unavailable::new(
@@ -118,7 +125,9 @@ fn refused(err: std::io::Error) -> Unavailable {
             )
         }
         _ => Unavailable::new(
-            format!("this process may create neither a network namespace nor a user namespace ({err}), as in a container without CAP_SYS_ADMIN whose seccomp profile blocks unshare"),
+            format!(
+                "this process may create neither a network namespace nor a user namespace ({err}), as in a container without CAP_SYS_ADMIN whose seccomp profile blocks unshare"
+            ),
             "give the container the capability (`docker run --cap-add SYS_ADMIN`, or `--security-opt seccomp=unconfined`), or run the tests where unprivileged user namespaces are allowed",
         ),
     }

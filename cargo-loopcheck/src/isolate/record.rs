@@ -131,11 +131,19 @@ mod tests {
         assert_eq!(diagnoses.len(), 1, "{diagnoses:?}");
         let diagnosis = &diagnoses[0];
         assert_eq!(diagnosis.code, Code::ConnectionRefused);
-        assert!(diagnosis.summary.contains("the test is isolated"), "{}", diagnosis.summary);
+        assert!(
+            diagnosis.summary.contains("the test is isolated"),
+            "{}",
+            diagnosis.summary
+        );
         assert!(diagnosis.fix.contains("--isolate-allow 1"), "{}", diagnosis.fix);
         // An allowed port is no isolation problem: the forwarder was there.
         let allowed = failure_diagnoses(output, &[1]);
-        assert!(!allowed[0].fix.contains("--isolate-allow 1"), "{}", allowed[0].fix);
+        assert!(
+            !allowed[0].fix.contains("--isolate-allow 1"),
+            "{}",
+            allowed[0].fix
+        );
         assert!(failure_diagnoses("thread 'x' panicked at a.rs:1:1:\nassertion failed\n", &[]).is_empty());
     }
 

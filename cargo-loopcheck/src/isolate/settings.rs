@@ -109,7 +109,9 @@ impl Metadata {
             ))
         };
         if let Some(value) = settings.get("isolate-allow") {
-            let items = value.as_array().ok_or_else(|| bad("isolate-allow", "a list of ports"))?;
+            let items = value
+                .as_array()
+                .ok_or_else(|| bad("isolate-allow", "a list of ports"))?;
             for item in items {
                 let port = item
                     .as_integer()
@@ -120,7 +122,9 @@ impl Metadata {
             }
         }
         if let Some(value) = settings.get("isolate-exclude") {
-            let items = value.as_array().ok_or_else(|| bad("isolate-exclude", "a list of strings"))?;
+            let items = value
+                .as_array()
+                .ok_or_else(|| bad("isolate-exclude", "a list of strings"))?;
             for item in items {
                 let pattern = item
                     .as_str()
@@ -152,7 +156,10 @@ fn workspace_manifest(manifest_path: Option<&Path>) -> Option<PathBuf> {
             continue;
         };
         nearest.get_or_insert_with(|| candidate.clone());
-        if text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("workspace")) {
+        if text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("workspace"))
+        {
             return Some(candidate);
         }
     }
@@ -178,11 +185,16 @@ mod tests {
             "isolate-exclude = [1]",
             "isolate-exclude = ['']",
         ] {
-            let table: toml::Table = format!("[workspace.metadata.loopcheck]\n{bad}\n").parse().unwrap();
+            let table: toml::Table = format!("[workspace.metadata.loopcheck]\n{bad}\n")
+                .parse()
+                .unwrap();
             let error = Metadata::from_manifest(&table).unwrap_err().to_string();
             assert!(error.contains("[workspace.metadata.loopcheck]"), "{bad}: {error}");
         }
-        assert_eq!(Metadata::from_manifest(&toml::Table::new()).unwrap(), Metadata::default());
+        assert_eq!(
+            Metadata::from_manifest(&toml::Table::new()).unwrap(),
+            Metadata::default()
+        );
     }
 
     #[test]
@@ -194,7 +206,11 @@ mod tests {
             "[workspace]\nmembers = ['member']\n[workspace.metadata.loopcheck]\nisolate-allow = [5432]\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("member/Cargo.toml"), "[package]\nname = 'member'\n").unwrap();
+        std::fs::write(
+            dir.path().join("member/Cargo.toml"),
+            "[package]\nname = 'member'\n",
+        )
+        .unwrap();
         let metadata = Metadata::load(Some(&dir.path().join("member/Cargo.toml"))).unwrap();
         assert_eq!(metadata.allow, [5432]);
     }

@@ -9,12 +9,12 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use loopcheck::report::Diagnosis;
@@ -54,7 +54,10 @@ pub(super) fn check() -> u8 {
             ExitCode::OK
         }
         Err(unavailable) => {
-            println!("{}", serde_json::json!({ "why": unavailable.why, "fix": unavailable.fix }));
+            println!(
+                "{}",
+                serde_json::json!({ "why": unavailable.why, "fix": unavailable.fix })
+            );
             ExitCode::COULD_NOT_RUN
         }
     }
@@ -147,7 +150,11 @@ fn excluded(config: &Config, binary: &str, nextest_test: Option<&str>, full: &[O
     if config.exclude.is_empty() {
         return None;
     }
-    let matched = |test: &str| config.excluded(binary, test).map(|p| format!("--isolate-exclude `{p}`"));
+    let matched = |test: &str| {
+        config
+            .excluded(binary, test)
+            .map(|p| format!("--isolate-exclude `{p}`"))
+    };
     if let Some(test) = nextest_test {
         return matched(test);
     }
@@ -164,7 +171,9 @@ fn excluded(config: &Config, binary: &str, nextest_test: Option<&str>, full: &[O
         .lines()
         .filter_map(|line| line.strip_suffix(": test"))
         .find_map(|test| {
-            matched(test).map(|why| format!("{why} (its test `{test}`; under cargo test a binary's tests share one process)"))
+            matched(test).map(|why| {
+                format!("{why} (its test `{test}`; under cargo test a binary's tests share one process)")
+            })
         })
 }
 
@@ -324,7 +333,9 @@ impl Tee {
                 return;
             }
             let timeout = deadline.map_or(-1, |d| {
-                d.saturating_duration_since(std::time::Instant::now()).as_millis().min(i32::MAX as u128) as i32
+                d.saturating_duration_since(std::time::Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32
             });
             // SAFETY: polls a live array of pollfds of the given length.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
