@@ -109,7 +109,7 @@ pub struct IsolateArgs {
     /// running without isolation where it is unavailable.
     #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "available")]
     pub isolate: Option<Isolation>,
-    /// With --isolate: 127.0.0.1:PORT and [::1]:PORT inside reach the host's service on PORT
+    /// With --isolate: `127.0.0.1:PORT` and `[::1]:PORT` inside reach the host's service on PORT
     /// (repeatable).
     #[arg(long, value_name = "PORT", requires = "isolate", value_parser = clap::value_parser!(u16).range(1..))]
     pub isolate_allow: Vec<u16>,

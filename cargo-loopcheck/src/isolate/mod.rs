@@ -4,11 +4,12 @@
 //!
 //! The hook is cargo's stable target runner: the runner gets `CARGO_TARGET_<TRIPLE>_RUNNER`
 //! naming the hidden `cargo-loopcheck loopcheck __isolate`, which cargo test starts once per
-//! test binary and nextest once per test ([`wrapper`]). The pieces, one per file:
-//! [`namespace`] (unshare, with a user namespace when unprivileged), [`loopback`] (`lo` up),
-//! [`forward`] (`--isolate-allow`), [`chain`] (the runner the user had configured),
-//! [`cleanup`] (leftovers, ended), [`record`] (run records and diagnoses in the namespace),
-//! [`settings`] (flags and `[workspace.metadata.loopcheck]`).
+//! test binary and nextest once per test (`wrapper.rs`). The pieces, one per file:
+//! [`namespace`] (unshare, with a user namespace when unprivileged), `loopback.rs` (`lo` up),
+//! `forward.rs` (`--isolate-allow`), [`chain`] (the runner the user had configured),
+//! `cleanup.rs` (leftovers, ended), `record.rs` (run records and diagnoses in the namespace),
+//! `pool.rs` (namespaces kept for the run, joined by each test), [`settings`] (flags and
+//! `[workspace.metadata.loopcheck]`).
 
 pub mod chain;
 #[cfg(target_os = "linux")]

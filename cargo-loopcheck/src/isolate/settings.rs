@@ -15,7 +15,7 @@ pub const CONFIG_VAR: &str = "LOOPCHECK_ISOLATE";
 /// The wrapper's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
-    /// Host ports reachable from inside as 127.0.0.1:PORT and [::1]:PORT.
+    /// Host ports reachable from inside as `127.0.0.1:PORT` and `[::1]:PORT`.
     #[serde(default)]
     pub allow: Vec<u16>,
     /// Tests (or binaries) that run without isolation: substrings of `binary::test`.
