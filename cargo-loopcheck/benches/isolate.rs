@@ -63,8 +63,13 @@ fn main() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start a holder");
-    let mut ready = [0u8; 6];
-    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut ready).expect("holder ready");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .expect("holder ready");
+    assert!(ready.contains("available"), "{ready}");
     let mut joining = through(&[]);
     joining.env("LOOPCHECK_ISOLATE", format!("{{\"pool\":[{}]}}", holder.id()));
     let mut commands = [bare(), through(&["--list"]), through(&[]), joining];

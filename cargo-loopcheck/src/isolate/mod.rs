@@ -80,8 +80,13 @@ fn answer(
             "see `cargo loopcheck doctor`",
         )
     })?;
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    if let Some(how) = answer["available"].as_str().filter(|_| output.status.success()) {
+    parse_answer(&output.stdout, output.status.success())
+}
+
+/// The JSON line of `__isolate --check` (or `--hold`): how isolation works, or why not.
+fn parse_answer(line: &[u8], success: bool) -> std::result::Result<String, Unavailable> {
+    let answer: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+    if let Some(how) = answer["available"].as_str().filter(|_| success) {
         return Ok(how.to_owned());
     }
     Err(Unavailable::new(
@@ -96,8 +101,8 @@ fn answer(
 pub struct IsolatedRun {
     /// Variables for the runner: the target runner and [`CONFIG_VAR`].
     pub env: Vec<(OsString, OsString)>,
-    /// The namespace holders, if they could be started.
-    pub pool: Option<Pool>,
+    /// The holders of the run's namespaces.
+    pub pool: Pool,
 }
 
 /// The setup of an isolated run, or `None` when isolation was not asked for, or is
@@ -118,7 +123,42 @@ pub fn plan(
     let Some(isolation) = args.isolate else {
         return Ok(None);
     };
-    let check = start_check();
+    let unavailable = |unavailable: Unavailable| {
+        if isolation == Isolation::Require {
+            return Err(Error::Isolation(unavailable));
+        }
+        eprintln!(
+            "warning: {unavailable}; the tests run without isolation (--isolate=require makes this an error)"
+        );
+        Ok(None)
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            return unavailable(Unavailable::new(
+                format!("the path of cargo-loopcheck is unknown ({err})"),
+                "run cargo-loopcheck from an installed path",
+            ));
+        }
+    };
+    // cargo splits the variable's value at whitespace.
+    let shown = exe.to_string_lossy().into_owned();
+    #[cfg(not(target_os = "linux"))]
+    if let Err(reason) = namespace::enter() {
+        return unavailable(reason);
+    }
+    if shown.contains(char::is_whitespace) {
+        return unavailable(Unavailable::new(
+            format!(
+                "the path of cargo-loopcheck, `{shown}`, contains whitespace, which a target runner cannot"
+            ),
+            "install cargo-loopcheck under a path without spaces (`cargo install --root DIR`)",
+        ));
+    }
+    // The holders of the run's namespaces enter them while the settings are read, and their
+    // answer is the availability check.
+    let slots = if nextest { test_threads(runner_args) } else { 1 } * copies as usize;
+    let pool = Pool::start(&exe, slots.min(MAX_SLOTS));
     let metadata = Metadata::load(common.manifest_path.as_deref())?;
     let cwd = std::env::current_dir().unwrap_or_default();
     let configs = chain::config_files(&cwd);
@@ -131,36 +171,10 @@ pub fn plan(
     target_dirs
         .extend(settings::workspace_root(common.manifest_path.as_deref()).map(|root| root.join("target")));
     let triple = chain::target_triple(runner_args, &configs, &target_dirs);
-    let how = match answer(check) {
-        Ok(how) => how,
-        Err(unavailable) if isolation == Isolation::Require => return Err(Error::Isolation(unavailable)),
-        Err(unavailable) => {
-            eprintln!(
-                "warning: {unavailable}; the tests run without isolation (--isolate=require makes this an error)"
-            );
-            return Ok(None);
-        }
+    let (pool, how) = match pool.and_then(|mut pool| pool.ready().map(|how| (pool, how))) {
+        Ok(ready) => ready,
+        Err(reason) => return unavailable(reason),
     };
-    let exe = std::env::current_exe().map_err(|source| Error::Io {
-        action: "read",
-        path: "the path of cargo-loopcheck".into(),
-        source,
-    })?;
-    // cargo splits the variable's value at whitespace.
-    let shown = exe.to_string_lossy();
-    if shown.contains(char::is_whitespace) {
-        let unavailable = Unavailable::new(
-            format!(
-                "the path of cargo-loopcheck, `{shown}`, contains whitespace, which a target runner cannot"
-            ),
-            "install cargo-loopcheck under a path without spaces (`cargo install --root DIR`)",
-        );
-        if isolation == Isolation::Require {
-            return Err(Error::Isolation(unavailable));
-        }
-        eprintln!("warning: {unavailable}; the tests run without isolation");
-        return Ok(None);
-    }
 
     let Some(triple) = triple else {
         return Err(Error::Usage(
@@ -175,15 +189,13 @@ pub fn plan(
     allow.dedup();
     let mut exclude = metadata.exclude;
     exclude.extend(args.isolate_exclude.iter().cloned());
-    let slots = if nextest { test_threads(runner_args) } else { 1 } * copies as usize;
-    let pool = Pool::start(&exe, slots.min(MAX_SLOTS));
     let config = Config {
         allow,
         exclude,
         runner: runner.clone(),
         runner_var: Some(var.clone()),
         runner_var_value: std::env::var(&var).ok(),
-        pool: pool.as_ref().map(Pool::pids).unwrap_or_default(),
+        pool: pool.pids(),
     };
     let per = if nextest {
         "each test in a network namespace of its own"

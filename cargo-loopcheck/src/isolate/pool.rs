@@ -14,6 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 
+use super::Unavailable;
+
 #[cfg(target_os = "linux")]
 use loopcheck::scan::{self, ScanOptions};
 
@@ -24,30 +26,40 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `slots` holders; `None` when they cannot be started (each test then creates a
-    /// namespace of its own).
-    pub(super) fn start(exe: &std::path::Path, slots: usize) -> Option<Pool> {
+    /// Starts `slots` holders, which enter their namespaces meanwhile; see [`Pool::ready`].
+    pub(super) fn start(exe: &std::path::Path, slots: usize) -> Result<Pool, Unavailable> {
         let mut pool = Pool { holders: Vec::new() };
-        for _ in 0..slots {
+        for _ in 0..slots.max(1) {
             let child = Command::new(exe)
                 .args(["loopcheck", "__isolate", "--hold"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
-                .ok()?;
+                .map_err(|err| {
+                    Unavailable::new(
+                        format!("`{}` cannot be started ({err})", exe.display()),
+                        "reinstall cargo-loopcheck",
+                    )
+                })?;
             pool.holders.push(child);
         }
-        // Each says `ready` once inside its namespaces.
-        for holder in &mut pool.holders {
+        Ok(pool)
+    }
+
+    /// Waits until every holder is in its namespaces: how isolation works here, or why it
+    /// does not (the holders are the availability check of a run).
+    pub(super) fn ready(&mut self) -> Result<String, Unavailable> {
+        let mut how = None;
+        for holder in &mut self.holders {
             let mut line = String::new();
-            let stdout = holder.stdout.take()?;
-            BufReader::new(stdout).read_line(&mut line).ok()?;
-            if line.trim() != "ready" {
-                return None;
+            if let Some(stdout) = holder.stdout.take() {
+                let _ = BufReader::new(stdout).read_line(&mut line);
             }
+            let answer = super::parse_answer(line.as_bytes(), true)?;
+            how.get_or_insert(answer);
         }
-        Some(pool)
+        Ok(how.unwrap_or_default())
     }
 
     /// The holders' pids, for the wrappers.
@@ -66,21 +78,16 @@ impl Drop for Pool {
     }
 }
 
-/// `__isolate --hold`: enters namespaces, says `ready`, and keeps them until stdin closes.
+/// `__isolate --hold`: enters namespaces, answers as `__isolate --check` does (one JSON
+/// line), and keeps them until stdin closes.
 #[cfg(target_os = "linux")]
 pub(super) fn hold() -> u8 {
-    use std::io::{Read, Write};
+    use std::io::Read;
     // SAFETY: prctl with plain values: the holder never outlives the run.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if let Err(unavailable) = super::wrapper::enter_isolated() {
-        eprintln!("loopcheck: {unavailable}");
+    if super::wrapper::check() != crate::ExitCode::OK {
         return crate::ExitCode::COULD_NOT_RUN;
     }
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "ready").and_then(|()| out.flush()).is_err() {
-        return crate::ExitCode::COULD_NOT_RUN;
-    }
-    drop(out);
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
     crate::ExitCode::OK
