@@ -489,13 +489,23 @@ fn built_binary(fixture: &Fixture, test: &str) -> PathBuf {
         .expect("an executable")
 }
 
-/// The wrapper run by hand on `binary`, as cargo runs a target runner, as uid/gid `id`.
-fn wrapped_as(id: u32, binary: &Path, args: &[&str]) -> Output {
-    run_bounded(wrapper_as(id, binary, args), Duration::from_secs(120))
+/// A copy of `file` in `dir` that every user may read and run: the checkout may sit under a
+/// directory that an unprivileged user cannot enter.
+fn public_copy(dir: &Path, file: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join(file.file_name().unwrap());
+    std::fs::copy(file, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
 }
 
-fn wrapper_as(id: u32, binary: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+/// The wrapper (`exe`) run by hand on `binary`, as cargo runs a target runner, as uid/gid `id`.
+fn wrapped_as(exe: &Path, id: u32, binary: &Path, args: &[&str]) -> Output {
+    run_bounded(wrapper_as(exe, id, binary, args), Duration::from_secs(120))
+}
+
+fn wrapper_as(exe: &Path, id: u32, binary: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(exe);
     command.args(["loopcheck", "__isolate"]).arg(binary).args(args);
     command
         .env_remove("LOOPCHECK_RUN_DIR")
@@ -527,8 +537,14 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     }
     const NOBODY: u32 = 65534;
     let fixture = Fixture::new("isolate_nobody");
-    let binary = built_binary(&fixture, "fixed_a");
-    let check = wrapped_as(NOBODY, Path::new("--check"), &[]);
+    let public = tempfile::Builder::new()
+        .prefix("isolate-nobody")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    std::fs::set_permissions(public.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let binary = public_copy(public.path(), &built_binary(&fixture, "fixed_a"));
+    let exe = public_copy(public.path(), Path::new(env!("CARGO_BIN_EXE_cargo-loopcheck")));
+    let check = wrapped_as(&exe, NOBODY, Path::new("--check"), &[]);
     let answer: Value = serde_json::from_slice(&check.stdout).unwrap_or_default();
     if code(&check) != ExitCode::OK {
         // Where this user may not create user namespaces, the check must say why, in a line.
@@ -546,7 +562,7 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
         answer["available"].as_str().unwrap().contains("user namespace"),
         "{answer}"
     );
-    let isolated = wrapped_as(NOBODY, &binary, &["--exact", "binds_the_fixed_port"]);
+    let isolated = wrapped_as(&exe, NOBODY, &binary, &["--exact", "binds_the_fixed_port"]);
     assert_eq!(
         code(&isolated),
         0,
@@ -563,7 +579,7 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
 
     // A namespace kept for the run, as `cargo loopcheck test --isolate` keeps them: the
     // same user joins it (its user namespace, then its network namespace).
-    let mut holder = wrapper_as(NOBODY, Path::new("--hold"), &[]);
+    let mut holder = wrapper_as(&exe, NOBODY, Path::new("--hold"), &[]);
     let mut holder = holder
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -577,7 +593,12 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     .unwrap();
     assert!(ready.contains("\"available\""), "{ready}");
     let kept = std::fs::read_link(format!("/proc/{}/ns/net", holder.id())).unwrap();
-    let mut joined = wrapper_as(NOBODY, Path::new("sh"), &["-c", "readlink /proc/self/ns/net"]);
+    let mut joined = wrapper_as(
+        &exe,
+        NOBODY,
+        Path::new("sh"),
+        &["-c", "readlink /proc/self/ns/net"],
+    );
     joined.env("LOOPCHECK_ISOLATE", format!("{{\"pool\":[{}]}}", holder.id()));
     let joined = run_bounded(joined, Duration::from_secs(60));
     assert_eq!(
