@@ -470,6 +470,40 @@ fn a_runner_the_user_configured_still_runs_the_tests() {
             );
         }
     }
+
+    // The same runner given in the environment, as `CARGO_TARGET_<TRIPLE>_RUNNER`.
+    std::fs::remove_file(fixture.dir.path().join(".cargo/config.toml")).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let rustc = Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("a host");
+    let var = format!(
+        "CARGO_TARGET_{}_RUNNER",
+        host.to_uppercase().replace(['-', '.'], "_")
+    );
+    let output = fixture.loopcheck_with(
+        &[
+            "test",
+            "--format",
+            "json",
+            "--cargo-test",
+            "--isolate",
+            "--",
+            "--test",
+            "fixed_a",
+        ],
+        |command| {
+            command.env(&var, &script);
+        },
+    );
+    assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("fixed_a-")
+    );
 }
 
 /// The test binary `fixed_a` of the fixture, built.
