@@ -228,7 +228,7 @@ fn test_threads(args: &[OsString]) -> usize {
     let mut given = None;
     while let Some(arg) = args.next() {
         let value = match arg.as_ref() {
-            "-j" | "--test-threads" | "--jobs" => args.next().map(|v| v.into_owned()),
+            "-j" | "--test-threads" => args.next().map(|v| v.into_owned()),
             other => other
                 .strip_prefix("--test-threads=")
                 .or_else(|| other.strip_prefix("-j"))
@@ -266,5 +266,24 @@ pub fn run_hidden(check: bool, hold: bool, command: &[OsString]) -> u8 {
         }
         let _ = (check, hold);
         crate::ExitCode::COULD_NOT_RUN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_threads_are_read_from_the_arguments() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(test_threads(&args(&["-j", "5"])), 5);
+        assert_eq!(test_threads(&args(&["--test-threads=3", "-p", "x"])), 3);
+        assert_eq!(test_threads(&args(&["-j7"])), 7);
+        // After `--`, arguments are the test binaries'.
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        if std::env::var_os("NEXTEST_TEST_THREADS").is_none() {
+            assert_eq!(test_threads(&args(&["--", "-j", "9"])), cpus);
+            assert_eq!(test_threads(&args(&["-j", "num-cpus"])), cpus);
+        }
     }
 }
