@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo bench -p cargo-loopcheck --bench test_command            # 15 rounds, 50 tests a binary
 //! BENCH_ROUNDS=31 BENCH_TESTS=200 cargo bench -p cargo-loopcheck --bench test_command
+//! BENCH_ISOLATE=1 cargo bench -p cargo-loopcheck --bench test_command   # --isolate vs without,
+//!                                     # and nextest with `env` as target runner vs without
 //! ```
 //!
 //! The suite: 4 test binaries of 50 tests each (`BENCH_TESTS`), every test a loopback round trip (two binaries
@@ -50,19 +52,43 @@ fn main() {
             .arg(&manifest);
         command
     };
-    let mut pairs = vec![("cargo test", bare(&["test"]), wrapped("--cargo-test"))];
+    // With BENCH_ISOLATE, the baseline is `cargo loopcheck test` and the other `--isolate`.
+    let isolate = std::env::var_os("BENCH_ISOLATE").is_some();
+    let pair = |flag: &str, runner: &[&str]| {
+        if isolate {
+            let mut isolated = wrapped(flag);
+            isolated.arg("--isolate=require");
+            (wrapped(flag), isolated)
+        } else {
+            (bare(runner), wrapped(flag))
+        }
+    };
+    let (base, other) = pair("--cargo-test", &["test"]);
+    let mut pairs = vec![("cargo test", base, other)];
     if nextest {
-        pairs.push((
-            "cargo nextest run",
-            bare(&["nextest", "run"]),
-            wrapped("--nextest"),
-        ));
+        let (base, other) = pair("--nextest", &["nextest", "run"]);
+        pairs.push(("cargo nextest run", base, other));
+        // The floor of any target runner: `env`, which only execs the test, against none.
+        if isolate && let Some(var) = host_runner_var() {
+            let mut floor = bare(&["nextest", "run"]);
+            floor.env(var, "/usr/bin/env");
+            pairs.push((
+                "cargo nextest run, bare vs `env` as target runner",
+                bare(&["nextest", "run"]),
+                floor,
+            ));
+        }
     } else {
         eprintln!("cargo-nextest is not installed: the nextest pair is skipped");
     }
 
+    let (base_name, other_name) = if isolate {
+        ("`cargo loopcheck test`", "`--isolate`")
+    } else {
+        ("bare", "`cargo loopcheck test`")
+    };
     println!(
-        "| runner | bare median | `cargo loopcheck test` median | ratio of medians | median of paired ratios |"
+        "| runner | {base_name} median | {other_name} median | ratio of medians | median of paired ratios |"
     );
     println!("|---|---:|---:|---:|---:|");
     for (name, mut bare, mut wrapped) in pairs {
@@ -101,6 +127,18 @@ fn main() {
             ratios[ratios.len() / 2]
         );
     }
+}
+
+/// `CARGO_TARGET_<HOST>_RUNNER`, from `rustc -vV`.
+fn host_runner_var() -> Option<String> {
+    let output = Command::new("rustc").arg("-vV").output().ok()?;
+    let host = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))?;
+    Some(format!(
+        "CARGO_TARGET_{}_RUNNER",
+        host.to_uppercase().replace(['-', '.'], "_")
+    ))
 }
 
 fn time(command: &mut Command) -> (Duration, bool) {

@@ -74,6 +74,9 @@ pub enum Command {
     Lease(LeaseArgs),
     /// Print a shell completion script for `cargo loopcheck` to stdout.
     Completions(CompletionsArgs),
+    /// The target runner of `test --isolate`: runs one test binary in a network namespace.
+    #[command(name = "__isolate", hide = true)]
+    Isolate(HiddenIsolateArgs),
 }
 
 /// `cargo loopcheck lease`.
@@ -96,7 +99,7 @@ pub struct LeaseArgs {
 /// `cargo loopcheck test`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo loopcheck test\n  cargo loopcheck test --junit junit.xml -- -p server --features tls\n  cargo loopcheck test --concurrent 2 --repeat 5\n  cargo loopcheck test --nextest -- --partition count:1/3"
+    after_help = "Examples:\n  cargo loopcheck test\n  cargo loopcheck test --junit junit.xml -- -p server --features tls\n  cargo loopcheck test --concurrent 2 --repeat 5\n  cargo loopcheck test --nextest -- --partition count:1/3\n  cargo loopcheck test --isolate --isolate-allow 5432"
 )]
 pub struct TestArgs {
     /// Run the tests with `cargo nextest run` [default when cargo-nextest is installed].
@@ -121,10 +124,55 @@ pub struct TestArgs {
     /// Also write the results as JUnit XML to FILE, diagnoses included.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Network isolation of the tests.
+    #[command(flatten)]
+    pub isolate: IsolateArgs,
     /// Arguments for the runner, after `--`: filters, `-p`, `--features`, nextest's
     /// `--partition`; after a second `--`, the test binaries' own.
     #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
     pub args: Vec<std::ffi::OsString>,
+}
+
+/// The `--isolate` flags of `cargo loopcheck test`.
+#[derive(Debug, Args)]
+pub struct IsolateArgs {
+    /// Run each test process in a private network namespace with its own loopback (Linux), so
+    /// that fixed ports collide with nothing; `--isolate=require` fails (exit 3) instead of
+    /// running without isolation where it is unavailable.
+    #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "available")]
+    pub isolate: Option<Isolation>,
+    /// With --isolate: `127.0.0.1:PORT` and `[::1]:PORT` inside reach the host's service on PORT
+    /// (repeatable).
+    #[arg(long, value_name = "PORT", requires = "isolate", value_parser = clap::value_parser!(u16).range(1..))]
+    pub isolate_allow: Vec<u16>,
+    /// With --isolate: tests whose name, or `binary::name`, contains PATTERN run without
+    /// isolation (repeatable).
+    #[arg(long, value_name = "PATTERN", requires = "isolate")]
+    pub isolate_exclude: Vec<String>,
+}
+
+/// When `--isolate` insists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// Isolate where possible, else run without isolation and warn (plain `--isolate`).
+    #[value(hide = true)]
+    Available,
+    /// Isolate, or fail with exit code 3.
+    Require,
+}
+
+/// The hidden `__isolate` subcommand.
+#[derive(Debug, Args)]
+pub struct HiddenIsolateArgs {
+    /// Only check whether isolation works here.
+    #[arg(long)]
+    pub check: bool,
+    /// Enter namespaces and keep them, for the run's tests to join, until stdin closes.
+    #[arg(long)]
+    pub hold: bool,
+    /// The test binary and its arguments, as cargo or nextest pass them to a target runner.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `cargo loopcheck reap`.

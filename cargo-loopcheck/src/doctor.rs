@@ -99,7 +99,27 @@ pub fn checks() -> Vec<Check> {
         registry(),
         open_files(),
         nextest(),
+        isolation(),
     ]
+}
+
+/// Whether `cargo loopcheck test --isolate` can isolate here, and why not.
+fn isolation() -> Check {
+    match crate::isolate::available() {
+        Ok(how) => Check::new(
+            "isolation",
+            Status::Ok,
+            format!("test --isolate runs each test in a network namespace of its own, {how}"),
+        ),
+        Err(unavailable) => Check {
+            fix: Some(unavailable.fix),
+            ..Check::new(
+                "isolation",
+                Status::Warning,
+                format!("test --isolate is unavailable: {}", unavailable.why),
+            )
+        },
+    }
 }
 
 fn loopback() -> Check {

@@ -96,6 +96,9 @@ pub enum Error {
         /// How many tests the report covers.
         finished: usize,
     },
+    /// `--isolate=require`, and network isolation is unavailable here.
+    #[error(transparent)]
+    Isolation(crate::isolate::Unavailable),
 
     /// A file or directory of the run could not be created, written or read.
     #[error("cannot {action} `{}`", path.display())]

@@ -11,7 +11,7 @@ use cargo_metadata::TargetKind;
 use loopcheck::diagnose::{Diagnoser, process_ref, symptom};
 use loopcheck::report::{Code, Diagnosis, Finding};
 use loopcheck::scan::{self, RunProcess, ScanOptions};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::libtest::{BinaryLine, CRASHED};
 use super::model::{Execution, Status};
@@ -407,8 +407,8 @@ pub(crate) fn mentioned_addrs(text: &str) -> Vec<SocketAddr> {
     found
 }
 
-/// One `#[loopback_test]`'s record in the run directory.
-#[derive(Debug, Deserialize)]
+/// One test's record in the run directory: a `#[loopback_test]`'s, or `--isolate`'s wrapper's.
+#[derive(Debug, Deserialize, Serialize)]
 pub(crate) struct Record {
     pub(crate) name: String,
     #[serde(default)]

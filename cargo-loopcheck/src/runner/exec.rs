@@ -35,6 +35,8 @@ pub(crate) struct Invocation {
     pub(crate) color: bool,
     /// The user's arguments, passed through.
     pub(crate) args: Vec<OsString>,
+    /// Variables for the runner: `--isolate`'s target runner.
+    pub(crate) env: Vec<(OsString, OsString)>,
 }
 
 impl Invocation {
@@ -79,6 +81,7 @@ impl Invocation {
             command.env("CARGO_TERM_QUIET", "false");
         }
         command.env_remove(TEST_VAR).env_remove(RUN_DIR_VAR);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         // Inside a nextest test (this tool's own suite, or a user's) the outer run's variables
         // would make the inner one believe each test has its own process.
         if std::env::var_os("NEXTEST_RUN_ID").is_some() {
@@ -263,6 +266,7 @@ mod tests {
             manifest_path: None,
             color: false,
             args: args.iter().map(OsString::from).collect(),
+            env: Vec::new(),
         }
     }
 

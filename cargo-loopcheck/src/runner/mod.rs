@@ -39,6 +39,8 @@ use crate::term::{Format, Term};
 use crate::workspace::Workspace;
 use crate::zombies;
 use blame::{Blamer, Targets};
+#[cfg(target_os = "linux")]
+pub(crate) use blame::{Record, failure_message, mentioned_addrs};
 use exec::Invocation;
 
 /// How long a zombie gets after SIGTERM before SIGKILL, with `--reap`.
@@ -53,6 +55,14 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         .format
         .expect_one_of("test", &[Format::Human, Format::Json, Format::Github])?;
     let runner = choose_runner(args)?;
+    // Kept to the end of the run: it holds the run's namespaces.
+    let isolation = crate::isolate::plan(
+        common,
+        &args.isolate,
+        &args.args,
+        runner == RunnerKind::Nextest,
+        args.concurrent,
+    )?;
     // From here on, SIGTERM and SIGINT stop the runner and leave a report.
     signals::install();
     let invocation = Invocation {
@@ -61,6 +71,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         manifest_path: common.manifest_path.clone(),
         color: term.colors(),
         args: args.args.clone(),
+        env: isolation.as_ref().map(|i| i.env.clone()).unwrap_or_default(),
     };
     let run_id = new_run_id();
     // Absolute: the tests and nextest resolve it from directories of their own.
@@ -292,6 +303,15 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     } else {
         ExitCode::OK
     })
+}
+
+/// The failed tests in one test binary's libtest output (read by `--isolate`'s wrapper).
+#[cfg(target_os = "linux")]
+pub(crate) fn failed_in_libtest(output: &str) -> Vec<Execution> {
+    libtest::parse(output, &|_| String::new())
+        .into_iter()
+        .filter(|e| e.status == Status::Failed)
+        .collect()
 }
 
 /// nextest when asked for, or when installed and cargo test was not asked for.
