@@ -946,6 +946,9 @@ pub fn process_ref(process: &ProcessInfo, role: &str) -> ProcessRef {
         exe: process.exe.clone(),
         test: process.loopcheck_test.clone(),
         role: role.to_owned(),
+        binary: None,
+        first_seen: None,
+        last_seen: None,
     }
 }
 

@@ -14,7 +14,8 @@ use loopcheck::scan::{self, RunProcess, ScanOptions};
 use serde::Deserialize;
 
 use super::libtest::{BinaryLine, CRASHED};
-use super::model::{Execution, Status};
+use super::model::{Execution, RunnerKind, Status};
+use super::timeline::{Owner, Subject, Timeline, holders};
 use crate::lint::PortUse;
 use crate::workspace::Workspace;
 
@@ -72,6 +73,20 @@ impl Targets {
 
     pub(crate) fn by_id(&self, id: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.id == id)
+    }
+
+    /// The id of the test binary a timeline owner is or was started by.
+    fn binary_of(&self, owner: &Owner) -> Option<String> {
+        if let Some(id) = &owner.binary_id {
+            return Some(id.clone());
+        }
+        let exe = owner.test_exe.as_deref()?.to_string_lossy().into_owned();
+        let line = BinaryLine {
+            source: String::new(),
+            exe: Some(exe.trim_end_matches(" (deleted)").to_owned()),
+            doctests: false,
+        };
+        Some(self.id_of(&line))
     }
 
     /// The id of the binary cargo announced with `line`: the target whose crate name is the
@@ -132,10 +147,19 @@ pub(crate) struct Blamer<'a> {
     seen: HashMap<(io::ErrorKind, SocketAddr), Option<Diagnosis>>,
     /// How many copies of the suite ran at once.
     concurrent: u32,
+    /// What the sampler saw during the round.
+    timeline: &'a Timeline,
+    runner: RunnerKind,
 }
 
 impl<'a> Blamer<'a> {
-    pub(crate) fn new(workspace: &'a Workspace, targets: &'a Targets, concurrent: u32) -> Self {
+    pub(crate) fn new(
+        workspace: &'a Workspace,
+        targets: &'a Targets,
+        concurrent: u32,
+        timeline: &'a Timeline,
+        runner: RunnerKind,
+    ) -> Self {
         Blamer {
             workspace,
             targets,
@@ -144,6 +168,8 @@ impl<'a> Blamer<'a> {
             findings: None,
             seen: HashMap::new(),
             concurrent,
+            timeline,
+            runner,
         }
     }
 
@@ -151,7 +177,12 @@ impl<'a> Blamer<'a> {
     /// and it has no diagnosis from its own harness, diagnoses the addresses that error
     /// concerns: the ones written in the message, else the ports the test's code hard-codes
     /// (the bound ones for "address in use", the others for a failed connection).
-    pub(crate) fn explain(&mut self, execution: &mut Execution) {
+    ///
+    /// The socket timeline of the round comes first: a holder it saw on those ports while the
+    /// test ran (in the copy `run_dir`) is named even when it has exited since. It also
+    /// explains a failure that names no socket error, when another test served the port the
+    /// test reaches.
+    pub(crate) fn explain(&mut self, execution: &mut Execution, run_dir: &Path) {
         if !matches!(execution.status, Status::Failed | Status::Flaky) || execution.name == CRASHED {
             return;
         }
@@ -162,10 +193,16 @@ impl<'a> Blamer<'a> {
         // The message, not the captured logs: a log line about a timeout or a refused
         // connection says nothing about why the test failed.
         let message = failure_message(&execution.output);
-        let Some(kind) = symptom(&message).filter(|kind| BLAMED.contains(kind)) else {
+        let kind = symptom(&message).filter(|kind| BLAMED.contains(kind));
+        let mentioned = mentioned_addrs(&message);
+        let from_timeline = self.from_timeline(execution, run_dir, kind, &mentioned, &uses);
+        if !from_timeline.is_empty() {
+            execution.diagnoses = from_timeline;
+            return;
+        }
+        let Some(kind) = kind else {
             return;
         };
-        let mentioned = mentioned_addrs(&message);
         let addrs: Vec<SocketAddr> = if !mentioned.is_empty() {
             mentioned
         } else {
@@ -207,6 +244,71 @@ impl<'a> Blamer<'a> {
             diagnoses.push(self.freed(execution, &uses, addr));
         }
         execution.diagnoses = diagnoses;
+    }
+
+    /// The holders the timeline saw on the test's ports while it ran.
+    fn from_timeline(
+        &mut self,
+        execution: &Execution,
+        run_dir: &Path,
+        kind: Option<io::ErrorKind>,
+        mentioned: &[SocketAddr],
+        uses: &[PortUse],
+    ) -> Vec<Diagnosis> {
+        if self.timeline.missing.is_some() {
+            return Vec::new();
+        }
+        // A refused connection is the post-run scan's to explain.
+        if kind == Some(io::ErrorKind::ConnectionRefused) {
+            return Vec::new();
+        }
+        let binding = kind == Some(io::ErrorKind::AddrInUse);
+        // Its own code's ports first (bound ones for a failed bind), then its file's.
+        let mut ports: Vec<u16> = uses.iter().filter(|u| u.bind == binding).map(|u| u.port).collect();
+        ports.extend(uses.iter().map(|u| u.port));
+        if kind.is_some() {
+            let file = execution.file.clone();
+            ports.extend(
+                self.findings()
+                    .iter()
+                    .filter(|f| f.code == Code::HardCodedPort && f.file == file)
+                    .filter_map(|f| f.port),
+            );
+        }
+        let mut unique = Vec::new();
+        for port in ports {
+            if !unique.contains(&port) {
+                unique.push(port);
+            }
+        }
+        if kind.is_none() && unique.is_empty() {
+            return Vec::new();
+        }
+        let crate_name = (self.runner == RunnerKind::CargoTest)
+            .then(|| self.targets.by_id(&execution.binary).map(|t| t.crate_name.as_str()))
+            .flatten();
+        let subject = Subject {
+            run_dir,
+            binary: &execution.binary,
+            name: &execution.name,
+            crate_name,
+        };
+        let question = holders::Question {
+            kind,
+            mentioned,
+            ports: &unique,
+        };
+        let targets = self.targets;
+        let mut found = holders::explain(self.timeline, &subject, &question, &|o| targets.binary_of(o));
+        for d in &mut found {
+            if d.code == Code::PortInUse
+                && kind == Some(io::ErrorKind::AddrInUse)
+                && let Some(addr) = d.addr
+            {
+                note_time_wait(d, addr.port());
+            }
+        }
+        found
     }
 
     /// [`Diagnoser::explain_afterwards`], once per round for each error and address: a hundred
@@ -292,6 +394,27 @@ impl<'a> Blamer<'a> {
             let config = crate::lint::config(workspace).unwrap_or_default();
             crate::lint::lint_workspace(workspace, &config).0
         })
+    }
+}
+
+/// Adds how many connections on `port` are in TIME_WAIT: the trace of a server that closed
+/// moments ago, which is no cause by itself (std and tokio set `SO_REUSEADDR` on Unix).
+fn note_time_wait(d: &mut Diagnosis, port: u16) {
+    let options = ScanOptions {
+        tcp: true,
+        ports: Some(vec![port]),
+        ..ScanOptions::default()
+    };
+    let count = scan::scan_with(&options).map_or(0, |t| {
+        t.sockets
+            .iter()
+            .filter(|s| s.state == scan::SocketState::TimeWait)
+            .count()
+    });
+    if count > 0 {
+        d.evidence.push(format!(
+            "{count} connection(s) on port {port} are in TIME_WAIT: a server on it closed moments ago. That is no cause by itself: std's and tokio's binds set SO_REUSEADDR on Unix, so only a socket holding the port could fail this bind"
+        ));
     }
 }
 

@@ -22,6 +22,7 @@ mod junit;
 mod libtest;
 mod model;
 mod output;
+mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -116,6 +117,8 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 source,
             })?;
         }
+        // The socket timeline of the round: who held which port while the tests ran.
+        let sampler = timeline::Sampler::start();
         let (results, fresh) = std::thread::scope(|scope| {
             let handles: Vec<_> = copies
                 .iter()
@@ -131,6 +134,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 .collect();
             (results, fresh)
         });
+        let round_timeline = sampler.stop();
         if let Some(fresh) = fresh {
             prepared = Some(fresh?);
         }
@@ -138,7 +142,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             unreachable!("the workspace is read during the first round")
         };
         // Holders of a failure's port are looked for while the round's leftovers live.
-        let mut blamer = Blamer::new(workspace, targets, args.concurrent);
+        let mut blamer = Blamer::new(workspace, targets, args.concurrent, &round_timeline, runner);
         for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
             let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
             let mut round_executions = match read {
@@ -164,7 +168,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 }
             }
             for execution in &mut round_executions {
-                blamer.explain(execution);
+                blamer.explain(execution, dir);
             }
             if !single {
                 let copy = u32::try_from(copy).unwrap_or(u32::MAX);

@@ -1,0 +1,207 @@
+//! The pieces of a socket sampler (Linux): a listener dump on a kept netlink socket, owner
+//! search that starts with chosen processes, and a process tree walk. `cargo loopcheck test`
+//! builds its socket timeline from these, every few milliseconds while a suite runs.
+
+use std::collections::HashMap;
+
+use super::process::{ProcessReader, find_env, parse_decimal};
+use super::procfs::ProcFs;
+use super::sock_diag::{Dumper, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
+use super::{ProcessInfo, Protocol, ScanError, SocketEntry};
+
+/// What every sample asks the kernel: listening TCP and unconnected (bound) UDP sockets, over
+/// IPv4 and IPv6. Connected sockets and `TIME_WAIT` are filtered out by the kernel.
+const LISTENERS: [Query; 4] = [
+    Query {
+        protocol: Protocol::Tcp,
+        ipv6: false,
+        states: TCP_LISTEN_BIT,
+    },
+    Query {
+        protocol: Protocol::Tcp,
+        ipv6: true,
+        states: TCP_LISTEN_BIT,
+    },
+    Query {
+        protocol: Protocol::Udp,
+        ipv6: false,
+        states: UDP_UNCONNECTED_BIT,
+    },
+    Query {
+        protocol: Protocol::Udp,
+        ipv6: true,
+        states: UDP_UNCONNECTED_BIT,
+    },
+];
+
+/// A kept `/proc` handle and netlink socket for sampling the host's listeners again and again.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let port = listener.local_addr()?.port();
+/// let mut watch = loopcheck::scan::Watch::open()?;
+/// let mut sockets = Vec::new();
+/// watch.listeners(&mut sockets)?;
+/// let mine = sockets.iter().find(|s| s.local.port() == port).expect("listed");
+/// let owners = watch.owners(&[mine.inode.unwrap()], &[std::process::id()], false);
+/// assert_eq!(owners[&mine.inode.unwrap()], [std::process::id()]);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Watch {
+    proc: ProcFs,
+    dumper: Dumper,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    /// Opens `/proc` and a netlink `sock_diag` socket.
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::SockDiag`] when netlink is refused, [`ScanError::Read`] when `/proc` is
+    /// missing.
+    pub fn open() -> Result<Watch, ScanError> {
+        let proc = ProcFs::open().map_err(|source| ScanError::Read {
+            path: "/proc".into(),
+            source,
+        })?;
+        Ok(Watch {
+            proc,
+            dumper: Dumper::open().map_err(ScanError::SockDiag)?,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Appends the host's listening TCP and unconnected UDP sockets to `out`, without owners.
+    /// [`SocketEntry::recv_queue`] of a TCP listener is its accept queue (connections
+    /// waiting for `accept()`), [`SocketEntry::send_queue`] its backlog.
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::SockDiag`] when the dump fails.
+    pub fn listeners(&mut self, out: &mut Vec<SocketEntry>) -> Result<(), ScanError> {
+        self.dumper
+            .dump(&LISTENERS, out)
+            .map(drop)
+            .map_err(ScanError::SockDiag)
+    }
+
+    /// The holders of the sockets `inodes`, looked for in the processes `first`, then, with
+    /// `full`, through all of `/proc`. An inode nobody was seen holding maps to an empty list.
+    pub fn owners(&self, inodes: &[u64], first: &[u32], full: bool) -> HashMap<u64, Vec<u32>> {
+        super::owners::find(&self.proc, inodes.iter().copied(), first, full).pids
+    }
+
+    /// The descendants of `pid` (children, their children, ...), parents before children, read
+    /// from `/proc/PID/task/TID/children`. At most `max` are returned.
+    pub fn descendants(&mut self, pid: u32, max: usize) -> Vec<u32> {
+        let mut found = Vec::new();
+        let mut next = 0;
+        let mut parent = pid;
+        loop {
+            self.children(parent, &mut found, max);
+            if next >= found.len() || found.len() >= max {
+                break;
+            }
+            parent = found[next];
+            next += 1;
+        }
+        found.truncate(max);
+        found
+    }
+
+    fn children(&mut self, pid: u32, out: &mut Vec<u32>, max: usize) {
+        let Ok(mut tasks) = self.proc.open_dir(pid, c"task") else {
+            return;
+        };
+        let mut tids = Vec::new();
+        while let Some(name) = tasks.next_name() {
+            if let Some(tid) = parse_decimal(name.to_bytes()) {
+                tids.push(tid);
+            }
+        }
+        for tid in tids {
+            let Ok(name) = std::ffi::CString::new(format!("task/{tid}/children")) else {
+                continue;
+            };
+            if self.proc.read(pid, &name, &mut self.buf).is_err() {
+                continue;
+            }
+            for child in self.buf.split(|b| b.is_ascii_whitespace()) {
+                if out.len() >= max {
+                    return;
+                }
+                if let Some(child) = parse_decimal(child).and_then(|c| u32::try_from(c).ok()) {
+                    out.push(child);
+                }
+            }
+        }
+    }
+
+    /// Reads process `pid`; `None` when it is gone.
+    pub fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
+        ProcessReader::new(&self.proc).read(pid)
+    }
+
+    /// The values of the environment variables `keys` of process `pid`, in order; all `None`
+    /// when its environment is unreadable (another user's process, or gone).
+    pub fn environment(&mut self, pid: u32, keys: &[&str]) -> Vec<Option<String>> {
+        if self.proc.read(pid, c"environ", &mut self.buf).is_err() {
+            return vec![None; keys.len()];
+        }
+        keys.iter()
+            .map(|key| find_env(&self.buf, key.as_bytes()))
+            .collect()
+    }
+
+    /// The start time of process `pid` in clock ticks after boot: with the pid, it tells a
+    /// process from a later one that reuses its pid. `None` when it is gone.
+    pub fn start_time(&mut self, pid: u32) -> Option<u64> {
+        self.proc.read(pid, c"stat", &mut self.buf).ok()?;
+        super::process::parse_stat(&self.buf)?.start_time
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_a_child_and_its_listener() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let mut watch = Watch::open().unwrap();
+        let found = watch.descendants(std::process::id(), 64);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(watch.descendants(std::process::id(), 0).is_empty());
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut sockets = Vec::new();
+        watch.listeners(&mut sockets).unwrap();
+        let entry = sockets
+            .iter()
+            .find(|s| s.local.port() == port && s.protocol == Protocol::Tcp)
+            .expect("our listener is listed");
+        let inode = entry.inode.unwrap();
+        let owners = watch.owners(&[inode], &[], true);
+        assert_eq!(owners[&inode], [std::process::id()]);
+        let me = std::process::id();
+        assert!(watch.start_time(me).is_some());
+        let path = watch.environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"]);
+        assert_eq!(path[0], std::env::var("PATH").ok());
+        assert_eq!(path[1], None);
+    }
+}
