@@ -39,9 +39,10 @@ impl Drop for DevServer {
 impl Fixture {
     fn new(package: &str) -> Fixture {
         let lease = || loopcheck::reserve_port().expect("lease a port");
-        let (upgrade, greet, tls, backend) = (lease(), lease(), lease(), lease());
-        let service = loopcheck::tcp_listener().expect("a listener that never accepts");
-        let service_port = service.local_addr().unwrap().port();
+        let (upgrade, greet, tls, backend, service) = (lease(), lease(), lease(), lease(), lease());
+        let service_port = service.port();
+        let service_listener =
+            TcpListener::bind(("127.0.0.1", service_port)).expect("a listener that never accepts");
         let dir = tempfile::tempdir().expect("temporary directory");
         let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timeline");
         let repository = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -58,7 +59,11 @@ impl Fixture {
             std::fs::write(&path, text.replace(from, to)).unwrap();
         };
         substitute("Cargo.toml", "LOOPCHECK_PATH", &repository.display().to_string());
-        substitute("Cargo.toml", "name = \"timeline\"", &format!("name = \"{package}\""));
+        substitute(
+            "Cargo.toml",
+            "name = \"timeline\"",
+            &format!("name = \"{package}\""),
+        );
         let crate_name = package.replace('-', "_");
         substitute("tests/service.rs", "timeline::", &format!("{crate_name}::"));
         substitute("src/lib.rs", "/*SERVICE_PORT*/ 1", &service_port.to_string());
@@ -69,14 +74,18 @@ impl Fixture {
             substitute(file, "/*GREET_PORT*/ 1", &greet.port().to_string());
         }
         substitute("tests/controls.rs", "/*TLS_PORT*/ 1", &tls.port().to_string());
-        substitute("tests/devserver.rs", "/*BACKEND_PORT*/ 1", &backend.port().to_string());
+        substitute(
+            "tests/devserver.rs",
+            "/*BACKEND_PORT*/ 1",
+            &backend.port().to_string(),
+        );
         let dev_server = DevServer::start(backend.port());
         Fixture {
             dir,
             package: package.to_owned(),
-            service,
+            service: service_listener,
             dev_server,
-            _leases: vec![upgrade, greet, tls, backend],
+            _leases: vec![upgrade, greet, tls, backend, service],
         }
     }
 
@@ -103,7 +112,10 @@ impl DevServer {
     fn start(port: u16) -> Option<DevServer> {
         let port_text = port.to_string();
         let candidates: [(&str, Vec<&str>); 2] = [
-            ("python3", vec!["-m", "http.server", &port_text, "--bind", "127.0.0.1"]),
+            (
+                "python3",
+                vec!["-m", "http.server", &port_text, "--bind", "127.0.0.1"],
+            ),
             ("nc", vec!["-l", "127.0.0.1", &port_text]),
         ];
         for (program, args) in candidates {
@@ -253,7 +265,10 @@ fn check_controls(report: &Value) {
 fn check_dev_server(fixture: &Fixture, report: &Value) {
     let Some(dev) = &fixture.dev_server else { return };
     let backend = test(report, "starts_backend");
-    assert!(matches!(backend["status"].as_str(), Some("failed" | "flaky")), "{backend:#}");
+    assert!(
+        matches!(backend["status"].as_str(), Some("failed" | "flaky")),
+        "{backend:#}"
+    );
     let diagnosis = &backend["diagnoses"][0];
     assert_eq!(diagnosis["code"], "LC001", "{backend:#}");
     assert_eq!(diagnosis["processes"][0]["pid"], dev.child.id(), "{backend:#}");
@@ -286,7 +301,10 @@ fn nextest_names_holders_that_left_before_the_end() {
     assert!(holder["first_seen"].as_f64() <= holder["last_seen"].as_f64());
     let summary = diagnosis["summary"].as_str().unwrap();
     assert!(
-        summary.contains(&format!("was held by test `serves_upgrades` (binary `{package}::upgrade`, pid {}", holder["pid"])),
+        summary.contains(&format!(
+            "was held by test `serves_upgrades` (binary `{package}::upgrade`, pid {}",
+            holder["pid"]
+        )),
         "{summary}"
     );
     assert!(summary.contains("this test failed to bind it"), "{summary}");
@@ -296,7 +314,10 @@ fn nextest_names_holders_that_left_before_the_end() {
     assert_eq!(ping["status"], "failed", "{ping:#}");
     assert_eq!(codes(ping), ["LC001"], "{ping:#}");
     assert!(
-        ping["diagnoses"][0]["summary"].as_str().unwrap().starts_with("port conflict"),
+        ping["diagnoses"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("port conflict"),
         "{ping:#}"
     );
     assert_eq!(ping["diagnoses"][0]["processes"][0]["test"], "greets", "{ping:#}");
@@ -340,7 +361,11 @@ fn concurrent_cargo_test_copies_name_the_other_copy() {
     assert_eq!(serves["status"], "flaky", "one copy bound first: {serves:#}");
     assert_eq!(codes(serves), ["LC001"], "never LC003: {serves:#}");
     let holder = &serves["diagnoses"][0]["processes"][0];
-    assert_eq!(holder["binary"], format!("{}::upgrade", fixture.package), "{serves:#}");
+    assert_eq!(
+        holder["binary"],
+        format!("{}::upgrade", fixture.package),
+        "{serves:#}"
+    );
     assert!(holder["pid"].as_u64().is_some(), "{serves:#}");
     check_dev_server(&fixture, &report);
 }
@@ -348,28 +373,37 @@ fn concurrent_cargo_test_copies_name_the_other_copy() {
 #[test]
 fn probe_waits_for_accept_and_names_a_listener_that_never_accepts() {
     // A real listener with a backlog of one that never calls accept().
-    let listener = loopcheck::tcp_listener().unwrap();
+    let lease = loopcheck::reserve_port().unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", lease.port())).unwrap();
     let addr = listener.local_addr().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
         .args(["loopcheck", "--format", "json", "probe", "--timeout", "300ms"])
         .arg(addr.to_string())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)), "{output:?}");
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(ExitCode::FOUND)),
+        "{output:?}"
+    );
     let diagnosis = json(&output);
     assert_eq!(diagnosis["code"], "LC006", "{diagnosis:#}");
     assert_eq!(diagnosis["processes"][0]["pid"], std::process::id());
 
-    // A server that accepts is answered at once.
-    let accepting = std::thread::spawn(move || {
-        let _ = listener.accept();
+    // A server that accepts is answered at once. (The first connection accepted is the one the
+    // probe above left in the queue.)
+    let output = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..2 {
+                let _ = listener.accept();
+            }
+        });
+        Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
+            .args(["loopcheck", "--format", "json", "probe", "--timeout", "2s"])
+            .arg(addr.to_string())
+            .output()
+            .unwrap()
     });
-    let output = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
-        .args(["loopcheck", "--format", "json", "probe", "--timeout", "2s"])
-        .arg(addr.to_string())
-        .output()
-        .unwrap();
-    accepting.join().unwrap();
     let diagnosis = json(&output);
     assert_eq!(output.status.code(), Some(0), "{diagnosis:#}");
     assert_eq!(diagnosis["code"], "LC001", "{diagnosis:#}");

@@ -25,7 +25,12 @@ pub(crate) struct Owners {
 /// the process in which the last wanted inode was found. If some remain, a second pass visits
 /// the processes that appeared during the first one, which catches sockets handed to a freshly
 /// started process; hidden and closed sockets stay unresolved.
-pub(crate) fn find(proc: &ProcFs, inodes: impl IntoIterator<Item = u64>, first: &[u32], full: bool) -> Owners {
+pub(crate) fn find(
+    proc: &ProcFs,
+    inodes: impl IntoIterator<Item = u64>,
+    first: &[u32],
+    full: bool,
+) -> Owners {
     let pids: HashMap<u64, Vec<u32>> = inodes
         .into_iter()
         .filter(|&i| i != 0)

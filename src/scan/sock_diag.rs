@@ -81,7 +81,13 @@ impl Dumper {
         Ok(notes)
     }
 
-    fn query(&mut self, seq: u32, query: &Query, out: &mut Vec<SocketEntry>, notes: &mut DumpNotes) -> io::Result<()> {
+    fn query(
+        &mut self,
+        seq: u32,
+        query: &Query,
+        out: &mut Vec<SocketEntry>,
+        notes: &mut DumpNotes,
+    ) -> io::Result<()> {
         let (socket, buf) = (&self.socket, &mut self.buf);
         socket.send(&request(seq, query))?;
         let mut finished = false;

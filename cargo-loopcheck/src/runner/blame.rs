@@ -264,7 +264,11 @@ impl<'a> Blamer<'a> {
         }
         let binding = kind == Some(io::ErrorKind::AddrInUse);
         // Its own code's ports first (bound ones for a failed bind), then its file's.
-        let mut ports: Vec<u16> = uses.iter().filter(|u| u.bind == binding).map(|u| u.port).collect();
+        let mut ports: Vec<u16> = uses
+            .iter()
+            .filter(|u| u.bind == binding)
+            .map(|u| u.port)
+            .collect();
         ports.extend(uses.iter().map(|u| u.port));
         if kind.is_some() {
             let file = execution.file.clone();
@@ -285,7 +289,11 @@ impl<'a> Blamer<'a> {
             return Vec::new();
         }
         let crate_name = (self.runner == RunnerKind::CargoTest)
-            .then(|| self.targets.by_id(&execution.binary).map(|t| t.crate_name.as_str()))
+            .then(|| {
+                self.targets
+                    .by_id(&execution.binary)
+                    .map(|t| t.crate_name.as_str())
+            })
             .flatten();
         let subject = Subject {
             run_dir,

@@ -235,7 +235,8 @@ fn diagnose(
     ));
     if let Some(owner) = &held.owner {
         if let Some(attempt) = &owner.attempt {
-            d.evidence.push(format!("the holder is nextest attempt `{attempt}`"));
+            d.evidence
+                .push(format!("the holder is nextest attempt `{attempt}`"));
         }
         d.processes
             .push(owner.process_ref("listener", binary, (held.first, held.last)));
@@ -356,7 +357,10 @@ mod tests {
         };
         let found = explain(&timeline, &subject, &question, &binary_of);
         assert!(
-            found[0].evidence.iter().any(|e| e.ends_with("it is the only candidate")),
+            found[0]
+                .evidence
+                .iter()
+                .any(|e| e.ends_with("it is the only candidate")),
             "{:?}",
             found[0]
         );

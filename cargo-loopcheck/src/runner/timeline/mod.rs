@@ -175,7 +175,12 @@ impl Owner {
     }
 
     /// How a diagnosis names it, with when it held the socket.
-    pub(crate) fn process_ref(&self, role: &str, binary: Option<String>, seen: (Duration, Duration)) -> ProcessRef {
+    pub(crate) fn process_ref(
+        &self,
+        role: &str,
+        binary: Option<String>,
+        seen: (Duration, Duration),
+    ) -> ProcessRef {
         ProcessRef {
             pid: self.pid,
             command: self.command.clone(),
@@ -252,7 +257,9 @@ pub(crate) fn conflicts(bound: IpAddr, wanted: IpAddr) -> bool {
 
 /// Whether a listener on `ip` matters to tests: loopback or wildcard.
 pub(crate) fn watched(ip: IpAddr) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
 }
 
 /// Records a timeline on its own thread from [`Sampler::start`] to [`Sampler::stop`].
@@ -326,14 +333,29 @@ mod tests {
             from: ms(100),
             to: ms(600),
         };
-        assert_eq!(listener(&[(0, 0), (150, 1), (300, 2)]).stuck_during(window), Some(2));
-        assert_eq!(listener(&[(0, 3)]).stuck_during(window), Some(3), "full before, never drained");
-        assert_eq!(listener(&[(0, 0), (150, 1), (160, 0)]).stuck_during(window), None, "accepted");
+        assert_eq!(
+            listener(&[(0, 0), (150, 1), (300, 2)]).stuck_during(window),
+            Some(2)
+        );
+        assert_eq!(
+            listener(&[(0, 3)]).stuck_during(window),
+            Some(3),
+            "full before, never drained"
+        );
+        assert_eq!(
+            listener(&[(0, 0), (150, 1), (160, 0)]).stuck_during(window),
+            None,
+            "accepted"
+        );
         assert_eq!(listener(&[(0, 0)]).stuck_during(window), None, "never queued");
         assert_eq!(listener(&[]).stuck_during(window), None);
         let mut udp = listener(&[(0, 5)]);
         udp.protocol = Protocol::Udp;
-        assert_eq!(udp.stuck_during(window), None, "a UDP receive queue is no accept queue");
+        assert_eq!(
+            udp.stuck_during(window),
+            None,
+            "a UDP receive queue is no accept queue"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ const MAX_DESCENDANTS: usize = 4096;
 /// one matter.
 const MAX_QUEUE_CHANGES: usize = 64;
 
+/// After this many sightings a process is taken to have run `exec` if it was going to.
+const SETTLED: u32 = 3;
+
 /// The environment variables a process is attributed by.
 const KEYS: [&str; 5] = [
     "NEXTEST_TEST_NAME",
@@ -55,9 +58,9 @@ impl Running {
     pub(super) fn stop(self) -> Timeline {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.thread().unpark();
-        self.handle.join().unwrap_or_else(|_| {
-            Timeline::missing("no socket timeline was recorded: its sampler failed")
-        })
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Timeline::missing("no socket timeline was recorded: its sampler failed"))
     }
 }
 
@@ -67,8 +70,8 @@ struct State {
     started: Instant,
     me: u32,
     timeline: Timeline,
-    /// Live descendants by pid (and start time): their lifetime's index.
-    live: HashMap<u32, (Option<u64>, usize)>,
+    /// Live descendants by pid: their lifetime's index and how often they were seen.
+    live: HashMap<u32, (u32, usize)>,
     /// Sockets seen in the last tick, by (protocol, local address, inode): their span's index.
     open: HashMap<(Protocol, SocketAddr, Option<u64>), usize>,
     /// Spans whose owner is not among the descendants, for the next full walk.
@@ -81,9 +84,7 @@ fn sample(stop: &AtomicBool, started: Instant, interval: Duration) -> Timeline {
     let watch = match Watch::open() {
         Ok(watch) => watch,
         Err(error) => {
-            return Timeline::missing(format!(
-                "no socket timeline was recorded: {error}"
-            ));
+            return Timeline::missing(format!("no socket timeline was recorded: {error}"));
         }
     };
     let mut state = State {
@@ -186,12 +187,29 @@ impl State {
         let mut live = HashMap::with_capacity(descendants.len());
         for &pid in &descendants {
             let index = match self.live.get(&pid) {
-                Some(&(start, index)) => Some((start, index)),
-                None => self.first_sight(pid, now, &live),
+                Some(&(seen, index)) => {
+                    // A child seen between its fork and its exec still looks like its parent
+                    // (cargo, nextest): read it again on the next sightings.
+                    if seen < SETTLED
+                        && let Some((owner, _)) = self.owner(pid)
+                    {
+                        let cached = &mut self.timeline.processes[index].owner;
+                        if owner.exe != cached.exe || owner.command != cached.command {
+                            *cached = Owner {
+                                of_run: true,
+                                test_exe: owner.test_exe.clone().or_else(|| cached.test_exe.clone()),
+                                test: owner.test.clone().or_else(|| cached.test.clone()),
+                                ..owner
+                            };
+                        }
+                    }
+                    Some((seen + 1, index))
+                }
+                None => self.first_sight(pid, now, &live).map(|index| (1, index)),
             };
-            if let Some((start, index)) = index {
+            if let Some((seen, index)) = index {
                 self.timeline.processes[index].last = now;
-                live.insert(pid, (start, index));
+                live.insert(pid, (seen, index));
             }
         }
         self.live = live;
@@ -199,17 +217,11 @@ impl State {
     }
 
     /// Reads a newly seen descendant and starts its lifetime.
-    fn first_sight(
-        &mut self,
-        pid: u32,
-        now: Duration,
-        live: &HashMap<u32, (Option<u64>, usize)>,
-    ) -> Option<(Option<u64>, usize)> {
+    fn first_sight(&mut self, pid: u32, now: Duration, live: &HashMap<u32, (u32, usize)>) -> Option<usize> {
         if self.timeline.processes.len() >= MAX_ENTRIES {
             self.timeline.dropped += 1;
             return None;
         }
-        let start = self.watch.start_time(pid);
         let (mut owner, ppid) = self.owner(pid)?;
         owner.of_run = true;
         // A child inherits its test from the process that started it: the environment does
@@ -230,7 +242,7 @@ impl State {
             first: now,
             last: now,
         });
-        Some((start, self.timeline.processes.len() - 1))
+        Some(self.timeline.processes.len() - 1)
     }
 
     /// Who process `pid` is, attributed to its test, and its parent's pid.
@@ -244,11 +256,10 @@ impl State {
             .position(|a| a == "--exact")
             .and_then(|at| process.cmdline.get(at + 1))
             .cloned();
-        let cargo_test_binary = run_dir.is_some()
-            && test_name.is_none()
-            && process.exe.as_deref().is_some_and(is_test_binary);
-        let is_test_process = (test_name.is_some() && exact.as_deref() == test_name.as_deref())
-            || cargo_test_binary;
+        let cargo_test_binary =
+            run_dir.is_some() && test_name.is_none() && process.exe.as_deref().is_some_and(is_test_binary);
+        let is_test_process =
+            (test_name.is_some() && exact.as_deref() == test_name.as_deref()) || cargo_test_binary;
         let test_exe = is_test_process.then(|| process.exe.clone()).flatten();
         let owner = Owner {
             pid,
@@ -256,7 +267,9 @@ impl State {
             exe: process.exe.clone(),
             test_exe,
             user: process.user.clone(),
-            test: test_name.or(exact.filter(|_| binary_id.is_some())).or(loopcheck_test),
+            test: test_name
+                .or(exact.filter(|_| binary_id.is_some()))
+                .or(loopcheck_test),
             binary_id,
             attempt,
             run_dir: run_dir.map(PathBuf::from),
@@ -284,10 +297,19 @@ impl State {
                 .and_then(|pids| pids.first().copied());
             match holder {
                 Some(pid) => {
-                    let owner = match self.live.get(&pid) {
-                        Some(&(_, at)) => Some(self.timeline.processes[at].owner.clone()),
-                        None => self.owner(pid).map(|(mut o, _)| {
+                    let cached = self.live.get(&pid).copied();
+                    let owner = match cached {
+                        Some((seen, at)) if seen >= SETTLED => {
+                            Some(self.timeline.processes[at].owner.clone())
+                        }
+                        // Read afresh: it may have run `exec` since it was first seen.
+                        _ => self.owner(pid).map(|(mut o, _)| {
                             o.of_run = true;
+                            if let Some((_, at)) = cached {
+                                let known = &self.timeline.processes[at].owner;
+                                o.test_exe = o.test_exe.or_else(|| known.test_exe.clone());
+                                o.test = o.test.or_else(|| known.test.clone());
+                            }
                             o
                         }),
                     };
