@@ -195,7 +195,7 @@ impl<'a> Blamer<'a> {
         let message = failure_message(&execution.output);
         let kind = symptom(&message).filter(|kind| BLAMED.contains(kind));
         let mentioned = mentioned_addrs(&message);
-        let from_timeline = self.from_timeline(execution, run_dir, kind, &mentioned, &uses);
+        let from_timeline = self.timeline_holders(execution, run_dir, kind, &mentioned, &uses);
         if !from_timeline.is_empty() {
             execution.diagnoses = from_timeline;
             return;
@@ -247,7 +247,7 @@ impl<'a> Blamer<'a> {
     }
 
     /// The holders the timeline saw on the test's ports while it ran.
-    fn from_timeline(
+    fn timeline_holders(
         &mut self,
         execution: &Execution,
         run_dir: &Path,
