@@ -1,5 +1,7 @@
 //! `cargo loopcheck test` against the bare runner on the same passing suite, paired: each
-//! round runs both, in alternating order, and the ratio of the medians is reported.
+//! round runs the bare runner, `cargo loopcheck test`, and `cargo loopcheck test` without its
+//! socket timeline (`LOOPCHECK_TIMELINE=off`), in a rotating order, and the ratios of the
+//! medians and the medians of the paired ratios are reported.
 //!
 //! ```sh
 //! cargo bench -p cargo-loopcheck --bench test_command            # 15 rounds, 50 tests a binary
@@ -43,30 +45,22 @@ fn main() {
         command.args(runner).arg("--manifest-path").arg(&manifest);
         command
     };
-    let wrapped = |flag: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
-        command
-            .args(["loopcheck", "test", flag, "--manifest-path"])
-            .arg(&manifest);
-        command
-    };
-    let mut pairs = vec![("cargo test", bare(&["test"]), wrapped("--cargo-test"))];
+    let wrapped = |flag: &str| wrapped_command(flag, &manifest);
+    let mut pairs = vec![("cargo test", bare(&["test"]), "--cargo-test")];
     if nextest {
-        pairs.push((
-            "cargo nextest run",
-            bare(&["nextest", "run"]),
-            wrapped("--nextest"),
-        ));
+        pairs.push(("cargo nextest run", bare(&["nextest", "run"]), "--nextest"));
     } else {
         eprintln!("cargo-nextest is not installed: the nextest pair is skipped");
     }
 
     println!(
-        "| runner | bare median | `cargo loopcheck test` median | ratio of medians | median of paired ratios |"
+        "| runner | bare median | `cargo loopcheck test` median | ratio of medians | median of paired ratios | without the timeline (`LOOPCHECK_TIMELINE=off`) | paired ratio, timeline on / off |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (name, mut bare, mut wrapped) in pairs {
-        for command in [&mut bare, &mut wrapped] {
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, mut bare, flag) in pairs {
+        let mut wrapped = wrapped(flag);
+        let mut untimed = wrapped_off(&wrapped_command(flag, &manifest));
+        for command in [&mut bare, &mut wrapped, &mut untimed] {
             command
                 .env("CARGO_TARGET_DIR", &target)
                 .env("CARGO_TERM_COLOR", "never")
@@ -75,32 +69,56 @@ fn main() {
             // Warm-up: the build, and the page cache.
             assert!(time(command).1, "{name}: the suite must pass");
         }
-        let mut bare_times = Vec::new();
-        let mut wrapped_times = Vec::new();
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
         let mut ratios = Vec::new();
+        let mut timeline_ratios = Vec::new();
         for round in 0..rounds {
-            let (b, w) = if round % 2 == 0 {
-                let b = time(&mut bare).0;
-                (b, time(&mut wrapped).0)
-            } else {
-                let w = time(&mut wrapped).0;
-                (time(&mut bare).0, w)
-            };
-            bare_times.push(b);
-            wrapped_times.push(w);
-            ratios.push(w.as_secs_f64() / b.as_secs_f64());
+            // The three commands in a rotating order, so that none always runs first.
+            let mut taken = [Duration::ZERO; 3];
+            for step in 0..3 {
+                let which = (round + step) % 3;
+                let command = match which {
+                    0 => &mut bare,
+                    1 => &mut wrapped,
+                    _ => &mut untimed,
+                };
+                taken[which] = time(command).0;
+            }
+            for (all, t) in times.iter_mut().zip(taken) {
+                all.push(t);
+            }
+            ratios.push(taken[1].as_secs_f64() / taken[0].as_secs_f64());
+            timeline_ratios.push(taken[1].as_secs_f64() / taken[2].as_secs_f64());
         }
-        let b = median(&mut bare_times);
-        let w = median(&mut wrapped_times);
+        let [b, w, u] = times.map(|mut t| median(&mut t));
         ratios.sort_by(f64::total_cmp);
+        timeline_ratios.sort_by(f64::total_cmp);
         println!(
-            "| {name} | {:.0} ms | {:.0} ms | {:.3}x | {:.3}x |",
+            "| {name} | {:.0} ms | {:.0} ms | {:.3}x | {:.3}x | {:.0} ms | {:.3}x |",
             b.as_secs_f64() * 1e3,
             w.as_secs_f64() * 1e3,
             w.as_secs_f64() / b.as_secs_f64(),
-            ratios[ratios.len() / 2]
+            ratios[ratios.len() / 2],
+            u.as_secs_f64() * 1e3,
+            timeline_ratios[timeline_ratios.len() / 2]
         );
     }
+}
+
+/// `cargo loopcheck test FLAG --manifest-path MANIFEST`.
+fn wrapped_command(flag: &str, manifest: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+    command
+        .args(["loopcheck", "test", flag, "--manifest-path"])
+        .arg(manifest);
+    command
+}
+
+/// The same command with the socket timeline turned off.
+fn wrapped_off(command: &Command) -> Command {
+    let mut off = Command::new(command.get_program());
+    off.args(command.get_args()).env("LOOPCHECK_TIMELINE", "off");
+    off
 }
 
 fn time(command: &mut Command) -> (Duration, bool) {

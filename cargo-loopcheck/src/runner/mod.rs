@@ -236,6 +236,24 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     })
 }
 
+/// Runs the socket timeline's sampler every `interval` while `work` runs, and returns the
+/// loopback and wildcard TCP listeners it saw: address, first and last sighting after the
+/// start. For the timeline's catch-rate benchmark; empty where no timeline is recorded.
+#[doc(hidden)]
+pub fn sample_listeners(
+    interval: Duration,
+    work: impl FnOnce(),
+) -> Vec<(std::net::SocketAddr, Duration, Duration)> {
+    let sampler = timeline::Sampler::every(interval);
+    work();
+    let seen = sampler.stop();
+    seen.sockets
+        .iter()
+        .filter(|h| h.protocol == loopcheck::scan::Protocol::Tcp)
+        .map(|h| (h.local, h.first, h.last))
+        .collect()
+}
+
 /// nextest when asked for, or when installed and cargo test was not asked for.
 fn choose_runner(args: &TestArgs) -> Result<RunnerKind> {
     pick_runner(args.nextest, args.cargo_test, || {

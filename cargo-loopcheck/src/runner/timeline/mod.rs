@@ -272,6 +272,11 @@ pub(crate) struct Sampler {
 impl Sampler {
     /// Starts sampling every [`INTERVAL`], unless `LOOPCHECK_TIMELINE=off`.
     pub(crate) fn start() -> Sampler {
+        Sampler::every(INTERVAL)
+    }
+
+    /// Starts sampling every `interval`, unless `LOOPCHECK_TIMELINE=off`.
+    pub(crate) fn every(interval: Duration) -> Sampler {
         if std::env::var_os(SWITCH_VAR).is_some_and(|v| v == "off" || v == "0") {
             return Sampler {
                 #[cfg(target_os = "linux")]
@@ -282,12 +287,13 @@ impl Sampler {
         #[cfg(target_os = "linux")]
         {
             Sampler {
-                inner: Some(sampler::Running::start(INTERVAL)),
+                inner: Some(sampler::Running::start(interval)),
                 off: None,
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let _ = interval;
             Sampler {
                 off: Some(
                     "no socket timeline was recorded: it is recorded on Linux only, so holders that exited before the end of the round are not named".to_owned(),
