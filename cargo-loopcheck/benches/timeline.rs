@@ -30,7 +30,9 @@ fn main() {
     let intervals = [1, 2, 5, 10, 20].map(Duration::from_millis);
     let lifetimes = [10, 50, 200].map(Duration::from_millis);
     println!("{listeners} listeners per cell\n");
-    println!("| interval | caught, 10 ms | caught, 50 ms | caught, 200 ms | sampler CPU (share of one core) |");
+    println!(
+        "| interval | caught, 10 ms | caught, 50 ms | caught, 200 ms | sampler CPU (share of one core) |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     for interval in intervals {

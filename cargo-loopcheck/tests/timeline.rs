@@ -288,6 +288,8 @@ fn nextest_names_holders_that_left_before_the_end() {
     assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)));
     let report = json(&output);
     let package = &fixture.package;
+    assert_eq!(report["timeline"]["recorded"], true, "{:#}", report["timeline"]);
+    assert!(report["timeline"]["samples"].as_u64() > Some(10));
 
     // Two binaries on one fixed port: the one that bound second names the first, gone since.
     let rebind = test(&report, "binds_upgrade_port");
@@ -340,6 +342,46 @@ fn nextest_names_holders_that_left_before_the_end() {
     check_controls(&report);
 }
 
+/// Two copies at once of the two binaries on one port: every failure names a holder by test,
+/// binary and pid, never LC003.
+#[test]
+fn concurrent_nextest_copies_name_the_holder() {
+    if !nextest_installed() {
+        return;
+    }
+    let fixture = Fixture::new("timeline-copies");
+    let output = fixture.run(&[
+        "--nextest",
+        "--concurrent",
+        "2",
+        "--format",
+        "json",
+        "--",
+        "--test",
+        "upgrade",
+        "--test",
+        "rebind",
+    ]);
+    assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)));
+    let report = json(&output);
+    let rebind = test(&report, "binds_upgrade_port");
+    assert!(
+        matches!(rebind["status"].as_str(), Some("failed" | "flaky")),
+        "{rebind:#}"
+    );
+    for name in ["binds_upgrade_port", "serves_upgrades"] {
+        let failed = test(&report, name);
+        if failed["status"] == "passed" {
+            continue;
+        }
+        assert_eq!(codes(failed), ["LC001"], "never LC003: {failed:#}");
+        let holder = &failed["diagnoses"][0]["processes"][0];
+        assert_eq!(holder["test"], "serves_upgrades", "{failed:#}");
+        assert_eq!(holder["binary"], format!("{}::upgrade", fixture.package));
+        assert!(holder["pid"].as_u64().is_some(), "{failed:#}");
+    }
+}
+
 #[test]
 fn concurrent_cargo_test_copies_name_the_other_copy() {
     let fixture = Fixture::new("timeline-cargo");
@@ -367,6 +409,13 @@ fn concurrent_cargo_test_copies_name_the_other_copy() {
         "{serves:#}"
     );
     assert!(holder["pid"].as_u64().is_some(), "{serves:#}");
+    // cargo test runs a binary's tests in one process: the binary's hard-coded port is named.
+    assert!(
+        serves["diagnoses"][0]["evidence"]
+            .to_string()
+            .contains("hard-codes port"),
+        "{serves:#}"
+    );
     check_dev_server(&fixture, &report);
 }
 

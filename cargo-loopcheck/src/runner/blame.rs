@@ -144,7 +144,7 @@ pub(crate) struct Blamer<'a> {
     diagnoser: Diagnoser,
     sources: HashMap<PathBuf, Option<String>>,
     findings: Option<Vec<Finding>>,
-    seen: HashMap<(io::ErrorKind, SocketAddr), Option<Diagnosis>>,
+    seen: HashMap<(io::ErrorKind, SocketAddr, bool), Option<Diagnosis>>,
     /// How many copies of the suite ran at once.
     concurrent: u32,
     /// What the sampler saw during the round.
@@ -222,6 +222,7 @@ impl<'a> Blamer<'a> {
                 .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
                 .collect()
         };
+        self.diagnoser.binder_reuses_address = self.binder_reuses_address(execution);
         let mut diagnoses: Vec<Diagnosis> = Vec::new();
         for &addr in addrs.iter().take(MAX_ADDRESSES) {
             let found = self.afterwards(kind, addr).or_else(|| match (kind, addr.ip()) {
@@ -306,8 +307,30 @@ impl<'a> Blamer<'a> {
             mentioned,
             ports: &unique,
         };
-        let targets = self.targets;
-        let mut found = holders::explain(self.timeline, &subject, &question, &|o| targets.binary_of(o));
+        let (targets, timeline) = (self.targets, self.timeline);
+        let root = self.workspace.root.clone();
+        let findings = self.findings();
+        let places = |binary: &str, port: u16| -> Vec<String> {
+            let Some(file) = targets
+                .by_id(binary)
+                .map(|t| crate::lint::relative_path(&root, &t.src_path))
+            else {
+                return Vec::new();
+            };
+            findings
+                .iter()
+                .filter(|f| {
+                    f.code == Code::HardCodedPort && f.port == Some(port) && f.file.as_deref() == Some(&*file)
+                })
+                .map(|f| format!("{file}:{}", f.line.unwrap_or(0)))
+                .take(3)
+                .collect()
+        };
+        let names = holders::Names {
+            binary_of: &|o| targets.binary_of(o),
+            places: &places,
+        };
+        let mut found = holders::explain(timeline, &subject, &question, &names);
         for d in &mut found {
             if d.code == Code::PortInUse
                 && kind == Some(io::ErrorKind::AddrInUse)
@@ -324,9 +347,33 @@ impl<'a> Blamer<'a> {
     fn afterwards(&mut self, kind: io::ErrorKind, addr: SocketAddr) -> Option<Diagnosis> {
         let diagnoser = &self.diagnoser;
         self.seen
-            .entry((kind, addr))
+            .entry((kind, addr, diagnoser.binder_reuses_address))
             .or_insert_with(|| diagnoser.explain_afterwards(kind, addr))
             .clone()
+    }
+
+    /// Whether the test's binds may be taken to set `SO_REUSEADDR`, as std's and tokio's do on
+    /// Unix: not when its file builds socket2 sockets without `set_reuse_address`, nor when it
+    /// starts child processes (which bind by themselves), and never on Windows. Only then is
+    /// `TIME_WAIT` alone a possible cause (LC003).
+    fn binder_reuses_address(&mut self, execution: &Execution) -> bool {
+        if !cfg!(unix) {
+            return false;
+        }
+        let Some(file) = &execution.file else {
+            return true;
+        };
+        let path = self.workspace.root.join(file);
+        let Some(source) = self
+            .sources
+            .entry(path.clone())
+            .or_insert_with(|| std::fs::read_to_string(&path).ok())
+            .as_deref()
+        else {
+            return true;
+        };
+        let raw_socket = source.contains("socket2") && !source.contains("set_reuse_address");
+        !(raw_socket || source.contains("Command::new"))
     }
 
     /// Sets the test's file and line; returns the hard-coded ports it reaches.

@@ -27,7 +27,7 @@ mod timeline;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use model::{Execution, Flake, RunnerKind, Status, TestReport, TestRun, ZombieReport};
+pub use model::{Execution, Flake, RunnerKind, Status, TestReport, TestRun, TimelineSummary, ZombieReport};
 
 use crate::ExitCode;
 use crate::cli::{Common, TestArgs};
@@ -101,6 +101,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let mut executions = Vec::new();
     let mut unattributed = Vec::new();
     let mut copies_run = 0;
+    let mut timeline_summary = TimelineSummary::default();
     // A round that cannot run ends the hunt, but the rounds before it are still reported.
     let mut stopped: Option<Error> = None;
     'rounds: for round in 0..args.repeat {
@@ -135,6 +136,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             (results, fresh)
         });
         let round_timeline = sampler.stop();
+        round_timeline.add_to(&mut timeline_summary, round == 0);
         if let Some(fresh) = fresh {
             prepared = Some(fresh?);
         }
@@ -206,12 +208,18 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         flaky,
         leaks: unattributed,
         runs: copies_run,
+        timeline: timeline_summary,
     };
 
     match format {
         Format::Json => crate::term::print_json(&report)?,
         Format::Github => output::github(&report)?,
-        _ => output::human(term, &report, &run_root).map_err(Error::Output)?,
+        _ => {
+            output::human(term, &report, &run_root).map_err(Error::Output)?;
+            if let Some(note) = &report.timeline.note {
+                eprintln!("note: {note}");
+            }
+        }
     }
     // Written after the report is out, so a bad path loses nothing else.
     if let Some(path) = &args.junit {

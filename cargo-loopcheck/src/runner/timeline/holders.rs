@@ -36,14 +36,21 @@ struct Candidate<'t> {
     stuck: Option<u32>,
 }
 
+/// How the workspace names what the timeline saw.
+pub(crate) struct Names<'a> {
+    /// The test binary of a holder.
+    pub(crate) binary_of: &'a dyn Fn(&Owner) -> Option<String>,
+    /// Where a test binary's sources hard-code a port (`tests/upgrade.rs:8`).
+    pub(crate) places: &'a dyn Fn(&str, u16) -> Vec<String>,
+}
+
 /// Diagnoses of `subject`'s failure from the timeline: the holders of its ports while it ran.
-/// Empty when the timeline shows nothing that explains it. `binary_of` names a holder's test
-/// binary.
+/// Empty when the timeline shows nothing that explains it.
 pub(crate) fn explain(
     timeline: &Timeline,
     subject: &Subject<'_>,
     question: &Question<'_>,
-    binary_of: &dyn Fn(&Owner) -> Option<String>,
+    names: &Names<'_>,
 ) -> Vec<Diagnosis> {
     if timeline.missing.is_some() {
         return Vec::new();
@@ -155,7 +162,7 @@ pub(crate) fn explain(
         .iter()
         .take(3)
         .map(|candidate| {
-            let mut d = diagnose(candidate, question.kind, seen, binary_of);
+            let mut d = diagnose(candidate, question.kind, seen, names);
             let sure = match (source, count) {
                 (Source::Message, _) => None,
                 (_, 1) => Some("it is the only candidate"),
@@ -183,10 +190,10 @@ fn diagnose(
     candidate: &Candidate<'_>,
     kind: Option<io::ErrorKind>,
     window: Option<Window>,
-    binary_of: &dyn Fn(&Owner) -> Option<String>,
+    names: &Names<'_>,
 ) -> Diagnosis {
     let Candidate { addr, held, stuck } = candidate;
-    let binary = held.owner.as_ref().and_then(binary_of);
+    let binary = held.owner.as_ref().and_then(names.binary_of);
     let who = describe(held.owner.as_ref(), binary.as_deref());
     let when = format!("from {} to {}", seconds(held.first), seconds(held.last));
     let ran = window.map_or_else(
@@ -233,6 +240,18 @@ fn diagnose(
             .map(|o| format!(", held by pid {} `{}`", o.pid, one_line(&o.command)))
             .unwrap_or_else(|| ", owner not found (hidden, or gone before /proc was walked)".to_owned())
     ));
+    // Under cargo test the tests of a binary share its process: name where it hard-codes
+    // the port instead.
+    if let (Some(binary), true) = (&binary, held.owner.as_ref().is_some_and(|o| o.test.is_none())) {
+        let places = (names.places)(binary, addr.port());
+        if !places.is_empty() {
+            d.evidence.push(format!(
+                "binary `{binary}` hard-codes port {} at {}",
+                addr.port(),
+                places.join(", ")
+            ));
+        }
+    }
     if let Some(owner) = &held.owner {
         if let Some(attempt) = &owner.attempt {
             d.evidence
@@ -332,13 +351,18 @@ mod tests {
             crate_name: None,
         };
         let binary_of = |o: &Owner| o.binary_id.clone();
+        let places = |_: &str, _: u16| Vec::new();
+        let names = Names {
+            binary_of: &binary_of,
+            places: &places,
+        };
         let mentioned = ["127.0.0.1:18080".parse().unwrap()];
         let question = Question {
             kind: Some(io::ErrorKind::AddrInUse),
             mentioned: &mentioned,
             ports: &[],
         };
-        let found = explain(&timeline, &subject, &question, &binary_of);
+        let found = explain(&timeline, &subject, &question, &names);
         assert_eq!(found.len(), 1, "{found:?}");
         let d = &found[0];
         assert_eq!(d.code, Code::PortInUse);
@@ -355,12 +379,28 @@ mod tests {
             mentioned: &[],
             ports: &[18080, 9999],
         };
-        let found = explain(&timeline, &subject, &question, &binary_of);
+        let found = explain(&timeline, &subject, &question, &names);
         assert!(
             found[0]
                 .evidence
                 .iter()
                 .any(|e| e.ends_with("it is the only candidate")),
+            "{:?}",
+            found[0]
+        );
+
+        // Two ports of its code held by others: one of two.
+        let mut two = timeline.clone();
+        let mut second = two.sockets[0].clone();
+        second.local = "127.0.0.1:9999".parse().unwrap();
+        two.sockets.push(second);
+        let found = explain(&two, &subject, &question, &names);
+        assert_eq!(found.len(), 2);
+        assert!(
+            found[0]
+                .evidence
+                .iter()
+                .any(|e| e.ends_with("it is one of 2 candidates")),
             "{:?}",
             found[0]
         );
@@ -371,7 +411,7 @@ mod tests {
             mentioned: &[],
             ports: &[18080],
         };
-        let found = explain(&timeline, &subject, &question, &binary_of);
+        let found = explain(&timeline, &subject, &question, &names);
         assert!(found[0].summary.starts_with("port conflict"), "{:?}", found[0]);
 
         // The holder's own test is not blamed on itself.
@@ -380,14 +420,14 @@ mod tests {
             name: "serves",
             ..subject
         };
-        assert!(explain(&timeline, &own, &question, &binary_of).is_empty());
+        assert!(explain(&timeline, &own, &question, &names).is_empty());
         // Nor is a port nobody held.
         let question = Question {
             kind: None,
             mentioned: &[],
             ports: &[9999],
         };
-        assert!(explain(&timeline, &subject, &question, &binary_of).is_empty());
-        assert!(explain(&Timeline::missing("off"), &subject, &question, &binary_of).is_empty());
+        assert!(explain(&timeline, &subject, &question, &names).is_empty());
+        assert!(explain(&Timeline::missing("off"), &subject, &question, &names).is_empty());
     }
 }

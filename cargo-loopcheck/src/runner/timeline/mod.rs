@@ -113,6 +113,25 @@ pub(crate) struct Subject<'a> {
 }
 
 impl Timeline {
+    /// Adds this round's counts to `summary` (which starts as recorded, before any round).
+    pub(crate) fn add_to(&self, summary: &mut super::model::TimelineSummary, first: bool) {
+        summary.recorded = (first || summary.recorded) && self.missing.is_none();
+        summary.interval_ms = summary.interval_ms.max(self.interval.as_millis() as u64);
+        summary.samples += self.samples;
+        summary.sockets += self.sockets.len();
+        summary.processes += self.processes.len();
+        summary.dropped += self.dropped;
+        if summary.note.is_none() {
+            summary.note.clone_from(&self.missing);
+        }
+        if self.dropped > 0 && self.missing.is_none() {
+            summary.note = Some(format!(
+                "the socket timeline kept at most {MAX_ENTRIES} sockets and {MAX_ENTRIES} processes a round and dropped {} more: holders seen after that are not named",
+                summary.dropped
+            ));
+        }
+    }
+
     /// The timeline of a platform or setting that records none.
     pub(crate) fn missing(why: impl Into<String>) -> Timeline {
         Timeline {
