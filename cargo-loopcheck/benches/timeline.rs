@@ -68,6 +68,13 @@ fn main() {
 }
 
 /// The CPU time of this process so far, user and system.
+#[cfg(not(unix))]
+fn cpu_time() -> Duration {
+    Duration::ZERO
+}
+
+/// The CPU time of this process so far, user and system.
+#[cfg(unix)]
 fn cpu_time() -> Duration {
     // SAFETY: `usage` is a valid out-parameter for getrusage.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

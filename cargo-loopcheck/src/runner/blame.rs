@@ -331,6 +331,27 @@ impl<'a> Blamer<'a> {
             places: &places,
         };
         let mut found = holders::explain(timeline, &subject, &question, &names);
+        // A holder still alive that is a leftover of an earlier run is the post-run scan's
+        // to name: it tells a zombie (LC002) and says how to end it.
+        for d in &mut found {
+            let (Some(addr), Some(pid)) = (d.addr, d.holder().map(|p| p.pid)) else {
+                continue;
+            };
+            let zombie = scan::ProcessInfo::read(pid).is_some_and(|p| {
+                matches!(
+                    loopcheck::diagnose::classify(&p),
+                    loopcheck::diagnose::Provenance::Zombie { .. }
+                )
+            });
+            if zombie
+                && let Some(kind) = kind
+                && let Some(now) = self
+                    .afterwards(kind, addr)
+                    .filter(|n| n.code == Code::ZombieListener)
+            {
+                *d = now;
+            }
+        }
         for d in &mut found {
             if d.code == Code::PortInUse
                 && kind == Some(io::ErrorKind::AddrInUse)

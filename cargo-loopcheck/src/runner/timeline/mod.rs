@@ -57,6 +57,10 @@ pub(crate) struct Owner {
 pub(crate) struct Held {
     pub(crate) protocol: Protocol,
     pub(crate) local: SocketAddr,
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(dead_code, reason = "only the Linux sampler keys sockets by inode")
+    )]
     pub(crate) inode: Option<u64>,
     /// `None` when the owner could not be found (hidden, or gone before it was looked for).
     pub(crate) owner: Option<Owner>,
@@ -275,6 +279,13 @@ pub(crate) fn conflicts(bound: IpAddr, wanted: IpAddr) -> bool {
 }
 
 /// Whether a listener on `ip` matters to tests: loopback or wildcard.
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(
+        dead_code,
+        reason = "the sampler is Linux-only; the filter is tested everywhere"
+    )
+)]
 pub(crate) fn watched(ip: IpAddr) -> bool {
     ip.is_loopback()
         || ip.is_unspecified()
