@@ -284,7 +284,17 @@ fn nextest_names_holders_that_left_before_the_end() {
         return;
     }
     let fixture = Fixture::new("timeline-nextest");
-    let output = fixture.run(&["--nextest", "--format", "json", "--", "--test-threads", "4"]);
+    let junit = fixture.dir.path().join("report.xml");
+    let output = fixture.run(&[
+        "--nextest",
+        "--format",
+        "json",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--",
+        "--test-threads",
+        "4",
+    ]);
     assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)));
     let report = json(&output);
     let package = &fixture.package;
@@ -310,6 +320,17 @@ fn nextest_names_holders_that_left_before_the_end() {
         "{summary}"
     );
     assert!(summary.contains("this test failed to bind it"), "{summary}");
+    // JUnit carries the holder too.
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit report");
+    for (key, value) in [
+        ("test", "serves_upgrades".to_owned()),
+        ("pid", holder["pid"].to_string()),
+    ] {
+        assert!(
+            xml.contains(&format!("name=\"loopcheck.diagnosis.0.{key}\" value=\"{value}\"")),
+            "{key}={value} in {xml}"
+        );
+    }
 
     // A client that reached the other test's server fails on what it heard: a port conflict.
     let ping = test(&report, "answers_ping");

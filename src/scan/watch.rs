@@ -53,6 +53,9 @@ pub struct Watch {
     proc: ProcFs,
     dumper: Dumper,
     buf: Vec<u8>,
+    link: Vec<u8>,
+    /// User names by uid, read from `/etc/passwd` once.
+    users: Option<HashMap<u32, String>>,
 }
 
 impl Watch {
@@ -71,6 +74,8 @@ impl Watch {
             proc,
             dumper: Dumper::open().map_err(ScanError::SockDiag)?,
             buf: Vec::with_capacity(4096),
+            link: vec![0; libc::PATH_MAX as usize + 1],
+            users: None,
         })
     }
 
@@ -142,7 +147,32 @@ impl Watch {
 
     /// Reads process `pid`; `None` when it is gone.
     pub fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
-        ProcessReader::new(&self.proc).read(pid)
+        let mut reader = ProcessReader::with_users(&self.proc, self.users.take());
+        let process = reader.read(pid);
+        self.users = reader.into_users();
+        process
+    }
+
+    /// Appends the pids of every process to `out` (one `/proc` directory listing).
+    pub fn pids(&self, out: &mut Vec<u32>) {
+        if let Ok(pids) = self.proc.pids() {
+            out.extend(pids);
+        }
+    }
+
+    /// The parent of process `pid`; `None` when it is gone or has none.
+    pub fn parent(&mut self, pid: u32) -> Option<u32> {
+        self.proc.read(pid, c"stat", &mut self.buf).ok()?;
+        super::process::parse_stat(&self.buf)?.ppid
+    }
+
+    /// The executable of process `pid`, cheaply (one `readlink`): it changes when the process
+    /// runs `exec`.
+    pub fn exe(&mut self, pid: u32) -> Option<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+
+        let path = self.proc.readlink(pid, c"exe", &mut self.link).ok()?;
+        Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path)))
     }
 
     /// The values of the environment variables `keys` of process `pid`, in order; all `None`
@@ -200,6 +230,12 @@ mod tests {
         assert_eq!(owners[&inode], [std::process::id()]);
         let me = std::process::id();
         assert!(watch.start_time(me).is_some());
+        let mut pids = Vec::new();
+        watch.pids(&mut pids);
+        assert!(pids.contains(&me));
+        assert_eq!(watch.parent(me), ProcessInfo::read(me).and_then(|p| p.ppid));
+        assert_eq!(watch.exe(me), std::env::current_exe().ok());
+        assert_eq!(watch.process(me).map(|p| p.pid), Some(me));
         let path = watch.environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"]);
         assert_eq!(path[0], std::env::var("PATH").ok());
         assert_eq!(path[1], None);

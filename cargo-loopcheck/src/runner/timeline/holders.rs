@@ -94,7 +94,7 @@ pub(crate) fn explain(
             .iter()
             .filter(|h| h.local.port() == addr.port())
             .filter(|h| port_only || super::conflicts(h.local.ip(), addr.ip()))
-            .filter(|h| window.overlaps(h.first, h.last, timeline.slack()))
+            .filter(|h| timeline.may_overlap(window, h.first, h.last))
             .collect();
         // Its own server on the port means it did talk to its own server.
         if served && held.iter().any(|h| mine(h)) {
@@ -125,7 +125,8 @@ pub(crate) fn explain(
             .iter()
             .flat_map(|&port| candidates_at(SocketAddr::new(any.ip(), port), true))
             .collect();
-        if !from_code.is_empty() || served {
+        // Ports of its own code that nobody else held: the timeline does not guess further.
+        if !from_code.is_empty() || served || !question.ports.is_empty() {
             (Source::Code, from_code)
         } else {
             // No port known: whatever the timeline saw that fits, from other tests of this run
@@ -133,7 +134,7 @@ pub(crate) fn explain(
             let found = timeline
                 .sockets
                 .iter()
-                .filter(|h| window.overlaps(h.first, h.last, timeline.slack()))
+                .filter(|h| timeline.may_overlap(window, h.first, h.last))
                 .filter(|h| timed_out || h.owner.as_ref().is_some_and(|o| o.of_run && o.test.is_some()))
                 .filter_map(|h| {
                     keep(h).map(|stuck| Candidate {

@@ -24,6 +24,10 @@ pub(crate) const INTERVAL: Duration = Duration::from_millis(5);
 /// as dropped.
 pub(crate) const MAX_ENTRIES: usize = 20_000;
 
+/// At most this many sample times are kept (about 16 minutes at [`INTERVAL`]); past it,
+/// sightings are widened by the longest gap seen between samples instead.
+pub(crate) const MAX_TICKS: usize = 200_000;
+
 /// The environment variable that turns the timeline off (`LOOPCHECK_TIMELINE=off`).
 pub(crate) const SWITCH_VAR: &str = "LOOPCHECK_TIMELINE";
 
@@ -86,13 +90,6 @@ pub(crate) struct Window {
     pub(crate) to: Duration,
 }
 
-impl Window {
-    /// Whether `[from, to]` overlaps this window, give or take `slack`.
-    pub(crate) fn overlaps(&self, from: Duration, to: Duration, slack: Duration) -> bool {
-        from <= self.to + slack && to + slack >= self.from
-    }
-}
-
 /// What the sampler recorded during one round.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Timeline {
@@ -100,6 +97,10 @@ pub(crate) struct Timeline {
     pub(crate) processes: Vec<Lifetime>,
     pub(crate) interval: Duration,
     pub(crate) samples: u64,
+    /// When each sample was taken (the first [`MAX_TICKS`]).
+    pub(crate) ticks: Vec<Duration>,
+    /// The longest time between two samples: a loaded host delays the sampler.
+    pub(crate) max_gap: Duration,
     /// Entries that did not fit under [`MAX_ENTRIES`].
     pub(crate) dropped: u64,
     /// Why nothing was recorded: another platform, netlink refused, turned off.
@@ -168,9 +169,27 @@ impl Timeline {
         })
     }
 
-    /// How far apart two sightings can be while the truth lies between them.
-    pub(crate) fn slack(&self) -> Duration {
-        self.interval * 2
+    /// Whether something seen from `first` to `last` may have been alive during `window`.
+    /// Each of them lived somewhere between the sample before its first sighting and the
+    /// sample after its last one.
+    pub(crate) fn may_overlap(&self, window: Window, first: Duration, last: Duration) -> bool {
+        let (from, to) = self.widen(first, last);
+        let (window_from, window_to) = self.widen(window.from, window.to);
+        from < window_to && window_from < to
+    }
+
+    /// The samples around a span seen from `first` to `last`.
+    fn widen(&self, first: Duration, last: Duration) -> (Duration, Duration) {
+        let gap = self.max_gap.max(self.interval);
+        let covered = self.ticks.last().is_some_and(|&end| end >= last);
+        if !covered {
+            return (first.saturating_sub(gap), last + gap);
+        }
+        let at = self.ticks.partition_point(|&t| t < first);
+        let before = at.checked_sub(1).map_or(Duration::ZERO, |i| self.ticks[i]);
+        let after = self.ticks.partition_point(|&t| t <= last);
+        let after = self.ticks.get(after).copied().unwrap_or(last + gap);
+        (before, after)
     }
 }
 
@@ -395,15 +414,33 @@ mod tests {
     }
 
     #[test]
-    fn windows_overlap_with_slack() {
+    fn sightings_are_widened_to_the_samples_around_them() {
+        let timeline = Timeline {
+            interval: ms(5),
+            ticks: (0..100).map(|i| ms(5 * i)).collect(),
+            max_gap: ms(5),
+            ..Timeline::default()
+        };
         let window = Window {
             from: ms(100),
             to: ms(200),
         };
-        assert!(window.overlaps(ms(150), ms(160), Duration::ZERO));
-        assert!(window.overlaps(ms(0), ms(95), ms(10)));
-        assert!(!window.overlaps(ms(0), ms(80), ms(10)));
-        assert!(!window.overlaps(ms(215), ms(300), ms(10)));
+        assert!(timeline.may_overlap(window, ms(150), ms(160)));
+        // First seen one sample after the test was last seen: it may have started before.
+        assert!(timeline.may_overlap(window, ms(205), ms(300)));
+        assert!(
+            !timeline.may_overlap(window, ms(210), ms(300)),
+            "two samples after"
+        );
+        assert!(timeline.may_overlap(window, ms(0), ms(95)));
+        assert!(!timeline.may_overlap(window, ms(0), ms(90)));
+        // Past the kept samples, the longest gap is the margin.
+        let late = Window {
+            from: ms(1000),
+            to: ms(1100),
+        };
+        assert!(timeline.may_overlap(late, ms(1104), ms(1200)));
+        assert!(!timeline.may_overlap(late, ms(1110), ms(1200)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! descendants) and the host's listeners; each new socket's owner is looked for among the
 //! descendants at once, and through all of `/proc` at most every [`FULL_WALK_EVERY`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +27,9 @@ const MAX_QUEUE_CHANGES: usize = 64;
 
 /// After this many sightings a process is taken to have run `exec` if it was going to.
 const SETTLED: u32 = 3;
+
+/// A process still looking like a wrapper is read again for at most this many sightings.
+const MAX_REREADS: u32 = 400;
 
 /// The environment variables a process is attributed by.
 const KEYS: [&str; 5] = [
@@ -70,13 +73,19 @@ struct State {
     started: Instant,
     me: u32,
     timeline: Timeline,
-    /// Live descendants by pid: their lifetime's index and how often they were seen.
+    /// Live descendants by pid: how often they were seen, and their lifetime's index.
     live: HashMap<u32, (u32, usize)>,
+    /// Processes seen in the last tick that this command did not start.
+    foreign: HashSet<u32>,
+    /// The set built during a tick, kept to reuse its allocation.
+    foreign_next: HashSet<u32>,
+    pids: Vec<u32>,
     /// Sockets seen in the last tick, by (protocol, local address, inode): their span's index.
     open: HashMap<(Protocol, SocketAddr, Option<u64>), usize>,
     /// Spans whose owner is not among the descendants, for the next full walk.
     unowned: Vec<usize>,
     last_full_walk: Option<Instant>,
+    last_tick: Option<Duration>,
     sockets: Vec<SocketEntry>,
 }
 
@@ -96,9 +105,13 @@ fn sample(stop: &AtomicBool, started: Instant, interval: Duration) -> Timeline {
             ..Timeline::default()
         },
         live: HashMap::new(),
+        foreign: HashSet::new(),
+        foreign_next: HashSet::new(),
+        pids: Vec::new(),
         open: HashMap::new(),
         unowned: Vec::new(),
         last_full_walk: None,
+        last_tick: None,
         sockets: Vec::new(),
     };
     // Bounded by the stop flag, which the runner sets as the round ends; the one extra tick
@@ -126,13 +139,19 @@ impl State {
     }
 
     fn tick(&mut self) {
+        let now = self.now();
         self.timeline.samples += 1;
-        let descendants = self.processes();
+        if let Some(previous) = self.last_tick.replace(now) {
+            self.timeline.max_gap = self.timeline.max_gap.max(now.saturating_sub(previous));
+        }
+        if self.timeline.ticks.len() < super::MAX_TICKS {
+            self.timeline.ticks.push(now);
+        }
+        let descendants = self.processes(now);
         self.sockets.clear();
         if self.watch.listeners(&mut self.sockets).is_err() {
             return;
         }
-        let now = self.now();
         let mut seen = HashMap::with_capacity(self.open.len());
         let mut fresh: Vec<usize> = Vec::new();
         let sockets = std::mem::take(&mut self.sockets);
@@ -175,59 +194,135 @@ impl State {
         self.sockets = sockets;
         self.open = seen;
         if !fresh.is_empty() {
-            self.resolve(&fresh, &descendants);
+            let unresolved = self.resolve(&fresh, &descendants);
+            // A test process started since the listing at the top of this tick binds at once:
+            // list the processes again and look at the new ones.
+            let still = if unresolved.is_empty() {
+                unresolved
+            } else {
+                let newer: Vec<u32> = self
+                    .processes(now)
+                    .into_iter()
+                    .filter(|pid| !descendants.contains(pid))
+                    .collect();
+                if newer.is_empty() {
+                    unresolved
+                } else {
+                    self.resolve(&unresolved, &newer)
+                }
+            };
+            self.unowned.extend(still);
         }
         self.resolve_unowned(false);
     }
 
     /// Updates the lifetimes of this command's descendants; returns their pids.
-    fn processes(&mut self) -> Vec<u32> {
-        let descendants = self.watch.descendants(self.me, MAX_DESCENDANTS);
-        let now = self.now();
-        let mut live = HashMap::with_capacity(descendants.len());
-        for &pid in &descendants {
-            let index = match self.live.get(&pid) {
-                Some(&(seen, index)) => {
-                    // A child seen between its fork and its exec still looks like its parent
-                    // (cargo, nextest): read it again on the next sightings.
-                    if seen < SETTLED
-                        && let Some((owner, _)) = self.owner(pid)
-                    {
-                        let cached = &mut self.timeline.processes[index].owner;
-                        if owner.exe != cached.exe || owner.command != cached.command {
-                            *cached = Owner {
-                                of_run: true,
-                                test_exe: owner.test_exe.clone().or_else(|| cached.test_exe.clone()),
-                                test: owner.test.clone().or_else(|| cached.test.clone()),
-                                ..owner
-                            };
-                        }
-                    }
-                    Some((seen + 1, index))
-                }
-                None => self.first_sight(pid, now, &live).map(|index| (1, index)),
-            };
-            if let Some((seen, index)) = index {
-                self.timeline.processes[index].last = now;
+    fn processes(&mut self, now: Duration) -> Vec<u32> {
+        // One listing of `/proc`: a pid not seen in the last tick is read once, to learn
+        // whether this command started it; every other process is left alone.
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.clear();
+        self.watch.pids(&mut pids);
+        let mut live = HashMap::with_capacity(self.live.len() + 4);
+        let mut foreign = std::mem::take(&mut self.foreign_next);
+        foreign.clear();
+        let mut fresh: Vec<(u32, Option<u32>)> = Vec::new();
+        for &pid in &pids {
+            if let Some(&(seen, index)) = self.live.get(&pid) {
                 live.insert(pid, (seen, index));
+            } else if self.foreign.contains(&pid) {
+                foreign.insert(pid);
+            } else if pid != self.me {
+                fresh.push((pid, self.watch.parent(pid)));
             }
         }
+        // Parents before children, whatever order the listing had: a new process whose
+        // parent is new too waits for the next pass.
+        let mut pending = fresh;
+        for _ in 0..MAX_DESCENDANTS {
+            let before = pending.len();
+            let waiting: HashSet<u32> = pending.iter().map(|&(pid, _)| pid).collect();
+            let mut rest = Vec::new();
+            for (pid, ppid) in pending {
+                match ppid {
+                    Some(parent)
+                        if (parent == self.me || live.contains_key(&parent))
+                            && live.len() < MAX_DESCENDANTS =>
+                    {
+                        if let Some(index) = self.first_sight(pid, ppid, now, &live) {
+                            live.insert(pid, (0, index));
+                        }
+                    }
+                    Some(parent) if waiting.contains(&parent) => rest.push((pid, ppid)),
+                    _ => {
+                        foreign.insert(pid);
+                    }
+                }
+            }
+            pending = rest;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        foreign.extend(pending.into_iter().map(|(pid, _)| pid));
+        let mut descendants = Vec::with_capacity(live.len());
+        for (&pid, entry) in &mut live {
+            let (seen, index) = *entry;
+            // A child seen between its fork and its exec still looks like its parent (cargo,
+            // nextest's `__double-spawn`): read it again once its executable changes.
+            if self.unsettled(seen, index)
+                && self.watch.exe(pid) != self.timeline.processes[index].owner.exe
+                && let Some((owner, _)) = self.owner(pid)
+            {
+                let cached = &mut self.timeline.processes[index].owner;
+                *cached = Owner {
+                    of_run: true,
+                    test_exe: owner.test_exe.clone().or_else(|| cached.test_exe.clone()),
+                    test: owner.test.clone().or_else(|| cached.test.clone()),
+                    ..owner
+                };
+            }
+            *entry = (seen.saturating_add(1), index);
+            self.timeline.processes[index].last = now;
+            descendants.push((index, pid));
+        }
+        // The newest first: a new socket most likely belongs to a new test process.
+        descendants.sort_unstable_by(|a, b| b.cmp(a));
         self.live = live;
-        descendants
+        self.foreign_next = std::mem::replace(&mut self.foreign, foreign);
+        self.pids = pids;
+        descendants.into_iter().map(|(_, pid)| pid).collect()
     }
 
-    /// Reads a newly seen descendant and starts its lifetime.
-    fn first_sight(&mut self, pid: u32, now: Duration, live: &HashMap<u32, (u32, usize)>) -> Option<usize> {
+    /// Whether a process seen `seen` times may not have run `exec` yet: its first sightings,
+    /// and nextest's `__double-spawn` wrapper until it becomes the test.
+    fn unsettled(&self, seen: u32, index: usize) -> bool {
+        seen < SETTLED
+            || (seen < MAX_REREADS
+                && self.timeline.processes[index]
+                    .owner
+                    .command
+                    .contains(" __double-spawn "))
+    }
+
+    /// Reads a newly seen descendant, child of `ppid`, and starts its lifetime.
+    fn first_sight(
+        &mut self,
+        pid: u32,
+        ppid: Option<u32>,
+        now: Duration,
+        live: &HashMap<u32, (u32, usize)>,
+    ) -> Option<usize> {
         if self.timeline.processes.len() >= MAX_ENTRIES {
             self.timeline.dropped += 1;
             return None;
         }
-        let (mut owner, ppid) = self.owner(pid)?;
+        let (mut owner, _) = self.owner(pid)?;
         owner.of_run = true;
         // A child inherits its test from the process that started it: the environment does
         // so under nextest; under cargo test, it belongs to the binary of its parent.
         if !owner.is_test_process
-            && let Some(&(_, at)) = ppid.and_then(|ppid| live.get(&ppid).or(self.live.get(&ppid)))
+            && let Some(&(_, at)) = ppid.and_then(|ppid| live.get(&ppid))
         {
             let parent = &self.timeline.processes[at].owner;
             if owner.test_exe.is_none() {
@@ -280,7 +375,8 @@ impl State {
     }
 
     /// Looks for the owners of the new spans `fresh` among the descendants.
-    fn resolve(&mut self, fresh: &[usize], descendants: &[u32]) {
+    /// Returns the spans whose owner was not found.
+    fn resolve(&mut self, fresh: &[usize], descendants: &[u32]) -> Vec<usize> {
         let inodes: Vec<u64> = fresh
             .iter()
             .filter_map(|&i| self.timeline.sockets[i].inode)
@@ -290,6 +386,7 @@ impl State {
         first.push(self.me);
         first.extend_from_slice(descendants);
         let found = self.watch.owners(&inodes, &first, false);
+        let mut unresolved = Vec::new();
         for &index in fresh {
             let holder = self.timeline.sockets[index]
                 .inode
@@ -299,7 +396,7 @@ impl State {
                 Some(pid) => {
                     let cached = self.live.get(&pid).copied();
                     let owner = match cached {
-                        Some((seen, at)) if seen >= SETTLED => {
+                        Some((seen, at)) if !self.unsettled(seen, at) => {
                             Some(self.timeline.processes[at].owner.clone())
                         }
                         // Read afresh: it may have run `exec` since it was first seen.
@@ -315,9 +412,10 @@ impl State {
                     };
                     self.timeline.sockets[index].owner = owner;
                 }
-                None => self.unowned.push(index),
+                None => unresolved.push(index),
             }
         }
+        unresolved
     }
 
     /// A full `/proc` walk for the owners not found among the descendants, when due.
@@ -329,6 +427,13 @@ impl State {
             .last_full_walk
             .is_none_or(|at| at.elapsed() >= FULL_WALK_EVERY);
         if !due && !force {
+            return;
+        }
+        // A socket closed since it was seen has no owner left to find.
+        let latest = self.last_tick;
+        self.unowned
+            .retain(|&i| Some(self.timeline.sockets[i].last) == latest);
+        if self.unowned.is_empty() {
             return;
         }
         self.last_full_walk = Some(Instant::now());
