@@ -135,7 +135,15 @@ pub(crate) fn explain(
                 .sockets
                 .iter()
                 .filter(|h| timeline.may_overlap(window, h.first, h.last))
-                .filter(|h| timed_out || h.owner.as_ref().is_some_and(|o| o.of_run && o.test.is_some()))
+                // A timeout: a listener this test's connection may have joined, whoever holds
+                // it; otherwise other tests of this run.
+                .filter(|h| {
+                    if timed_out {
+                        h.grew_during(window)
+                    } else {
+                        h.owner.as_ref().is_some_and(|o| o.of_run && o.test.is_some())
+                    }
+                })
                 .filter_map(|h| {
                     keep(h).map(|stuck| Candidate {
                         addr: h.local,

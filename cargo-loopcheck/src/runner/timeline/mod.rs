@@ -255,6 +255,14 @@ impl Held {
         (before, during)
     }
 
+    /// Whether a connection arrived in the listener's accept queue during `window`.
+    pub(crate) fn grew_during(&self, window: Window) -> bool {
+        let (before, during) = self.queue_during(window);
+        let lengths: Vec<u32> = before.into_iter().chain(during).collect();
+        lengths.windows(2).any(|pair| pair[1] > pair[0])
+            || (before.is_none() && lengths.first().is_some_and(|&l| l > 0))
+    }
+
     /// Whether the listener's accept queue held connections during `window` and never shrank:
     /// nobody called `accept()` on it. Returns the longest queue seen then.
     pub(crate) fn stuck_during(&self, window: Window) -> Option<u32> {
@@ -335,9 +343,17 @@ impl Sampler {
         }
         #[cfg(target_os = "linux")]
         {
-            Sampler {
-                inner: Some(sampler::Running::start(interval)),
-                off: None,
+            match sampler::Running::start(interval) {
+                Ok(running) => Sampler {
+                    inner: Some(running),
+                    off: None,
+                },
+                Err(error) => Sampler {
+                    inner: None,
+                    off: Some(format!(
+                        "no socket timeline was recorded: its sampling thread could not start ({error})"
+                    )),
+                },
             }
         }
         #[cfg(not(target_os = "linux"))]

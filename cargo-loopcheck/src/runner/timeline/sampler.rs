@@ -47,15 +47,15 @@ pub(super) struct Running {
 }
 
 impl Running {
-    pub(super) fn start(interval: Duration) -> Running {
+    /// Starts the sampling thread; the error says why it could not start.
+    pub(super) fn start(interval: Duration) -> std::io::Result<Running> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let started = Instant::now();
         let handle = std::thread::Builder::new()
             .name("loopcheck-timeline".into())
-            .spawn(move || sample(&flag, started, interval))
-            .expect("a thread can be started");
-        Running { stop, handle }
+            .spawn(move || sample(&flag, started, interval))?;
+        Ok(Running { stop, handle })
     }
 
     pub(super) fn stop(self) -> Timeline {
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn catches_a_short_lived_child_listener_and_its_owner() {
-        let running = Running::start(Duration::from_millis(5));
+        let running = Running::start(Duration::from_millis(5)).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
