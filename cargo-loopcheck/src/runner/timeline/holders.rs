@@ -439,4 +439,69 @@ mod tests {
         assert!(explain(&timeline, &subject, &question, &names).is_empty());
         assert!(explain(&Timeline::missing("off"), &subject, &question, &names).is_empty());
     }
+
+    #[test]
+    fn a_timeout_with_no_known_port_names_the_listener_its_connection_joined() {
+        let dir = Path::new("/r/run.0.0");
+        let mut timeline = timeline(dir);
+        let foreign = Owner {
+            pid: 300,
+            command: "python3 -m slow_service".into(),
+            ..Owner::default()
+        };
+        let listener = |port: u16, queue: Vec<(Duration, u32)>| Held {
+            protocol: Protocol::Tcp,
+            local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            inode: Some(u64::from(port)),
+            owner: Some(foreign.clone()),
+            first: ms(0),
+            last: ms(900),
+            backlog: 1,
+            queue,
+        };
+        // One joined by a connection while the test ran and never drained; one stuck since
+        // before it started, which this test's connection cannot have joined.
+        timeline.sockets = vec![
+            listener(7001, vec![(ms(0), 0), (ms(445), 1)]),
+            listener(7002, vec![(ms(0), 1)]),
+        ];
+        let subject = Subject {
+            run_dir: dir,
+            binary: "app::binds",
+            name: "binds",
+            crate_name: None,
+        };
+        let binary_of = |_: &Owner| None;
+        let places = |_: &str, _: u16| Vec::new();
+        let names = Names {
+            binary_of: &binary_of,
+            places: &places,
+        };
+        let question = Question {
+            kind: Some(io::ErrorKind::TimedOut),
+            mentioned: &[],
+            ports: &[],
+        };
+        let found = explain(&timeline, &subject, &question, &names);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, Code::ConnectTimeout);
+        assert_eq!(found[0].processes[0].pid, 300);
+        assert_eq!(found[0].addr.map(|a| a.port()), Some(7001));
+        assert!(
+            found[0]
+                .evidence
+                .iter()
+                .any(|e| e.ends_with("it is the only candidate")),
+            "{:?}",
+            found[0]
+        );
+        // Named by the code, the port that was stuck all along is blamed too.
+        let question = Question {
+            ports: &[7002],
+            ..question
+        };
+        let found = explain(&timeline, &subject, &question, &names);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].addr.map(|a| a.port()), Some(7002));
+    }
 }
