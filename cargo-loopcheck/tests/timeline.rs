@@ -358,6 +358,12 @@ fn nextest_names_holders_that_left_before_the_end() {
         status["diagnoses"][0]["addr"],
         fixture.service.local_addr().unwrap().to_string()
     );
+    assert!(
+        status["diagnoses"][0]["evidence"]
+            .to_string()
+            .contains("only candidate"),
+        "the library's constant names the port: {status:#}"
+    );
 
     check_dev_server(&fixture, &report);
     check_controls(&report);

@@ -1,10 +1,10 @@
 //! The pieces of a socket sampler (Linux): a listener dump on a kept netlink socket, owner
-//! search that starts with chosen processes, and a process tree walk. `cargo loopcheck test`
+//! search that starts with chosen processes, and cheap reads of `/proc`. `cargo loopcheck test`
 //! builds its socket timeline from these, every few milliseconds while a suite runs.
 
 use std::collections::HashMap;
 
-use super::process::{ProcessReader, find_env, parse_decimal};
+use super::process::{ProcessReader, find_env};
 use super::procfs::ProcFs;
 use super::sock_diag::{Dumper, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
 use super::{ProcessInfo, Protocol, ScanError, SocketEntry};
@@ -99,52 +99,6 @@ impl Watch {
         super::owners::find(&self.proc, inodes.iter().copied(), first, full).pids
     }
 
-    /// The descendants of `pid` (children, their children, ...), parents before children, read
-    /// from `/proc/PID/task/TID/children`. At most `max` are returned.
-    pub fn descendants(&mut self, pid: u32, max: usize) -> Vec<u32> {
-        let mut found = Vec::new();
-        let mut next = 0;
-        let mut parent = pid;
-        loop {
-            self.children(parent, &mut found, max);
-            if next >= found.len() || found.len() >= max {
-                break;
-            }
-            parent = found[next];
-            next += 1;
-        }
-        found.truncate(max);
-        found
-    }
-
-    fn children(&mut self, pid: u32, out: &mut Vec<u32>, max: usize) {
-        let Ok(mut tasks) = self.proc.open_dir(pid, c"task") else {
-            return;
-        };
-        let mut tids = Vec::new();
-        while let Some(name) = tasks.next_name() {
-            if let Some(tid) = parse_decimal(name.to_bytes()) {
-                tids.push(tid);
-            }
-        }
-        for tid in tids {
-            let Ok(name) = std::ffi::CString::new(format!("task/{tid}/children")) else {
-                continue;
-            };
-            if self.proc.read(pid, &name, &mut self.buf).is_err() {
-                continue;
-            }
-            for child in self.buf.split(|b| b.is_ascii_whitespace()) {
-                if out.len() >= max {
-                    return;
-                }
-                if let Some(child) = parse_decimal(child).and_then(|c| u32::try_from(c).ok()) {
-                    out.push(child);
-                }
-            }
-        }
-    }
-
     /// Reads process `pid`; `None` when it is gone.
     pub fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
         let mut reader = ProcessReader::with_users(&self.proc, self.users.take());
@@ -185,13 +139,6 @@ impl Watch {
             .map(|key| find_env(&self.buf, key.as_bytes()))
             .collect()
     }
-
-    /// The start time of process `pid` in clock ticks after boot: with the pid, it tells a
-    /// process from a later one that reuses its pid. `None` when it is gone.
-    pub fn start_time(&mut self, pid: u32) -> Option<u64> {
-        self.proc.read(pid, c"stat", &mut self.buf).ok()?;
-        super::process::parse_stat(&self.buf)?.start_time
-    }
 }
 
 impl std::fmt::Debug for Watch {
@@ -211,11 +158,13 @@ mod tests {
             .spawn()
             .expect("sleep runs");
         let mut watch = Watch::open().unwrap();
-        let found = watch.descendants(std::process::id(), 64);
+        let mut pids = Vec::new();
+        watch.pids(&mut pids);
+        let parent = watch.parent(child.id());
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(found.contains(&child.id()), "{found:?}");
-        assert!(watch.descendants(std::process::id(), 0).is_empty());
+        assert!(pids.contains(&child.id()), "{pids:?}");
+        assert_eq!(parent, Some(std::process::id()));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -229,10 +178,6 @@ mod tests {
         let owners = watch.owners(&[inode], &[], true);
         assert_eq!(owners[&inode], [std::process::id()]);
         let me = std::process::id();
-        assert!(watch.start_time(me).is_some());
-        let mut pids = Vec::new();
-        watch.pids(&mut pids);
-        assert!(pids.contains(&me));
         assert_eq!(watch.parent(me), ProcessInfo::read(me).and_then(|p| p.ppid));
         assert_eq!(watch.exe(me), std::env::current_exe().ok());
         assert_eq!(watch.process(me).map(|p| p.pid), Some(me));

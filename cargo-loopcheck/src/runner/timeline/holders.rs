@@ -42,6 +42,9 @@ pub(crate) struct Names<'a> {
     pub(crate) binary_of: &'a dyn Fn(&Owner) -> Option<String>,
     /// Where a test binary's sources hard-code a port (`tests/upgrade.rs:8`).
     pub(crate) places: &'a dyn Fn(&str, u16) -> Vec<String>,
+    /// The process that holds a socket (by inode and port) now: for sockets the sampler did
+    /// not resolve, such as those open before the run.
+    pub(crate) owner_now: &'a dyn Fn(u64, u16) -> Option<Owner>,
 }
 
 /// Diagnoses of `subject`'s failure from the timeline: the holders of its ports while it ran.
@@ -202,8 +205,13 @@ fn diagnose(
     names: &Names<'_>,
 ) -> Diagnosis {
     let Candidate { addr, held, stuck } = candidate;
-    let binary = held.owner.as_ref().and_then(names.binary_of);
-    let who = describe(held.owner.as_ref(), binary.as_deref());
+    let looked_up = match (&held.owner, held.inode) {
+        (None, Some(inode)) => (names.owner_now)(inode, addr.port()),
+        _ => None,
+    };
+    let owner = held.owner.as_ref().or(looked_up.as_ref());
+    let binary = owner.and_then(names.binary_of);
+    let who = describe(owner, binary.as_deref());
     let when = format!("from {} to {}", seconds(held.first), seconds(held.last));
     let ran = window.map_or_else(
         || "while it ran".to_owned(),
@@ -217,7 +225,7 @@ fn diagnose(
                 "{addr} was held by {who} {when}, and it accepted no connection {ran}: up to {longest} waited in its accept queue (backlog {})",
                 held.backlog
             ),
-            match held.owner.as_ref() {
+            match owner {
                 Some(owner) => format!(
                     "this listener is not serving: end it (`kill {}`) if it is not yours, or give the test a server of its own on a port from loopcheck (`loopcheck::tcp_listener()`)",
                     owner.pid
@@ -244,14 +252,13 @@ fn diagnose(
         "socket timeline: {} {} seen {when}{}",
         held.protocol,
         held.local,
-        held.owner
-            .as_ref()
+        owner
             .map(|o| format!(", held by pid {} `{}`", o.pid, one_line(&o.command)))
             .unwrap_or_else(|| ", owner not found (hidden, or gone before /proc was walked)".to_owned())
     ));
     // Under cargo test the tests of a binary share its process: name where it hard-codes
     // the port instead.
-    if let (Some(binary), true) = (&binary, held.owner.as_ref().is_some_and(|o| o.test.is_none())) {
+    if let (Some(binary), true) = (&binary, owner.is_some_and(|o| o.test.is_none())) {
         let places = (names.places)(binary, addr.port());
         if !places.is_empty() {
             d.evidence.push(format!(
@@ -261,7 +268,7 @@ fn diagnose(
             ));
         }
     }
-    if let Some(owner) = &held.owner {
+    if let Some(owner) = owner {
         if let Some(attempt) = &owner.attempt {
             d.evidence
                 .push(format!("the holder is nextest attempt `{attempt}`"));
@@ -361,9 +368,11 @@ mod tests {
         };
         let binary_of = |o: &Owner| o.binary_id.clone();
         let places = |_: &str, _: u16| Vec::new();
+        let owner_now = |_: u64, _: u16| None;
         let names = Names {
             binary_of: &binary_of,
             places: &places,
+            owner_now: &owner_now,
         };
         let mentioned = ["127.0.0.1:18080".parse().unwrap()];
         let question = Question {
@@ -473,9 +482,11 @@ mod tests {
         };
         let binary_of = |_: &Owner| None;
         let places = |_: &str, _: u16| Vec::new();
+        let owner_now = |_: u64, _: u16| None;
         let names = Names {
             binary_of: &binary_of,
             places: &places,
+            owner_now: &owner_now,
         };
         let question = Question {
             kind: Some(io::ErrorKind::TimedOut),
