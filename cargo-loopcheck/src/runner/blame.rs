@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::libtest::{BinaryLine, CRASHED};
 use super::model::{Execution, RunnerKind, Status};
-use super::timeline::{Owner, Subject, Timeline, holders};
+use super::timeline::{Owner, Subject, Timeline, code, holders};
 use crate::lint::PortUse;
 use crate::workspace::Workspace;
 
@@ -330,7 +330,7 @@ impl<'a> Blamer<'a> {
         let names = holders::Names {
             binary_of: &|o| targets.binary_of(o),
             places: &places,
-            owner_now: &owner_now,
+            owner_now: &code::owner_now,
         };
         let mut found = holders::explain(timeline, &subject, &question, &names);
         // A holder still alive that is a leftover of an earlier run is the post-run scan's
@@ -359,7 +359,7 @@ impl<'a> Blamer<'a> {
                 && kind == Some(io::ErrorKind::AddrInUse)
                 && let Some(addr) = d.addr
             {
-                note_time_wait(d, addr.port());
+                code::note_time_wait(d, addr.port());
             }
         }
         found
@@ -379,74 +379,35 @@ impl<'a> Blamer<'a> {
     /// (`my_client::SERVICE_PORT`): the lint reads test code only, and a client library's
     /// default port is what its tests reach.
     fn library_ports(&mut self, execution: &Execution) -> Vec<u16> {
-        let Some(file) = &execution.file else {
+        let Some(test_source) = self.source_of(execution) else {
             return Vec::new();
         };
-        let path = self.workspace.root.join(file);
-        let Some(test_source) = self
-            .sources
-            .entry(path.clone())
-            .or_insert_with(|| std::fs::read_to_string(&path).ok())
-            .clone()
-        else {
-            return Vec::new();
-        };
-        let names = constant_paths(&test_source);
+        let names = code::constant_paths(&test_source);
         if names.is_empty() {
             return Vec::new();
         }
         let package = execution.binary.split("::").next().unwrap_or_default();
-        let Some(lib) = self.targets.by_id(package) else {
+        let Some(dir) = self.targets.by_id(package).and_then(|lib| lib.src_path.parent()) else {
             return Vec::new();
         };
-        let Some(dir) = lib.src_path.parent() else {
-            return Vec::new();
-        };
-        let mut ports = Vec::new();
-        let mut pending = vec![dir.to_path_buf()];
-        // A library's sources, within bounds: a few hundred files at most.
-        let mut files = 0;
-        while let Some(dir) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    pending.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") && files < 300 {
-                    files += 1;
-                    if let Ok(text) = std::fs::read_to_string(&path) {
-                        ports.extend(names.iter().filter_map(|name| constant_port(&text, name)));
-                    }
-                }
-            }
-        }
-        ports
+        code::library_constants(dir, &names)
     }
 
-    /// Whether the test's binds may be taken to set `SO_REUSEADDR`, as std's and tokio's do on
-    /// Unix: not when its file builds socket2 sockets without `set_reuse_address`, nor when it
-    /// starts child processes (which bind by themselves), and never on Windows. Only then is
-    /// `TIME_WAIT` alone a possible cause (LC003).
+    /// Whether the test's binds may be taken to set `SO_REUSEADDR` ([`code::binds_with_reuse`]).
     fn binder_reuses_address(&mut self, execution: &Execution) -> bool {
-        if !cfg!(unix) {
-            return false;
+        match self.source_of(execution) {
+            Some(source) => code::binds_with_reuse(&source),
+            None => cfg!(unix),
         }
-        let Some(file) = &execution.file else {
-            return true;
-        };
-        let path = self.workspace.root.join(file);
-        let Some(source) = self
-            .sources
+    }
+
+    /// The text of the test's file, read once.
+    fn source_of(&mut self, execution: &Execution) -> Option<String> {
+        let path = self.workspace.root.join(execution.file.as_ref()?);
+        self.sources
             .entry(path.clone())
             .or_insert_with(|| std::fs::read_to_string(&path).ok())
-            .as_deref()
-        else {
-            return true;
-        };
-        let raw_socket = source.contains("socket2") && !source.contains("set_reuse_address");
-        !(raw_socket || source.contains("Command::new"))
+            .clone()
     }
 
     /// Sets the test's file and line; returns the hard-coded ports it reaches.
@@ -522,92 +483,6 @@ impl<'a> Blamer<'a> {
             let config = crate::lint::config(workspace).unwrap_or_default();
             crate::lint::lint_workspace(workspace, &config).0
         })
-    }
-}
-
-/// The process that holds the socket `inode` on `port` now, as the timeline names owners.
-fn owner_now(inode: u64, port: u16) -> Option<Owner> {
-    let options = ScanOptions {
-        ports: Some(vec![port]),
-        ..ScanOptions::listeners()
-    };
-    let table = scan::scan_with(&options).ok()?;
-    let socket = table.sockets.iter().find(|s| s.inode == Some(inode))?;
-    let process = table.owners(socket).next()?;
-    Some(Owner {
-        pid: process.pid,
-        command: process.command(),
-        exe: process.exe.clone(),
-        user: process.user.clone(),
-        test: process.loopcheck_test.clone(),
-        ..Owner::default()
-    })
-}
-
-/// The constants a source names through a path, `crate_name::SERVICE_PORT`: an upper-case last
-/// segment after `::`.
-fn constant_paths(source: &str) -> Vec<&str> {
-    let mut names: Vec<&str> = source
-        .match_indices("::")
-        .filter_map(|(at, _)| {
-            let rest = &source[at + 2..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            let name = &rest[..end];
-            let constant = name.len() > 1
-                && name.starts_with(|c: char| c.is_ascii_uppercase())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-            constant.then_some(name)
-        })
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
-/// The value of `const NAME: u16 = N;` in `source`.
-fn constant_port(source: &str, name: &str) -> Option<u16> {
-    source
-        .match_indices(&format!("const {name}"))
-        .find_map(|(at, found)| {
-            let rest = source[at + found.len()..]
-                .trim_start()
-                .strip_prefix(':')?
-                .trim_start();
-            let rest = rest
-                .strip_prefix("u16")?
-                .trim_start()
-                .strip_prefix('=')?
-                .trim_start();
-            let digits: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '_')
-                .collect();
-            digits.replace('_', "").parse().ok().filter(|&port| port != 0)
-        })
-}
-
-/// Adds how many connections on `port` are in TIME_WAIT: the trace of a server that closed
-/// moments ago, which is no cause by itself (std and tokio set `SO_REUSEADDR` on Unix).
-fn note_time_wait(d: &mut Diagnosis, port: u16) {
-    let options = ScanOptions {
-        tcp: true,
-        ports: Some(vec![port]),
-        ..ScanOptions::default()
-    };
-    let count = scan::scan_with(&options).map_or(0, |t| {
-        t.sockets
-            .iter()
-            .filter(|s| s.state == scan::SocketState::TimeWait)
-            .count()
-    });
-    if count > 0 {
-        d.evidence.push(format!(
-            "{count} connection(s) on port {port} are in TIME_WAIT: a server on it closed moments ago. That is no cause by itself: std's and tokio's binds set SO_REUSEADDR on Unix, so only a socket holding the port could fail this bind"
-        ));
     }
 }
 
@@ -918,16 +793,6 @@ mod tests {
             ]
         );
         assert!(mentioned_addrs("thread 'x' panicked at tests/a.rs:2:91:").is_empty());
-    }
-
-    #[test]
-    fn library_constants_named_by_a_test() {
-        let test = "let s = TcpStream::connect((\"127.0.0.1\", my_client::SERVICE_PORT)).unwrap();\nlet e = io::ErrorKind::TimedOut; std::f64::MAX; a::B";
-        assert_eq!(constant_paths(test), ["MAX", "SERVICE_PORT"]);
-        let lib = "/// The port.\npub const SERVICE_PORT: u16 = 8_080;\nconst MAX: u32 = 9;";
-        assert_eq!(constant_port(lib, "SERVICE_PORT"), Some(8080));
-        assert_eq!(constant_port(lib, "MAX"), None, "not a u16");
-        assert_eq!(constant_port("const P: u16 = 0;", "P"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`Sampler`] records it on a thread of its own (Linux; elsewhere it records nothing and says
 //! so); the blamer asks it about a failing test's ports and time window.
 
+pub(crate) mod code;
 pub(crate) mod holders;
 #[cfg(target_os = "linux")]
 mod sampler;
