@@ -27,6 +27,10 @@ pub(crate) const MAX_ENTRIES: usize = 20_000;
 
 /// At most this many sample times are kept (about 16 minutes at [`INTERVAL`]); past it,
 /// sightings are widened by the longest gap seen between samples instead.
+#[cfg_attr(
+    not(target_os = "linux"),
+    allow(dead_code, reason = "only the Linux sampler takes samples")
+)]
 pub(crate) const MAX_TICKS: usize = 200_000;
 
 /// The environment variable that turns the timeline off (`LOOPCHECK_TIMELINE=off`).
