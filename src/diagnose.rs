@@ -30,11 +30,16 @@ pub fn diagnose(err: &io::Error, addr: SocketAddr) -> Diagnosis {
 }
 
 /// Connects to `addr` within `timeout` and explains the outcome: on success, who answered;
-/// otherwise why not.
+/// otherwise why not. After connecting it waits up to `timeout` for the server to accept the
+/// connection or answer: a listener that leaves it in its accept queue is LC006 (Linux).
 ///
 /// ```
 /// let listener = loopcheck::tcp_listener()?;
-/// let diagnosis = loopcheck::probe(listener.local_addr()?, std::time::Duration::from_secs(1));
+/// let addr = listener.local_addr()?;
+/// let diagnosis = std::thread::scope(|scope| {
+///     scope.spawn(|| listener.accept().map(drop));
+///     loopcheck::probe(addr, std::time::Duration::from_secs(5))
+/// });
 /// assert_eq!(diagnosis.holder().map(|p| p.pid), Some(std::process::id()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -391,10 +391,18 @@ fn a_socket_whose_owner_is_hidden_is_reported_not_dropped() {
 fn probe_names_who_answers_and_explains_who_does_not() {
     let listener = loopcheck::tcp_listener().unwrap();
     let addr = listener.local_addr().unwrap();
-    let answered = loopcheck::probe(addr, Duration::from_secs(1));
+    // A server that accepts is served; one that never accepts is LC006, naming the listener.
+    let answered = std::thread::scope(|scope| {
+        scope.spawn(|| listener.accept().map(drop));
+        loopcheck::probe(addr, Duration::from_secs(5))
+    });
     assert_eq!(answered.code, Code::PortInUse, "{answered}");
     assert_eq!(answered.severity, loopcheck::report::Severity::Info);
     assert_eq!(answered.holder().map(|p| p.pid), Some(std::process::id()));
+    let waiting = loopcheck::probe(addr, Duration::from_millis(200));
+    assert_eq!(waiting.code, Code::ConnectTimeout, "{waiting}");
+    assert!(waiting.summary.contains("never accepted it"), "{waiting}");
+    assert_eq!(waiting.holder().map(|p| p.pid), Some(std::process::id()));
     drop(listener);
     let lease = loopcheck::reserve_port().unwrap();
     let refused = Diagnoser {

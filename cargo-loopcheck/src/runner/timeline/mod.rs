@@ -41,6 +41,8 @@ pub(crate) const SWITCH_VAR: &str = "LOOPCHECK_TIMELINE";
 pub(crate) struct Owner {
     pub(crate) pid: u32,
     pub(crate) command: String,
+    /// Its command line was empty when read (a process in the middle of `exec`).
+    pub(crate) command_line_empty: bool,
     pub(crate) exe: Option<PathBuf>,
     /// The executable of the test binary it is, or that started it.
     pub(crate) test_exe: Option<PathBuf>,

@@ -25,10 +25,7 @@ const MAX_DESCENDANTS: usize = 4096;
 /// one matter.
 const MAX_QUEUE_CHANGES: usize = 64;
 
-/// After this many sightings a process is taken to have run `exec` if it was going to.
-const SETTLED: u32 = 3;
-
-/// A process still looking like a wrapper is read again for at most this many sightings.
+/// For this many sightings (2 s at 5 ms) a process is checked for an `exec` since it was read.
 const MAX_REREADS: u32 = 400;
 
 /// The environment variables a process is attributed by.
@@ -273,19 +270,8 @@ impl State {
         let mut descendants = Vec::with_capacity(live.len());
         for (&pid, entry) in &mut live {
             let (seen, index) = *entry;
-            // A child seen between its fork and its exec still looks like its parent (cargo,
-            // nextest's `__double-spawn`): read it again once its executable changes.
-            if self.unsettled(seen, index)
-                && self.watch.exe(pid) != self.timeline.processes[index].owner.exe
-                && let Some((owner, _)) = self.owner(pid)
-            {
-                let cached = &mut self.timeline.processes[index].owner;
-                *cached = Owner {
-                    of_run: true,
-                    test_exe: owner.test_exe.clone().or_else(|| cached.test_exe.clone()),
-                    test: owner.test.clone().or_else(|| cached.test.clone()),
-                    ..owner
-                };
+            if seen < MAX_REREADS {
+                self.refresh(pid, index);
             }
             *entry = (seen.saturating_add(1), index);
             self.timeline.processes[index].last = now;
@@ -299,15 +285,28 @@ impl State {
         descendants.into_iter().map(|(_, pid)| pid).collect()
     }
 
-    /// Whether a process seen `seen` times may not have run `exec` yet: its first sightings,
-    /// and nextest's `__double-spawn` wrapper until it becomes the test.
-    fn unsettled(&self, seen: u32, index: usize) -> bool {
-        seen < SETTLED
-            || (seen < MAX_REREADS
-                && self.timeline.processes[index]
-                    .owner
-                    .command
-                    .contains(" __double-spawn "))
+    /// Reads the descendant `pid` (lifetime `index`) again when it has run `exec` since it was
+    /// read: a child seen between its fork and its exec still looks like its parent (cargo,
+    /// nextest's `__double-spawn`), and one read during its exec shows no command line yet.
+    fn refresh(&mut self, pid: u32, index: usize) {
+        let was_empty = self.timeline.processes[index].owner.command_line_empty;
+        let exe = self.watch.exe(pid);
+        if !was_empty && exe == self.timeline.processes[index].owner.exe {
+            return;
+        }
+        let Some((owner, _)) = self.owner(pid) else {
+            return;
+        };
+        if owner.command_line_empty && !was_empty {
+            return;
+        }
+        let cached = &mut self.timeline.processes[index].owner;
+        *cached = Owner {
+            of_run: true,
+            test_exe: owner.test_exe.clone().or_else(|| cached.test_exe.clone()),
+            test: owner.test.clone().or_else(|| cached.test.clone()),
+            ..owner
+        };
     }
 
     /// Reads a newly seen descendant, child of `ppid`, and starts its lifetime.
@@ -363,6 +362,7 @@ impl State {
         let test_exe = is_test_process.then(|| process.exe.clone()).flatten();
         let owner = Owner {
             pid,
+            command_line_empty: process.cmdline.is_empty(),
             command: process.command(),
             exe: process.exe.clone(),
             test_exe,
@@ -399,19 +399,13 @@ impl State {
                 .and_then(|pids| pids.first().copied());
             match holder {
                 Some(pid) => {
-                    let cached = self.live.get(&pid).copied();
-                    let owner = match cached {
-                        Some((seen, at)) if !self.unsettled(seen, at) => {
+                    let owner = match self.live.get(&pid).copied() {
+                        Some((_, at)) => {
+                            self.refresh(pid, at);
                             Some(self.timeline.processes[at].owner.clone())
                         }
-                        // Read afresh: it may have run `exec` since it was first seen.
-                        _ => self.owner(pid).map(|(mut o, _)| {
+                        None => self.owner(pid).map(|(mut o, _)| {
                             o.of_run = true;
-                            if let Some((_, at)) = cached {
-                                let known = &self.timeline.processes[at].owner;
-                                o.test_exe = o.test_exe.or_else(|| known.test_exe.clone());
-                                o.test = o.test.or_else(|| known.test.clone());
-                            }
                             o
                         }),
                     };
