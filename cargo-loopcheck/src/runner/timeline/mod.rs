@@ -42,6 +42,10 @@ pub(crate) struct Owner {
     pub(crate) pid: u32,
     pub(crate) command: String,
     /// Its command line was empty when read (a process in the middle of `exec`).
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(dead_code, reason = "only the Linux sampler reads processes")
+    )]
     pub(crate) command_line_empty: bool,
     pub(crate) exe: Option<PathBuf>,
     /// The executable of the test binary it is, or that started it.
