@@ -16,8 +16,8 @@ pub(crate) struct Question<'a> {
     pub(crate) kind: Option<io::ErrorKind>,
     /// The addresses written in its failure message: certain.
     pub(crate) mentioned: &'a [SocketAddr],
-    /// The ports its code hard-codes: its function and the helpers it calls first, then the
-    /// rest of its file.
+    /// The ports its code names: its function and the helpers it calls first, then the rest of
+    /// its file, then the library constants it names.
     pub(crate) ports: &'a [u16],
 }
 
@@ -122,11 +122,10 @@ pub(crate) fn explain(
             .collect();
         (Source::Message, found)
     } else {
-        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let from_code: Vec<Candidate<'_>> = question
             .ports
             .iter()
-            .flat_map(|&port| candidates_at(SocketAddr::new(any.ip(), port), true))
+            .flat_map(|&port| candidates_at(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port), true))
             .collect();
         // Ports of its own code that nobody else held: the timeline does not guess further.
         if !from_code.is_empty() || served || !question.ports.is_empty() {
@@ -175,18 +174,17 @@ pub(crate) fn explain(
         .take(3)
         .map(|candidate| {
             let mut d = diagnose(candidate, question.kind, seen, names);
-            let sure = match (source, count) {
-                (Source::Message, _) => None,
-                (_, 1) => Some("it is the only candidate"),
-                _ => None,
-            };
             let basis = match source {
                 Source::Message => None,
-                Source::Code => Some("the failure message names no address; the port is one this test's code hard-codes"),
-                Source::Timeline => Some("the failure message names no address and the test's code hard-codes no port; the timeline shows this holder while the test ran"),
+                Source::Code => Some("the failure message names no address; the port is one this test's code names"),
+                Source::Timeline => Some("the failure message names no address and the test's code names no port; the timeline shows this holder while the test ran"),
             };
             if let Some(basis) = basis {
-                let how_sure = sure.map_or_else(|| format!("it is one of {count} candidates"), str::to_owned);
+                let how_sure = if count == 1 {
+                    "it is the only candidate".to_owned()
+                } else {
+                    format!("it is one of {count} candidates")
+                };
                 d.evidence.push(format!("{basis}: {how_sure}"));
             }
             if seen.is_none() {
