@@ -32,11 +32,16 @@ pub fn diagnose(err: &io::Error, addr: SocketAddr) -> Diagnosis {
 }
 
 /// Connects to `addr` within `timeout` and explains the outcome: on success, who answered;
-/// otherwise why not.
+/// otherwise why not. After connecting it waits up to `timeout` for the server to accept the
+/// connection or answer: a listener that leaves it in its accept queue is LC006 (Linux).
 ///
 /// ```
 /// let listener = loopcheck::tcp_listener()?;
-/// let diagnosis = loopcheck::probe(listener.local_addr()?, std::time::Duration::from_secs(1));
+/// let addr = listener.local_addr()?;
+/// let diagnosis = std::thread::scope(|scope| {
+///     scope.spawn(|| listener.accept().map(drop));
+///     loopcheck::probe(addr, std::time::Duration::from_secs(5))
+/// });
 /// assert_eq!(diagnosis.holder().map(|p| p.pid), Some(std::process::id()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -84,7 +89,17 @@ const SYMPTOMS: &[(io::ErrorKind, &[&str])] = &[
     ),
     (
         io::ErrorKind::TimedOut,
-        &["timed out", "timedout", "deadline has elapsed", "os error 110)"],
+        &[
+            "timed out",
+            "timedout",
+            "deadline has elapsed",
+            "os error 110)",
+            // A read or write timeout (`set_read_timeout`) surfaces as EAGAIN on Unix.
+            "wouldblock",
+            "resource temporarily unavailable",
+            "os error 11)",
+            "os error 35)",
+        ],
     ),
     (
         io::ErrorKind::ConnectionReset,
@@ -125,12 +140,19 @@ pub fn symptom(message: &str) -> Option<io::ErrorKind> {
 pub struct Diagnoser {
     /// How long to watch a refused address for a listener that starts late.
     pub grace: Duration,
+    /// Whether the failing bind set `SO_REUSEADDR`, as std's and tokio's `TcpListener::bind`
+    /// do on Unix (the default there). Then `TIME_WAIT` leftovers cannot have failed it: they
+    /// are the trace of a server that closed moments ago, and the diagnosis is LC001. Set it
+    /// to `false` for a socket2 socket bound without `set_reuse_address(true)`, or a child
+    /// process that binds by itself, to get LC003 (the default on Windows).
+    pub binder_reuses_address: bool,
 }
 
 impl Default for Diagnoser {
     fn default() -> Self {
         Diagnoser {
             grace: Duration::from_millis(300),
+            binder_reuses_address: cfg!(unix),
         }
     }
 }
@@ -147,7 +169,7 @@ impl Diagnoser {
         }
         let port = Port::scan(addr);
         match err.kind() {
-            io::ErrorKind::AddrInUse => port.in_use(err),
+            io::ErrorKind::AddrInUse => port.in_use(err, self.binder_reuses_address),
             io::ErrorKind::ConnectionRefused => self.refused(port, err),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => port.timeout(err),
             io::ErrorKind::AddrNotAvailable => not_available(addr, err),
@@ -175,7 +197,7 @@ impl Diagnoser {
             if !port.sockets().any(|s| overlaps(s.local.ip(), addr.ip())) {
                 return None;
             }
-            return Some(port.in_use(&io::Error::from(kind)));
+            return Some(port.in_use(&io::Error::from(kind), self.binder_reuses_address));
         }
         Some(self.diagnose(&io::Error::from(kind), addr))
     }
@@ -195,6 +217,7 @@ impl Diagnoser {
             io::ErrorKind::ConnectionRefused => {
                 let now = Diagnoser {
                     grace: Duration::ZERO,
+                    ..self.clone()
                 };
                 Some(now.refused(Port::scan(addr), &err))
             }
@@ -211,7 +234,8 @@ impl Diagnoser {
         }
     }
 
-    /// See [`probe`].
+    /// See [`probe`]. After connecting it waits up to `timeout` for the server to accept the
+    /// connection or answer: one left in the listener's accept queue is LC006.
     pub fn probe(&self, addr: SocketAddr, timeout: Duration) -> Diagnosis {
         let connected = TcpStream::connect_timeout(&addr, timeout);
         // Another host's sockets are not in this host's table: say what was seen, no more.
@@ -220,6 +244,9 @@ impl Diagnoser {
         }
         match connected {
             Ok(stream) => {
+                if let Some(diagnosis) = never_accepted(&stream, addr, timeout) {
+                    return diagnosis;
+                }
                 drop(stream);
                 let mut diagnosis = Port::scan(addr).answered(None);
                 if diagnosis.code == Code::PortInUse {
@@ -441,7 +468,7 @@ impl Port {
         }
     }
 
-    fn in_use(&self, err: &io::Error) -> Diagnosis {
+    fn in_use(&self, err: &io::Error, reuses_address: bool) -> Diagnosis {
         let addr = self.addr;
         let conflicting: Vec<&SocketEntry> = self
             .sockets()
@@ -450,6 +477,22 @@ impl Port {
         let listeners: Vec<&SocketEntry> = conflicting.iter().copied().filter(|s| s.is_listener()).collect();
         let mut d = if let Some(listener) = listeners.first() {
             self.holder_diagnosis(listener, err)
+        } else if !conflicting.is_empty()
+            && conflicting.iter().all(|s| s.state == SocketState::TimeWait)
+            && reuses_address
+        {
+            let mut d = Diagnosis::new(
+                Code::PortInUse,
+                Some(addr),
+                format!("{addr} was in use ({err}), and its holder has closed since"),
+                "a short-lived server held the port, most likely another test running at the same time: let loopcheck allocate ports (`loopcheck::tcp_listener()`) so that no two tests share one",
+            );
+            d.evidence.push(format!(
+                "{} connection(s) on port {} are in TIME_WAIT: a server on it closed moments ago. That is no cause by itself: a bind with SO_REUSEADDR (std's and tokio's on Unix) succeeds beside TIME_WAIT, so a socket held the port when it failed",
+                conflicting.len(),
+                addr.port()
+            ));
+            d
         } else if !conflicting.is_empty() && conflicting.iter().all(|s| s.state == SocketState::TimeWait) {
             let mut d = Diagnosis::new(
                 Code::TimeWait,
@@ -727,6 +770,76 @@ impl Port {
     }
 }
 
+/// Whether the server side of `stream` is still waiting in the listener's accept queue after
+/// `timeout`: LC006 naming the listener, or `None` once the server accepts, answers or closes.
+///
+/// The kernel gives a connection a file only when `accept()` takes it, so its server side
+/// shows inode 0 until then (Linux; elsewhere nothing is waited for).
+fn never_accepted(stream: &TcpStream, addr: SocketAddr, timeout: Duration) -> Option<Diagnosis> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let client = stream.local_addr().ok()?;
+    stream.set_nonblocking(true).ok()?;
+    let options = ScanOptions {
+        tcp: true,
+        ports: Some(vec![addr.port()]),
+        ..ScanOptions::default()
+    };
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    // Bounded by the timeout and by a count, whatever the clock does.
+    for _ in 0..10_000 {
+        match stream.peek(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Data, an end of file or a reset: the server took the connection.
+            _ => return None,
+        }
+        let server_side = scan::scan_with(&options).ok().and_then(|table| {
+            table
+                .sockets
+                .into_iter()
+                .find(|s| s.remote == Some(client) && s.local.port() == addr.port())
+        });
+        if server_side.is_some_and(|s| s.inode.is_some()) {
+            return None;
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10).min(timeout - waited));
+    }
+    let port = Port::scan(addr);
+    let listener = port.listeners_at_addr().next()?;
+    let owners = port.owners(listener);
+    let who = owners.first().map_or_else(
+        || "a listener whose owner is hidden".to_owned(),
+        |o| format!("its listener, pid {} `{}`,", o.pid, o.command()),
+    );
+    let mut d = Diagnosis::new(
+        Code::ConnectTimeout,
+        Some(addr),
+        format!(
+            "{addr} took the connection but never accepted it: {who} left it in its accept queue for {} ms ({} of {} pending connections)",
+            timeout.as_millis(),
+            listener.recv_queue,
+            listener.send_queue
+        ),
+        match owners.first() {
+            Some(owner) => format!(
+                "the server does not call accept(): it hangs, is stopped, or is not the server you meant; check its accept loop, or end it (`kill {}`)",
+                owner.pid
+            ),
+            None => "the server does not call accept(): it hangs, or is not the server you meant".to_owned(),
+        },
+    );
+    port.describe_socket(&mut d, listener, "listener");
+    port.describe_lease(&mut d);
+    port.note_scan_limits(&mut d);
+    Some(d)
+}
+
 fn not_available(addr: SocketAddr, err: &io::Error) -> Diagnosis {
     let (summary, fix) = match addr.ip() {
         IpAddr::V6(ip) if ip.is_loopback() && !crate::policy::ipv6_available() => (
@@ -960,6 +1073,9 @@ pub fn process_ref(process: &ProcessInfo, role: &str) -> ProcessRef {
         exe: process.exe.clone(),
         test: process.loopcheck_test.clone(),
         role: role.to_owned(),
+        binary: None,
+        first_seen: None,
+        last_seen: None,
     }
 }
 

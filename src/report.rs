@@ -162,7 +162,7 @@ impl fmt::Display for Severity {
 }
 
 /// A process named by a diagnosis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessRef {
     /// Its process id.
     pub pid: u32,
@@ -179,6 +179,18 @@ pub struct ProcessRef {
     pub test: Option<String>,
     /// Its role in the diagnosis, such as `listener` or `zombie`.
     pub role: String,
+    /// The test binary it ran as, or was started by, where known (`cargo loopcheck test`'s
+    /// socket timeline: nextest's binary id, or the binary cargo test ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// When the socket timeline first saw it hold the address, in seconds after the run
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<f64>,
+    /// When the socket timeline last saw it hold the address, in seconds after the run
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<f64>,
 }
 
 /// What loopcheck concluded about a socket failure or an address.

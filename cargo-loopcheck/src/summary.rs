@@ -44,6 +44,7 @@ pub fn append(term: &Term, markdown: impl FnOnce() -> String) {
 /// let run = TestRun {
 ///     run_id: "r1".into(), runner: RunnerKind::Nextest, tests: vec![],
 ///     zombies: vec![], flaky: vec![], leaks: vec![], runs: 1, skipped_unlisted: 0,
+///     timeline: Default::default(),
 /// };
 /// assert!(cargo_loopcheck::summary::test_run(&run).starts_with("## cargo loopcheck test\n"));
 /// ```
@@ -310,6 +311,9 @@ mod tests {
             exe: None,
             test: Some("tests::other".into()),
             role: "holder".into(),
+            binary: None,
+            first_seen: None,
+            last_seen: None,
         });
         diagnosis
     }
@@ -324,6 +328,7 @@ mod tests {
             leaks: Vec::new(),
             runs: 2,
             skipped_unlisted: 0,
+            timeline: Default::default(),
         }
     }
 

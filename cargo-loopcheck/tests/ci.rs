@@ -120,7 +120,11 @@ fn every_command_s_json_matches_its_schema() {
     assert_eq!(row["lease"]["status"], "held", "{ports:#}");
     document("ports", &["ports", "--all"], ExitCode::OK);
 
+    // A server that accepts: `probe` waits for the accept, and one that never accepts is LC006.
+    let server = listener.try_clone().unwrap();
+    let accepting = std::thread::spawn(move || server.accept().map(drop));
     let answered = document("probe", &["probe", &addr.to_string()], ExitCode::OK);
+    accepting.join().unwrap().unwrap();
     assert_eq!(answered["processes"][0]["pid"], std::process::id());
     let free = loopcheck::reserve_port().unwrap();
     let refused = document("probe", &["probe", &free.addr().to_string()], ExitCode::FOUND);

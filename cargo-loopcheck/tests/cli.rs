@@ -119,7 +119,11 @@ fn explain_prints_the_section_of_a_code_or_name() {
 fn probe_names_the_process_that_answers() {
     let listener = loopcheck::tcp_listener().unwrap();
     let addr = listener.local_addr().unwrap();
-    let output = run(&["probe", &addr.to_string(), "--format", "json"]);
+    // A server that accepts: `probe` waits for that.
+    let output = std::thread::scope(|scope| {
+        scope.spawn(|| listener.accept().map(drop));
+        run(&["probe", &addr.to_string(), "--format", "json"])
+    });
     assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
     let diagnosis = json(&output);
     assert_eq!(diagnosis["code"], "LC001");
@@ -156,13 +160,16 @@ fn probe_explains_a_refusal_and_exits_with_1() {
 #[test]
 fn probe_tries_every_address_a_name_resolves_to() {
     let lease = loopcheck::reserve_port().unwrap();
-    let _listener = std::net::TcpListener::bind(("127.0.0.1", lease.port())).unwrap();
-    let output = run(&[
-        "probe",
-        &format!("localhost:{}", lease.port()),
-        "--format",
-        "json",
-    ]);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", lease.port())).unwrap();
+    let output = std::thread::scope(|scope| {
+        scope.spawn(|| listener.accept().map(drop));
+        run(&[
+            "probe",
+            &format!("localhost:{}", lease.port()),
+            "--format",
+            "json",
+        ])
+    });
     let diagnosis = json(&output);
     // Whatever order `localhost` resolves in, the IPv4 listener answers.
     assert_eq!(code(&output), ExitCode::OK, "{diagnosis}");

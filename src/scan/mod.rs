@@ -70,12 +70,16 @@ mod procfs;
 #[cfg(target_os = "linux")]
 mod sock_diag;
 mod table;
+#[cfg(target_os = "linux")]
+mod watch;
 
 use std::collections::BTreeMap;
 
 pub use error::ScanError;
 pub use process::{ProcessInfo, RunProcess, processes_of_run};
 pub use table::{Backend, Protocol, SocketEntry, SocketState, SocketTable};
+#[cfg(target_os = "linux")]
+pub use watch::Watch;
 
 /// What [`scan_with`] collects.
 ///
@@ -408,7 +412,12 @@ mod linux {
                 return;
             }
         };
-        let found = owners::find(&proc, table.sockets.iter().filter_map(|s| s.inode));
+        let found = owners::find(
+            &proc,
+            table.sockets.iter().filter_map(|s| s.inode),
+            &[std::process::id()],
+            true,
+        );
         let mut unresolved = 0usize;
         let mut holders = BTreeSet::new();
         for socket in &mut table.sockets {

@@ -20,12 +20,17 @@ pub(crate) struct Owners {
 /// Finds the processes holding the sockets `inodes` (0 is ignored: `TIME_WAIT` sockets have
 /// no file).
 ///
-/// The walk starts with this process (tests usually ask about their own sockets), then goes
-/// through `/proc` and stops after the process in which the last wanted inode was found. If
-/// some remain, a second pass visits the processes that appeared during the first one, which
-/// catches sockets handed to a freshly started process; hidden and closed sockets stay
-/// unresolved.
-pub(crate) fn find(proc: &ProcFs, inodes: impl IntoIterator<Item = u64>) -> Owners {
+/// The walk starts with the processes `first` (tests usually ask about their own sockets, a
+/// test runner about its children's), then, with `full`, goes through `/proc` and stops after
+/// the process in which the last wanted inode was found. If some remain, a second pass visits
+/// the processes that appeared during the first one, which catches sockets handed to a freshly
+/// started process; hidden and closed sockets stay unresolved.
+pub(crate) fn find(
+    proc: &ProcFs,
+    inodes: impl IntoIterator<Item = u64>,
+    first: &[u32],
+    full: bool,
+) -> Owners {
     let pids: HashMap<u64, Vec<u32>> = inodes
         .into_iter()
         .filter(|&i| i != 0)
@@ -39,13 +44,19 @@ pub(crate) fn find(proc: &ProcFs, inodes: impl IntoIterator<Item = u64>) -> Owne
         link: [0; 64],
     };
     if walk.remaining > 0 {
-        let me = std::process::id();
-        walk.process(me);
+        for &pid in first {
+            walk.process(pid);
+            if walk.remaining == 0 {
+                break;
+            }
+        }
+        let visited = |pid: u32| first.contains(&pid);
         let mut seen = Vec::new();
-        if walk.remaining > 0
+        if full
+            && walk.remaining > 0
             && let Ok(all) = proc.pids()
         {
-            for pid in all.filter(|&pid| pid != me) {
+            for pid in all.filter(|&pid| !visited(pid)) {
                 seen.push(pid);
                 walk.process(pid);
                 if walk.remaining == 0 {
@@ -53,11 +64,12 @@ pub(crate) fn find(proc: &ProcFs, inodes: impl IntoIterator<Item = u64>) -> Owne
                 }
             }
         }
-        if walk.remaining > 0
+        if full
+            && walk.remaining > 0
             && let Ok(all) = proc.pids()
         {
             seen.sort_unstable();
-            for pid in all.filter(|&pid| pid != me && seen.binary_search(&pid).is_err()) {
+            for pid in all.filter(|&pid| !visited(pid) && seen.binary_search(&pid).is_err()) {
                 walk.process(pid);
                 if walk.remaining == 0 {
                     break;
@@ -161,7 +173,8 @@ mod tests {
         .map(|m| m.ino())
         .expect("own fd metadata");
         let proc = ProcFs::open().unwrap();
-        let found = find(&proc, [inode, 0]);
+        let me = [std::process::id()];
+        let found = find(&proc, [inode, 0], &me, true);
         assert_eq!(
             found.pids.get(&inode).map(Vec::as_slice),
             Some(&[std::process::id()][..])
@@ -169,8 +182,11 @@ mod tests {
         assert!(!found.pids.contains_key(&0));
 
         // An inode no socket has: every process is visited (twice at most) and none matches.
-        let found = find(&proc, [u64::MAX]);
+        let found = find(&proc, [u64::MAX], &me, true);
         assert_eq!(found.pids.get(&u64::MAX).map(Vec::len), Some(0));
-        assert!(find(&proc, []).pids.is_empty());
+        assert!(find(&proc, [], &me, true).pids.is_empty());
+        // Without the full walk only the first processes are looked at.
+        let found = find(&proc, [inode], &[1], false);
+        assert_eq!(found.pids.get(&inode).map(Vec::len), Some(0));
     }
 }

@@ -355,6 +355,22 @@ impl<'p> ProcessReader<'p> {
         })
     }
 
+    /// Hands over the user names read so far, for a later reader.
+    pub(crate) fn into_users(self) -> Option<HashMap<u32, String>> {
+        self.users
+    }
+
+    /// A reader that starts with the user names an earlier one read.
+    pub(crate) fn with_users(
+        proc: &'p super::procfs::ProcFs,
+        users: Option<HashMap<u32, String>>,
+    ) -> ProcessReader<'p> {
+        ProcessReader {
+            users,
+            ..ProcessReader::new(proc)
+        }
+    }
+
     fn user_name(&mut self, uid: u32) -> Option<String> {
         let users = self.users.get_or_insert_with(|| {
             let mut text = Vec::new();

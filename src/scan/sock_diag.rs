@@ -50,15 +50,50 @@ pub(crate) struct DumpNotes {
 
 /// Runs `queries` one after the other on one netlink socket, appending to `out`.
 pub(crate) fn dump(queries: &[Query], out: &mut Vec<SocketEntry>) -> io::Result<DumpNotes> {
-    let socket = NetlinkSocket::open()?;
-    let mut buf = vec![0u8; RECV_BUFFER];
-    let mut notes = DumpNotes::default();
-    for (seq, query) in (1u32..).zip(queries) {
+    Dumper::open()?.dump(queries, out)
+}
+
+/// A netlink socket and its receive buffer, kept for repeated dumps (a sampler's): opening
+/// them costs as much as a small dump.
+pub(crate) struct Dumper {
+    socket: NetlinkSocket,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl Dumper {
+    pub(crate) fn open() -> io::Result<Dumper> {
+        Ok(Dumper {
+            socket: NetlinkSocket::open()?,
+            buf: vec![0u8; RECV_BUFFER],
+            seq: 0,
+        })
+    }
+
+    /// Runs `queries` one after the other, appending to `out`.
+    pub(crate) fn dump(&mut self, queries: &[Query], out: &mut Vec<SocketEntry>) -> io::Result<DumpNotes> {
+        let mut notes = DumpNotes::default();
+        for query in queries {
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            self.query(seq, query, out, &mut notes)?;
+        }
+        Ok(notes)
+    }
+
+    fn query(
+        &mut self,
+        seq: u32,
+        query: &Query,
+        out: &mut Vec<SocketEntry>,
+        notes: &mut DumpNotes,
+    ) -> io::Result<()> {
+        let (socket, buf) = (&self.socket, &mut self.buf);
         socket.send(&request(seq, query))?;
         let mut finished = false;
         for _ in 0..MAX_DATAGRAMS_PER_DUMP {
-            let len = socket.recv(&mut buf)?;
-            if parse_datagram(&buf[..len], seq, query.protocol, out, &mut notes)? == Progress::Done {
+            let len = socket.recv(buf)?;
+            if parse_datagram(&buf[..len], seq, query.protocol, out, notes)? == Progress::Done {
                 finished = true;
                 break;
             }
@@ -66,8 +101,8 @@ pub(crate) fn dump(queries: &[Query], out: &mut Vec<SocketEntry>) -> io::Result<
         if !finished {
             return Err(io::Error::other("netlink dump did not end"));
         }
+        Ok(())
     }
-    Ok(notes)
 }
 
 /// `nlmsghdr` + `inet_diag_req_v2`, with an all-zero socket id (no address filter).

@@ -14,7 +14,8 @@ use loopcheck::scan::{self, RunProcess, ScanOptions};
 use serde::{Deserialize, Serialize};
 
 use super::libtest::{BinaryLine, CRASHED};
-use super::model::{Execution, Status};
+use super::model::{Execution, RunnerKind, Status};
+use super::timeline::{Owner, Subject, Timeline, code, holders};
 use crate::lint::PortUse;
 use crate::workspace::Workspace;
 
@@ -77,6 +78,20 @@ impl Targets {
         self.targets.iter().find(|t| t.id == id)
     }
 
+    /// The id of the test binary a timeline owner is or was started by.
+    fn binary_of(&self, owner: &Owner) -> Option<String> {
+        if let Some(id) = &owner.binary_id {
+            return Some(id.clone());
+        }
+        let exe = owner.test_exe.as_deref()?.to_string_lossy().into_owned();
+        let line = BinaryLine {
+            source: String::new(),
+            exe: Some(exe.trim_end_matches(" (deleted)").to_owned()),
+            doctests: false,
+        };
+        Some(self.id_of(&line))
+    }
+
     /// The id of the binary cargo announced with `line`: the target whose crate name is the
     /// executable's (`echo-9a8b` is `echo`) and whose source ends with the path cargo shows.
     /// Two packages with a `tests/api.rs` each are told apart by the executable's dep-info
@@ -132,13 +147,22 @@ pub(crate) struct Blamer<'a> {
     diagnoser: Diagnoser,
     sources: HashMap<PathBuf, Option<String>>,
     findings: Option<Vec<Finding>>,
-    seen: HashMap<(io::ErrorKind, SocketAddr), Option<Diagnosis>>,
+    seen: HashMap<(io::ErrorKind, SocketAddr, bool), Option<Diagnosis>>,
     /// How many copies of the suite ran at once.
     concurrent: u32,
+    /// What the sampler saw during the round.
+    timeline: &'a Timeline,
+    runner: RunnerKind,
 }
 
 impl<'a> Blamer<'a> {
-    pub(crate) fn new(workspace: &'a Workspace, targets: &'a Targets, concurrent: u32) -> Self {
+    pub(crate) fn new(
+        workspace: &'a Workspace,
+        targets: &'a Targets,
+        concurrent: u32,
+        timeline: &'a Timeline,
+        runner: RunnerKind,
+    ) -> Self {
         Blamer {
             workspace,
             targets,
@@ -147,6 +171,8 @@ impl<'a> Blamer<'a> {
             findings: None,
             seen: HashMap::new(),
             concurrent,
+            timeline,
+            runner,
         }
     }
 
@@ -154,7 +180,12 @@ impl<'a> Blamer<'a> {
     /// and it has no diagnosis from its own harness, diagnoses the addresses that error
     /// concerns: the ones written in the message, else the ports the test's code hard-codes
     /// (the bound ones for "address in use", the others for a failed connection).
-    pub(crate) fn explain(&mut self, execution: &mut Execution) {
+    ///
+    /// The socket timeline of the round comes first: a holder it saw on those ports while the
+    /// test ran (in the copy `run_dir`) is named even when it has exited since. It also
+    /// explains a failure that names no socket error, when another test served the port the
+    /// test reaches.
+    pub(crate) fn explain(&mut self, execution: &mut Execution, run_dir: &Path) {
         if !matches!(execution.status, Status::Failed | Status::Flaky) || execution.name == CRASHED {
             return;
         }
@@ -165,10 +196,16 @@ impl<'a> Blamer<'a> {
         // The message, not the captured logs: a log line about a timeout or a refused
         // connection says nothing about why the test failed.
         let message = failure_message(&execution.output);
-        let Some(kind) = symptom(&message).filter(|kind| BLAMED.contains(kind)) else {
+        let kind = symptom(&message).filter(|kind| BLAMED.contains(kind));
+        let mentioned = mentioned_addrs(&message);
+        let from_timeline = self.timeline_holders(execution, run_dir, kind, &mentioned, &uses);
+        if !from_timeline.is_empty() {
+            execution.diagnoses = from_timeline;
+            return;
+        }
+        let Some(kind) = kind else {
             return;
         };
-        let mentioned = mentioned_addrs(&message);
         let addrs: Vec<SocketAddr> = if !mentioned.is_empty() {
             mentioned
         } else {
@@ -188,6 +225,7 @@ impl<'a> Blamer<'a> {
                 .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
                 .collect()
         };
+        self.diagnoser.binder_reuses_address = self.binder_reuses_address(execution);
         let mut diagnoses: Vec<Diagnosis> = Vec::new();
         for &addr in addrs.iter().take(MAX_ADDRESSES) {
             let found = self.afterwards(kind, addr).or_else(|| match (kind, addr.ip()) {
@@ -212,13 +250,166 @@ impl<'a> Blamer<'a> {
         execution.diagnoses = diagnoses;
     }
 
+    /// The holders the timeline saw on the test's ports while it ran.
+    fn timeline_holders(
+        &mut self,
+        execution: &Execution,
+        run_dir: &Path,
+        kind: Option<io::ErrorKind>,
+        mentioned: &[SocketAddr],
+        uses: &[PortUse],
+    ) -> Vec<Diagnosis> {
+        if self.timeline.missing.is_some() {
+            return Vec::new();
+        }
+        // A refused connection is the post-run scan's to explain.
+        if kind == Some(io::ErrorKind::ConnectionRefused) {
+            return Vec::new();
+        }
+        let binding = kind == Some(io::ErrorKind::AddrInUse);
+        // Its own code's ports first (bound ones for a failed bind), then its file's.
+        let mut ports: Vec<u16> = uses
+            .iter()
+            .filter(|u| u.bind == binding)
+            .map(|u| u.port)
+            .collect();
+        ports.extend(uses.iter().map(|u| u.port));
+        if kind.is_some() {
+            let file = execution.file.clone();
+            ports.extend(
+                self.findings()
+                    .iter()
+                    .filter(|f| f.code == Code::HardCodedPort && f.file == file)
+                    .filter_map(|f| f.port),
+            );
+            ports.extend(self.library_ports(execution));
+        }
+        let mut unique = Vec::new();
+        for port in ports {
+            if !unique.contains(&port) {
+                unique.push(port);
+            }
+        }
+        if kind.is_none() && unique.is_empty() {
+            return Vec::new();
+        }
+        let crate_name = (self.runner == RunnerKind::CargoTest)
+            .then(|| {
+                self.targets
+                    .by_id(&execution.binary)
+                    .map(|t| t.crate_name.as_str())
+            })
+            .flatten();
+        let subject = Subject {
+            run_dir,
+            binary: &execution.binary,
+            name: &execution.name,
+            crate_name,
+        };
+        let question = holders::Question {
+            kind,
+            mentioned,
+            ports: &unique,
+        };
+        let (targets, timeline) = (self.targets, self.timeline);
+        let root = self.workspace.root.clone();
+        let findings = self.findings();
+        let places = |binary: &str, port: u16| -> Vec<String> {
+            let Some(file) = targets
+                .by_id(binary)
+                .map(|t| crate::lint::relative_path(&root, &t.src_path))
+            else {
+                return Vec::new();
+            };
+            findings
+                .iter()
+                .filter(|f| {
+                    f.code == Code::HardCodedPort && f.port == Some(port) && f.file.as_deref() == Some(&*file)
+                })
+                .map(|f| format!("{file}:{}", f.line.unwrap_or(0)))
+                .take(3)
+                .collect()
+        };
+        let names = holders::Names {
+            binary_of: &|o| targets.binary_of(o),
+            places: &places,
+            owner_now: &code::owner_now,
+        };
+        let mut found = holders::explain(timeline, &subject, &question, &names);
+        // A holder still alive that is a leftover of an earlier run is the post-run scan's
+        // to name: it tells a zombie (LC002) and says how to end it.
+        for d in &mut found {
+            let (Some(addr), Some(pid)) = (d.addr, d.holder().map(|p| p.pid)) else {
+                continue;
+            };
+            let zombie = scan::ProcessInfo::read(pid).is_some_and(|p| {
+                matches!(
+                    loopcheck::diagnose::classify(&p),
+                    loopcheck::diagnose::Provenance::Zombie { .. }
+                )
+            });
+            if zombie
+                && let Some(kind) = kind
+                && let Some(now) = self
+                    .afterwards(kind, addr)
+                    .filter(|n| n.code == Code::ZombieListener)
+            {
+                *d = now;
+            }
+        }
+        for d in &mut found {
+            if d.code == Code::PortInUse
+                && kind == Some(io::ErrorKind::AddrInUse)
+                && let Some(addr) = d.addr
+            {
+                code::note_time_wait(d, addr.port());
+            }
+        }
+        found
+    }
+
     /// [`Diagnoser::explain_afterwards`], once per round for each error and address: a hundred
     /// tests refused by one dead server cost one look at it.
     fn afterwards(&mut self, kind: io::ErrorKind, addr: SocketAddr) -> Option<Diagnosis> {
         let diagnoser = &self.diagnoser;
         self.seen
-            .entry((kind, addr))
+            .entry((kind, addr, diagnoser.binder_reuses_address))
             .or_insert_with(|| diagnoser.explain_afterwards(kind, addr))
+            .clone()
+    }
+
+    /// The ports of the package's library constants that the test's file names
+    /// (`my_client::SERVICE_PORT`): the lint reads test code only, and a client library's
+    /// default port is what its tests reach.
+    fn library_ports(&mut self, execution: &Execution) -> Vec<u16> {
+        let Some(test_source) = self.source_of(execution) else {
+            return Vec::new();
+        };
+        let names = code::constant_paths(&test_source);
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let package = execution.binary.split("::").next().unwrap_or_default();
+        let Some(dir) = self.targets.by_id(package).and_then(|lib| lib.src_path.parent()) else {
+            return Vec::new();
+        };
+        code::library_constants(dir, &names)
+    }
+
+    /// Whether the test's binds may be taken to set `SO_REUSEADDR` ([`code::binds_with_reuse`]).
+    fn binder_reuses_address(&mut self, execution: &Execution) -> bool {
+        match self.source_of(execution) {
+            Some(source) => code::binds_with_reuse(&source),
+            None => cfg!(unix),
+        }
+    }
+
+    /// The text of the test's file, read once.
+    fn source_of(&mut self, execution: &Execution) -> Option<String> {
+        let path = self.workspace.root.join(execution.file.as_ref()?);
+        self.sources
+            .entry(path.clone())
+            .or_insert_with(|| std::fs::read_to_string(&path).ok())
             .clone()
     }
 

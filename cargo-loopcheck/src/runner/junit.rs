@@ -185,6 +185,18 @@ fn case(test: &TestReport) -> TestCase {
         if let Some(process) = diagnosis.holder() {
             case.add_property(Property::new(key("pid"), process.pid.to_string()));
             case.add_property(Property::new(key("command"), process.command.as_str()));
+            // What the socket timeline knows of the holder.
+            let seen = [
+                ("test", process.test.clone()),
+                ("binary", process.binary.clone()),
+                ("first_seen", process.first_seen.map(|s| s.to_string())),
+                ("last_seen", process.last_seen.map(|s| s.to_string())),
+            ];
+            for (field, value) in seen {
+                if let Some(value) = value {
+                    case.add_property(Property::new(key(field), value));
+                }
+            }
         }
     }
     if let (Some(file), Some(line)) = (&test.file, test.line) {
@@ -285,6 +297,7 @@ called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, mes
             leaks: Vec::new(),
             runs: 1,
             skipped_unlisted: 0,
+            timeline: Default::default(),
         };
         let xml = write(&run).expect("serializes");
         let parsed = Report::deserialize_from_str(&xml).expect("valid JUnit");

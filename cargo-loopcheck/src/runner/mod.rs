@@ -26,11 +26,14 @@ mod output;
 mod panics;
 mod signals;
 mod teardown;
+mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use model::{Counts, Execution, Flake, RunnerKind, Status, TestReport, TestRun, ZombieReport};
+pub use model::{
+    Counts, Execution, Flake, RunnerKind, Status, TestReport, TestRun, TimelineSummary, ZombieReport,
+};
 
 use crate::ExitCode;
 use crate::cli::{Common, TestArgs};
@@ -124,6 +127,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
     let mut unattributed = Vec::new();
     let mut copies_run = 0;
     let mut skipped_unlisted = 0;
+    let mut timeline_summary = TimelineSummary::default();
     // A round that cannot run ends the hunt, but the rounds before it are still reported.
     let mut stopped: Option<Error> = None;
     // A SIGTERM or SIGINT ends the run too; the tests that finished are reported.
@@ -153,6 +157,8 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 source,
             })?;
         }
+        // The socket timeline of the round: who held which port while the tests ran.
+        let sampler = timeline::Sampler::start();
         let (results, fresh) = std::thread::scope(|scope| {
             let handles: Vec<_> = copies
                 .iter()
@@ -168,6 +174,8 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 .collect();
             (results, fresh)
         });
+        let round_timeline = sampler.stop();
+        round_timeline.add_to(&mut timeline_summary, round == 0);
         if let Some(fresh) = fresh {
             prepared = Some(fresh?);
         }
@@ -175,7 +183,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
             unreachable!("the workspace is read during the first round")
         };
         // Holders of a failure's port are looked for while the round's leftovers live.
-        let mut blamer = Blamer::new(workspace, targets, args.concurrent);
+        let mut blamer = Blamer::new(workspace, targets, args.concurrent, &round_timeline, runner);
         for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
             let mut runner_skipped = None;
             if let Ok(finished) = &result {
@@ -219,7 +227,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 }
             }
             for execution in &mut round_executions {
-                blamer.explain(execution);
+                blamer.explain(execution, dir);
             }
             exposure::flag_wildcard_holders(&mut round_executions);
             if !single {
@@ -262,12 +270,18 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         leaks: unattributed,
         runs: copies_run,
         skipped_unlisted,
+        timeline: timeline_summary,
     };
 
     match format {
         Format::Json => crate::term::print_json(&report)?,
         Format::Github => output::github(&report)?,
-        _ => output::human(term, &report, &run_root).map_err(Error::Output)?,
+        _ => {
+            output::human(term, &report, &run_root).map_err(Error::Output)?;
+            if let Some(note) = &report.timeline.note {
+                eprintln!("note: {note}");
+            }
+        }
     }
     crate::summary::append(term, || crate::summary::test_run(&report));
     // Written after the report is out, so a bad path loses nothing else.
@@ -311,6 +325,24 @@ pub(crate) fn failed_in_libtest(output: &str) -> Vec<Execution> {
     libtest::parse(output, &|_| String::new())
         .into_iter()
         .filter(|e| e.status == Status::Failed)
+        .collect()
+}
+
+/// Runs the socket timeline's sampler every `interval` while `work` runs, and returns the
+/// loopback and wildcard TCP listeners it saw: address, first and last sighting after the
+/// start. For the timeline's catch-rate benchmark; empty where no timeline is recorded.
+#[doc(hidden)]
+pub fn sample_listeners(
+    interval: Duration,
+    work: impl FnOnce(),
+) -> Vec<(std::net::SocketAddr, Duration, Duration)> {
+    let sampler = timeline::Sampler::every(interval);
+    work();
+    let seen = sampler.stop();
+    seen.sockets
+        .iter()
+        .filter(|h| h.protocol == loopcheck::scan::Protocol::Tcp)
+        .map(|h| (h.local, h.first, h.last))
         .collect()
 }
 

@@ -170,10 +170,32 @@ pub struct TestRun {
     /// summary. Counted in the summary's skipped tests.
     #[serde(skip_serializing_if = "is_zero")]
     pub skipped_unlisted: u32,
+    /// What the socket timeline recorded over all rounds.
+    pub timeline: TimelineSummary,
 }
 
 fn is_zero(count: &u32) -> bool {
     *count == 0
+}
+
+/// What the socket timeline recorded: whether it ran, and how much it saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TimelineSummary {
+    /// Whether a timeline was recorded in every round.
+    pub recorded: bool,
+    /// The sampling interval, in milliseconds.
+    pub interval_ms: u64,
+    /// How many samples were taken.
+    pub samples: u64,
+    /// How many sockets (held by one owner each) were seen.
+    pub sockets: usize,
+    /// How many processes of the run were seen.
+    pub processes: usize,
+    /// Sockets and processes not kept, past the memory cap.
+    pub dropped: u64,
+    /// Why no timeline was recorded, or that some of it was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A zombie found before the run, and what became of it.

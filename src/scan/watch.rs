@@ -1,0 +1,188 @@
+//! The pieces of a socket sampler (Linux): a listener dump on a kept netlink socket, owner
+//! search that starts with chosen processes, and cheap reads of `/proc`. `cargo loopcheck test`
+//! builds its socket timeline from these, every few milliseconds while a suite runs.
+
+use std::collections::HashMap;
+
+use super::process::{ProcessReader, find_env};
+use super::procfs::ProcFs;
+use super::sock_diag::{Dumper, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
+use super::{ProcessInfo, Protocol, ScanError, SocketEntry};
+
+/// What every sample asks the kernel: listening TCP and unconnected (bound) UDP sockets, over
+/// IPv4 and IPv6. Connected sockets and `TIME_WAIT` are filtered out by the kernel.
+const LISTENERS: [Query; 4] = [
+    Query {
+        protocol: Protocol::Tcp,
+        ipv6: false,
+        states: TCP_LISTEN_BIT,
+    },
+    Query {
+        protocol: Protocol::Tcp,
+        ipv6: true,
+        states: TCP_LISTEN_BIT,
+    },
+    Query {
+        protocol: Protocol::Udp,
+        ipv6: false,
+        states: UDP_UNCONNECTED_BIT,
+    },
+    Query {
+        protocol: Protocol::Udp,
+        ipv6: true,
+        states: UDP_UNCONNECTED_BIT,
+    },
+];
+
+/// A kept `/proc` handle and netlink socket for sampling the host's listeners again and again.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let port = listener.local_addr()?.port();
+/// let mut watch = loopcheck::scan::Watch::open()?;
+/// let mut sockets = Vec::new();
+/// watch.listeners(&mut sockets)?;
+/// let mine = sockets.iter().find(|s| s.local.port() == port).expect("listed");
+/// let owners = watch.owners(&[mine.inode.unwrap()], &[std::process::id()], false);
+/// assert_eq!(owners[&mine.inode.unwrap()], [std::process::id()]);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Watch {
+    proc: ProcFs,
+    dumper: Dumper,
+    buf: Vec<u8>,
+    link: Vec<u8>,
+    /// User names by uid, read from `/etc/passwd` once.
+    users: Option<HashMap<u32, String>>,
+}
+
+impl Watch {
+    /// Opens `/proc` and a netlink `sock_diag` socket.
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::SockDiag`] when netlink is refused, [`ScanError::Read`] when `/proc` is
+    /// missing.
+    pub fn open() -> Result<Watch, ScanError> {
+        let proc = ProcFs::open().map_err(|source| ScanError::Read {
+            path: "/proc".into(),
+            source,
+        })?;
+        Ok(Watch {
+            proc,
+            dumper: Dumper::open().map_err(ScanError::SockDiag)?,
+            buf: Vec::with_capacity(4096),
+            link: vec![0; libc::PATH_MAX as usize + 1],
+            users: None,
+        })
+    }
+
+    /// Appends the host's listening TCP and unconnected UDP sockets to `out`, without owners.
+    /// [`SocketEntry::recv_queue`] of a TCP listener is its accept queue (connections
+    /// waiting for `accept()`), [`SocketEntry::send_queue`] its backlog.
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::SockDiag`] when the dump fails.
+    pub fn listeners(&mut self, out: &mut Vec<SocketEntry>) -> Result<(), ScanError> {
+        self.dumper
+            .dump(&LISTENERS, out)
+            .map(drop)
+            .map_err(ScanError::SockDiag)
+    }
+
+    /// The holders of the sockets `inodes`, looked for in the processes `first`, then, with
+    /// `full`, through all of `/proc`. An inode nobody was seen holding maps to an empty list.
+    pub fn owners(&self, inodes: &[u64], first: &[u32], full: bool) -> HashMap<u64, Vec<u32>> {
+        super::owners::find(&self.proc, inodes.iter().copied(), first, full).pids
+    }
+
+    /// Reads process `pid`; `None` when it is gone.
+    pub fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
+        let mut reader = ProcessReader::with_users(&self.proc, self.users.take());
+        let process = reader.read(pid);
+        self.users = reader.into_users();
+        process
+    }
+
+    /// Appends the pids of every process to `out` (one `/proc` directory listing).
+    pub fn pids(&self, out: &mut Vec<u32>) {
+        if let Ok(pids) = self.proc.pids() {
+            out.extend(pids);
+        }
+    }
+
+    /// The parent of process `pid`; `None` when it is gone or has none.
+    pub fn parent(&mut self, pid: u32) -> Option<u32> {
+        self.proc.read(pid, c"stat", &mut self.buf).ok()?;
+        super::process::parse_stat(&self.buf)?.ppid
+    }
+
+    /// The executable of process `pid`, cheaply (one `readlink`): it changes when the process
+    /// runs `exec`.
+    pub fn exe(&mut self, pid: u32) -> Option<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+
+        let path = self.proc.readlink(pid, c"exe", &mut self.link).ok()?;
+        Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+    }
+
+    /// The values of the environment variables `keys` of process `pid`, in order; all `None`
+    /// when its environment is unreadable (another user's process, or gone).
+    pub fn environment(&mut self, pid: u32, keys: &[&str]) -> Vec<Option<String>> {
+        if self.proc.read(pid, c"environ", &mut self.buf).is_err() {
+            return vec![None; keys.len()];
+        }
+        keys.iter()
+            .map(|key| find_env(&self.buf, key.as_bytes()))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_a_child_and_its_listener() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let mut watch = Watch::open().unwrap();
+        let mut pids = Vec::new();
+        watch.pids(&mut pids);
+        let parent = watch.parent(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(pids.contains(&child.id()), "{pids:?}");
+        assert_eq!(parent, Some(std::process::id()));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut sockets = Vec::new();
+        watch.listeners(&mut sockets).unwrap();
+        let entry = sockets
+            .iter()
+            .find(|s| s.local.port() == port && s.protocol == Protocol::Tcp)
+            .expect("our listener is listed");
+        let inode = entry.inode.unwrap();
+        let owners = watch.owners(&[inode], &[], true);
+        assert_eq!(owners[&inode], [std::process::id()]);
+        let me = std::process::id();
+        assert_eq!(watch.parent(me), ProcessInfo::read(me).and_then(|p| p.ppid));
+        assert_eq!(watch.exe(me), std::env::current_exe().ok());
+        assert_eq!(watch.process(me).map(|p| p.pid), Some(me));
+        let path = watch.environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"]);
+        assert_eq!(path[0], std::env::var("PATH").ok());
+        assert_eq!(path[1], None);
+    }
+}
