@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::PortLease;
 use crate::diagnose::Diagnoser;
-use crate::lease::{RECORDS_FILE, RUN_DIR_VAR, TEST_VAR};
+use crate::lease::{RECORDS_FILE, RUN_DIR_VAR, TEST_VAR, own_pid};
 use crate::report::{Code, Diagnosis};
 use crate::scan::{ProcessInfo, ScanOptions};
 
@@ -175,16 +175,16 @@ impl Arg for PortLease {
 
 impl Arg for TcpListener {
     fn allocate(cx: &mut Context) -> Self {
-        let listener = crate::tcp_listener().unwrap_or_else(|e| cx.fail("a TcpListener", e));
-        cx.give_bound(Protocol::Tcp, listener.local_addr());
+        let (listener, addr) = crate::alloc::tcp_listener_at().unwrap_or_else(|e| cx.fail("a TcpListener", e));
+        cx.give(Protocol::Tcp, addr.port(), vec![addr]);
         listener
     }
 }
 
 impl Arg for UdpSocket {
     fn allocate(cx: &mut Context) -> Self {
-        let socket = crate::udp_socket().unwrap_or_else(|e| cx.fail("a UdpSocket", e));
-        cx.give_bound(Protocol::Udp, socket.local_addr());
+        let (socket, addr) = crate::alloc::udp_socket_at().unwrap_or_else(|e| cx.fail("a UdpSocket", e));
+        cx.give(Protocol::Udp, addr.port(), vec![addr]);
         socket
     }
 }
@@ -246,9 +246,10 @@ pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Con
     let mut cx = Context::new(test);
     let body = setup(&mut cx);
     let started = Instant::now();
-    let tid = thread_id();
     let result = catch_unwind(AssertUnwindSafe(body));
-    cx.finish(result, &[tid], started.elapsed())
+    // The body ran on this thread, which is still alive: its id is asked for only when the
+    // process has children at all.
+    cx.finish(result, Threads::Current, started.elapsed())
 }
 
 /// Runs a test with a time limit: the body runs on a thread of its own, and the test fails
@@ -285,7 +286,7 @@ where
         Ok(Message::Done(result)) => result,
         _ => {
             let message = format!("test `{name}` timed out after {}", humanize(timeout));
-            cx.report(&Failure::TimedOut(message.clone()), &[tid], started.elapsed());
+            cx.report(&Failure::TimedOut(message.clone()), Threads::Listed(&[tid]), started.elapsed());
             // The body still runs and may still bind the numbers it was given: its leases
             // stay held until the process exits.
             std::mem::forget(std::mem::take(&mut cx.leases));
@@ -299,9 +300,18 @@ where
             panic!("{message}");
         }
     };
-    let value = cx.finish(result, &[tid], started.elapsed());
+    let value = cx.finish(result, Threads::Listed(&[tid]), started.elapsed());
     drop(checked);
     value
+}
+
+/// The threads whose children count as the test's.
+#[derive(Clone, Copy)]
+enum Threads<'a> {
+    /// The calling thread, which ran the body.
+    Current,
+    /// These threads (`None`: a thread whose id is unknown).
+    Listed(&'a [Option<u32>]),
 }
 
 /// What the body's thread tells the test's thread: its id first, then how the body ended.
@@ -354,7 +364,7 @@ impl Context {
     fn finish<R: Outcome>(
         &self,
         result: std::thread::Result<R>,
-        tids: &[Option<u32>],
+        tids: Threads<'_>,
         elapsed: Duration,
     ) -> R {
         let failure = match &result {
@@ -387,7 +397,7 @@ impl Context {
         }
     }
 
-    fn report_success(&self, tids: &[Option<u32>], elapsed: Duration, panicked: bool) -> Vec<Diagnosis> {
+    fn report_success(&self, tids: Threads<'_>, elapsed: Duration, panicked: bool) -> Vec<Diagnosis> {
         let leaks = self.leaks(tids);
         self.print_leaks(&leaks);
         let outcome = if panicked {
@@ -399,7 +409,7 @@ impl Context {
         leaks
     }
 
-    fn report(&self, failure: &Failure, tids: &[Option<u32>], elapsed: Duration) -> Vec<Diagnosis> {
+    fn report(&self, failure: &Failure, tids: Threads<'_>, elapsed: Duration) -> Vec<Diagnosis> {
         // The harness's own "timed out" is no socket timeout: say only what each address shows.
         let symptom = match failure {
             Failure::TimedOut(_) => None,
@@ -444,7 +454,7 @@ impl Context {
 
     /// LC012 for every given address still listening, LC013 for every child of the test's
     /// threads still running.
-    fn leaks(&self, tids: &[Option<u32>]) -> Vec<Diagnosis> {
+    fn leaks(&self, tids: Threads<'_>) -> Vec<Diagnosis> {
         let mut leaks = Vec::new();
         for given in &self.given {
             for &addr in &given.addrs {
@@ -506,8 +516,8 @@ impl Context {
             diagnoses,
             leaks,
             duration_ms: elapsed.as_millis() as u64,
-            pid: std::process::id(),
-            binary: std::env::current_exe().ok(),
+            pid: own_pid(),
+            binary: test_binary(),
         };
         if let Err(err) = write_record(&dir, &record) {
             eprintln!(
@@ -531,7 +541,13 @@ struct Record<'a> {
     leaks: &'a [Diagnosis],
     duration_ms: u64,
     pid: u32,
-    binary: Option<PathBuf>,
+    binary: Option<&'static std::path::Path>,
+}
+
+/// This test binary's path, read once per process (`current_exe` is a `readlink`).
+fn test_binary() -> Option<&'static std::path::Path> {
+    static BINARY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| std::env::current_exe().ok()).as_deref()
 }
 
 /// Appends `record` as one line to `records.jsonl` in `dir`, in one `write` to a file opened
@@ -613,6 +629,32 @@ fn leaked_listener(test: &str, protocol: Protocol, addr: SocketAddr) -> Diagnosi
     d
 }
 
+/// Whether any thread of this process has a child, alive or not yet reaped: `false` saves
+/// reading the per-thread `children` files (an open, a read and a close each) after every
+/// test that spawned nothing. One `waitid` answers it: `ECHILD` means no child at all.
+/// `WNOWAIT` leaves an exited child to be reaped by its owner, `WNOHANG` never blocks, and
+/// `__WALL` counts children of any exit signal.
+fn may_have_children() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `info` is valid for writes; with WNOWAIT no child changes state.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+            )
+        };
+        !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
+}
+
 /// The thread id of the caller (Linux), to find the children it spawns.
 fn thread_id() -> Option<u32> {
     #[cfg(target_os = "linux")]
@@ -630,7 +672,15 @@ fn thread_id() -> Option<u32> {
 /// a task's children in `/proc/self/task/TID/children`, which attributes each child to the
 /// test whose thread spawned it even when tests share the process. Under nextest's
 /// process-per-test mode every thread of the process counts.
-fn children(tids: &[Option<u32>]) -> Vec<u32> {
+fn children(tids: Threads<'_>) -> Vec<u32> {
+    if !may_have_children() {
+        return Vec::new();
+    }
+    let current = [thread_id()];
+    let tids = match tids {
+        Threads::Current => &current[..],
+        Threads::Listed(tids) => tids,
+    };
     let paths: Vec<PathBuf> = if one_test_per_process() {
         std::fs::read_dir("/proc/self/task")
             .map(|entries| {

@@ -66,6 +66,8 @@ pub fn registry_dir() -> PathBuf {
     }
 }
 
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
 /// A validated registry directory.
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -75,7 +77,6 @@ pub(crate) struct Registry {
 impl Registry {
     /// The registry of this process, created and checked on first use.
     pub(crate) fn get() -> Result<&'static Registry> {
-        static REGISTRY: OnceLock<Registry> = OnceLock::new();
         if let Some(registry) = REGISTRY.get() {
             return Ok(registry);
         }
@@ -127,11 +128,48 @@ impl Registry {
             },
             Err(_) => return Attempt::Unusable,
         };
+        self.lock(port, file)
+    }
+
+    fn lock(&self, port: u16, file: File) -> Attempt {
         match file.try_lock() {
-            Ok(()) => Attempt::Acquired(Lease { file, port }),
+            Ok(()) => Attempt::Acquired(Lease {
+                file: Some(file),
+                port,
+                pooled: self.is_global(),
+            }),
             Err(fs::TryLockError::WouldBlock) => Attempt::Held,
             Err(fs::TryLockError::Error(_)) => Attempt::Unusable,
         }
+    }
+
+    /// Tries to lease again a port whose lease this process gave back: its file is still
+    /// open, so this costs a `flock` instead of an `open`, a `flock` and, at release, a
+    /// `close`. `None` when no released file is kept; a port another process took since
+    /// goes back to the end of the queue.
+    pub(crate) fn try_reacquire(&self) -> Option<Attempt> {
+        if !self.is_global() {
+            return None;
+        }
+        let (port, file) = lock_pool().pop_front()?;
+        Some(match file.try_lock() {
+            Ok(()) => Attempt::Acquired(Lease {
+                file: Some(file),
+                port,
+                pooled: true,
+            }),
+            Err(fs::TryLockError::WouldBlock) => {
+                lock_pool().push_back((port, file));
+                Attempt::Held
+            }
+            Err(fs::TryLockError::Error(_)) => Attempt::Unusable,
+        })
+    }
+
+    /// Whether this is the process's registry ([`Registry::get`]), whose released files are
+    /// kept open for reuse; a registry opened by hand (tests) closes them.
+    fn is_global(&self) -> bool {
+        REGISTRY.get().is_some_and(|global| std::ptr::eq(global, self))
     }
 
     /// Every lease file of the registry, with its state, sorted by port.
@@ -202,16 +240,37 @@ pub(crate) enum Attempt {
     Unusable,
 }
 
+/// How many released lease files a process keeps open (unlocked) for reuse: few enough to
+/// cost nothing in descriptors, enough that a port comes back only after as many other
+/// allocations.
+const POOL_SIZE: usize = 16;
+
+/// Lease files of the process's registry given back by this process: open, unlocked, their
+/// records marked free, oldest first.
+static POOL: std::sync::Mutex<std::collections::VecDeque<(u16, File)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+fn lock_pool() -> std::sync::MutexGuard<'static, std::collections::VecDeque<(u16, File)>> {
+    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A held lease: the port is ours until this is dropped.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    file: File,
+    /// Always `Some` until dropped, when it is closed or kept in [`POOL`].
+    file: Option<File>,
     port: u16,
+    /// From the process's registry: the released file goes to [`POOL`].
+    pooled: bool,
 }
 
 impl Lease {
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    fn file(&self) -> &File {
+        self.file.as_ref().expect("a lease's file is only taken when it is dropped")
     }
 
     /// Writes who holds the lease, for diagnostics. Failing to write does not void the lease.
@@ -244,15 +303,23 @@ impl Lease {
             bytes.resize(RECORD_SIZE - 1, b' ');
         }
         bytes.push(b'\n');
-        let _ = write_at(&self.file, &bytes, 0);
+        let _ = write_at(self.file(), &bytes, 0);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Marks the record released before the lock goes with the file, so a reader that finds
-        // the lock free and the record still `held` knows the holder died.
-        let _ = write_at(&self.file, b"free", STATE_OFFSET);
+        let Some(file) = self.file.take() else { return };
+        // Marks the record released before the lock goes, so a reader that finds the lock
+        // free and the record still `held` knows the holder died.
+        let _ = write_at(&file, b"free", STATE_OFFSET);
+        if self.pooled && file.unlock().is_ok() {
+            let mut pool = lock_pool();
+            if pool.len() < POOL_SIZE {
+                pool.push_back((self.port, file));
+            }
+        }
+        // Otherwise closing the file releases the lock.
     }
 }
 
@@ -271,7 +338,7 @@ pub(crate) fn current_test() -> Option<String> {
 }
 
 /// This process's id, asked of the kernel once: `getpid` is a real syscall on Linux.
-fn own_pid() -> u32 {
+pub(crate) fn own_pid() -> u32 {
     static PID: OnceLock<u32> = OnceLock::new();
     *PID.get_or_init(std::process::id)
 }
@@ -597,7 +664,7 @@ mod tests {
         let lease = acquire(&registry, 20002);
         lease.write_record("127.0.0.1".parse().unwrap());
         // What a killed holder leaves behind: the record still says `held`, the lock is gone.
-        let file = lease.file.try_clone().unwrap();
+        let file = lease.file().try_clone().unwrap();
         std::mem::forget(lease);
         file.unlock().unwrap();
         assert_eq!(registry.inspect(20002).unwrap().status, LeaseStatus::Stale);
