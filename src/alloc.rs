@@ -228,6 +228,7 @@ fn release_at_exit() {
     #[cfg(unix)]
     {
         extern "C" fn release() {
+            crate::lease::stop_keeping_released_files();
             if let Ok(mut kept) = KEPT.try_lock() {
                 kept.clear();
             }
@@ -258,7 +259,7 @@ fn release_at_exit() {
 pub fn loopback_ip() -> IpAddr {
     static OWN: OnceLock<IpAddr> = OnceLock::new();
     if cfg!(target_os = "linux") && !ALIASES_FAILED.load(Ordering::Relaxed) {
-        *OWN.get_or_init(|| IpAddr::V4(per_process_ip(std::process::id())))
+        *OWN.get_or_init(|| IpAddr::V4(per_process_ip(crate::lease::own_pid())))
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     }
@@ -344,7 +345,7 @@ fn allocator() -> Result<&'static Allocator> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let seed = (std::process::id() as usize).wrapping_mul(2_654_435_761) ^ nanos as usize;
+    let seed = (crate::lease::own_pid() as usize).wrapping_mul(2_654_435_761) ^ nanos as usize;
     Ok(ALLOCATOR.get_or_init(|| Allocator {
         policy,
         registry,

@@ -99,6 +99,7 @@ impl Context {
     }
 
     /// Registers a socket handed to the test by the address it is bound to.
+    #[cfg(feature = "tokio")]
     fn give_bound(&mut self, protocol: Protocol, addr: io::Result<SocketAddr>) {
         if let Ok(addr) = addr {
             self.give(protocol, addr.port(), vec![addr]);
@@ -572,9 +573,16 @@ fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
     }
 }
 
-/// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the
-/// cheapest question: only when it fails is the socket table read.
+/// Whether something still listens on (TCP) or is bound to (UDP) `addr`. One question to
+/// the kernel: for TCP on Linux an exact sock_diag lookup, else (or when netlink is
+/// unavailable) a bind; only when something is found is the socket table read.
 fn still_bound(protocol: Protocol, addr: SocketAddr) -> bool {
+    #[cfg(target_os = "linux")]
+    if protocol == Protocol::Tcp
+        && let Ok(listening) = crate::scan::tcp_listening(addr)
+    {
+        return listening;
+    }
     let attempt = || -> io::Result<()> {
         let socket = match protocol {
             // With SO_REUSEADDR, TIME_WAIT leftovers do not count, only a listener; and

@@ -250,6 +250,16 @@ const POOL_SIZE: usize = 16;
 static POOL: std::sync::Mutex<std::collections::VecDeque<(u16, File)>> =
     std::sync::Mutex::new(std::collections::VecDeque::new());
 
+/// Set at process exit: released files are then closed, not kept (the kernel would close them
+/// a moment later anyway; unlocking first would be one more syscall).
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, released lease files are closed instead of kept for reuse.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) fn stop_keeping_released_files() {
+    EXITING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn lock_pool() -> std::sync::MutexGuard<'static, std::collections::VecDeque<(u16, File)>> {
     POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -313,7 +323,7 @@ impl Drop for Lease {
         // Marks the record released before the lock goes, so a reader that finds the lock
         // free and the record still `held` knows the holder died.
         let _ = write_at(&file, b"free", STATE_OFFSET);
-        if self.pooled && file.unlock().is_ok() {
+        if self.pooled && !EXITING.load(std::sync::atomic::Ordering::Relaxed) && file.unlock().is_ok() {
             let mut pool = lock_pool();
             if pool.len() < POOL_SIZE {
                 pool.push_back((self.port, file));

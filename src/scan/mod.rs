@@ -71,6 +71,9 @@ mod procfs;
 mod sock_diag;
 mod table;
 
+#[cfg(target_os = "linux")]
+pub(crate) use sock_diag::tcp_listening;
+
 use std::collections::BTreeMap;
 
 pub use error::ScanError;
