@@ -5,12 +5,19 @@
 //! - `connect`: bind `127.0.0.1:0` (or take a `TcpListener` argument), connect;
 //! - `roundtrip`: the same, then accept and send one byte each way.
 //!
+//! Each fixture comes in three variants: plain `#[test]`s, `#[test]`s that take their
+//! listener from `loopcheck::tcp_listener()` (the lease alone), and `#[loopback_test]`s (the
+//! lease and the harness: leak check, children check, context).
+//!
 //! `cargo bench --bench harness` generates crates under `target/bench-harness`, builds them,
 //! and prints a Markdown table. Variants are interleaved: every round runs each of them once,
 //! in an order that rotates from round to round, and a ratio is the median of the per-round
-//! ratios, so drift of a shared machine affects both sides of a pair alike.
+//! ratios, so drift of a shared machine affects both sides of a pair alike. Every run gets a
+//! fresh network namespace when this process may create one (root), and is timed in wall and
+//! in CPU time (user + system, of the run and its descendants); on a loaded machine the CPU
+//! time is the steadier of the two.
 //!
-//! - `BENCH_BASELINE=DIR` adds a third variant: the same `#[loopback_test]`s built against the
+//! - `BENCH_BASELINE=DIR` adds a variant: the same `#[loopback_test]`s built against the
 //!   loopcheck checkout in `DIR` (for before/after figures from one run);
 //! - `BENCH_CANDIDATE=DIR` measures the loopcheck checkout in `DIR` instead of this one;
 //! - `BENCH_ROUNDS` (default 31) and `BENCH_NEXTEST_ROUNDS` (default 11) set the rounds;
@@ -51,6 +58,7 @@ impl Runner {
 
 /// One side of a comparison: a test target of one generated crate.
 struct Variant {
+    name: &'static str,
     crate_dir: PathBuf,
     target: String,
     binary: PathBuf,
@@ -197,67 +205,50 @@ fn main() {
         println!("baseline: loopcheck at {}", Path::new(&dir).display());
     }
     println!();
-    let mut header = String::from(
-        "| fixture | runner | plain wall | loopback_test wall | wall ratio | plain CPU | loopback_test CPU | CPU ratio |",
-    );
-    let mut rule = String::from("|---|---|---:|---:|---:|---:|---:|---:|");
-    if baseline.is_some() {
-        header.push_str(" baseline wall | wall ratio | baseline CPU | CPU ratio |");
-        rule.push_str("---:|---:|---:|---:|");
-    }
-    println!("{header}\n{rule}");
+    println!("| fixture | runner | variant | wall | wall vs plain | CPU | CPU vs plain |");
+    println!("|---|---|---|---:|---:|---:|---:|");
     for fixture in FIXTURES.into_iter().filter(|f| wanted(f)) {
-        let variant = |binaries: &Binaries, crate_dir: &Path, kind: &str| {
+        let variant = |name, binaries: &Binaries, crate_dir: &Path, kind: &str| {
             let target = format!("{kind}_{fixture}");
             Variant {
+                name,
                 crate_dir: crate_dir.to_path_buf(),
                 binary: binaries.get(&target).unwrap_or_else(|| panic!("no binary for {target}")).clone(),
                 target,
             }
         };
         let mut variants = vec![
-            variant(&candidate, &candidate_dir, "plain"),
-            variant(&candidate, &candidate_dir, "loopback"),
+            variant("plain `#[test]`", &candidate, &candidate_dir, "plain"),
+            variant("`#[test]` + `loopcheck::tcp_listener()`", &candidate, &candidate_dir, "library"),
+            variant("`#[loopback_test]`", &candidate, &candidate_dir, "loopback"),
         ];
         if let Some((binaries, dir)) = &baseline {
-            variants.push(variant(binaries, dir, "loopback"));
+            variants.push(variant("`#[loopback_test]`, baseline", binaries, dir, "loopback"));
         }
         for runner in [Runner::Threads, Runner::OneThread, Runner::Nextest] {
             if !wanted(runner.key()) {
                 continue;
             }
             if runner == Runner::Nextest && !nextest {
-                println!("| {fixture} | {} | skipped: cargo-nextest is not installed | | |", runner.describe());
+                println!("| {fixture} | {} | skipped: cargo-nextest is not installed | | | | |", runner.describe());
                 continue;
             }
             let n = if runner == Runner::Nextest { nextest_rounds } else { rounds };
             let samples = interleaved(n, &variants, runner);
-            let mut line = format!("| {fixture} | {} |", runner.describe());
-            for (k, side) in samples.iter().enumerate().skip(1) {
-                let plain = &samples[0];
-                let wall = |s: &[Sample]| s.iter().map(|s| s.wall).collect::<Vec<_>>();
-                let cpu = |s: &[Sample]| s.iter().map(|s| s.cpu).collect::<Vec<_>>();
-                if k == 1 {
-                    line.push_str(&format!(
-                        " {} | {} | {:.3}x | {} | {} | {:.3}x |",
-                        ms(median(&wall(plain))),
-                        ms(median(&wall(side))),
-                        paired_ratio(&wall(plain), &wall(side)),
-                        ms(median(&cpu(plain))),
-                        ms(median(&cpu(side))),
-                        paired_ratio(&cpu(plain), &cpu(side)),
-                    ));
-                } else {
-                    line.push_str(&format!(
-                        " {} | {:.3}x | {} | {:.3}x |",
-                        ms(median(&wall(side))),
-                        paired_ratio(&wall(plain), &wall(side)),
-                        ms(median(&cpu(side))),
-                        paired_ratio(&cpu(plain), &cpu(side)),
-                    ));
-                }
+            let wall = |s: &[Sample]| s.iter().map(|s| s.wall).collect::<Vec<_>>();
+            let cpu = |s: &[Sample]| s.iter().map(|s| s.cpu).collect::<Vec<_>>();
+            let plain = &samples[0];
+            for (variant, side) in variants.iter().zip(&samples) {
+                println!(
+                    "| {fixture} | {} | {} | {} | {:.3}x | {} | {:.3}x |",
+                    runner.describe(),
+                    variant.name,
+                    ms(median(&wall(side))),
+                    paired_ratio(&wall(plain), &wall(side)),
+                    ms(median(&cpu(side))),
+                    paired_ratio(&cpu(plain), &cpu(side)),
+                );
             }
-            println!("{line}");
         }
     }
     println!("\nload average after: {}", load());
@@ -334,16 +325,21 @@ fn generate(dir: &Path, loopcheck: &Path) {
             _ => "roundtrip(&listener);",
         };
         let mut plain = String::from(header);
+        let mut library = String::from(header);
         let mut loopback = format!("{header}use loopcheck::loopback_test;\n\n");
         for i in 0..TESTS {
             plain.push_str(&format!(
                 "#[test]\nfn t{i:03}() {{\n    let listener = TcpListener::bind(\"127.0.0.1:0\").unwrap();\n    {body}\n}}\n\n"
+            ));
+            library.push_str(&format!(
+                "#[test]\nfn t{i:03}() {{\n    let listener = loopcheck::tcp_listener().unwrap();\n    {body}\n}}\n\n"
             ));
             loopback.push_str(&format!(
                 "#[loopback_test]\nfn t{i:03}(listener: TcpListener) {{\n    {body}\n}}\n\n"
             ));
         }
         write_if_changed(&dir.join(format!("tests/plain_{fixture}.rs")), &plain);
+        write_if_changed(&dir.join(format!("tests/library_{fixture}.rs")), &library);
         write_if_changed(&dir.join(format!("tests/loopback_{fixture}.rs")), &loopback);
     }
 }

@@ -122,8 +122,11 @@ impl Drop for Context {
 
 /// Whether this process runs one test only: nextest's process-per-test mode.
 fn one_test_per_process() -> bool {
-    std::env::var_os("NEXTEST").is_some_and(|v| v == "1")
-        && std::env::var("NEXTEST_EXECUTION_MODE").map_or(true, |m| m == "process-per-test")
+    static ONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONE.get_or_init(|| {
+        std::env::var_os("NEXTEST").is_some_and(|v| v == "1")
+            && std::env::var("NEXTEST_EXECUTION_MODE").map_or(true, |m| m == "process-per-test")
+    })
 }
 
 /// A type `#[loopback_test]` can hand to a test as an argument.

@@ -306,12 +306,19 @@ impl Lease {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         };
+        // Padded in a buffer written whole: `Vec::resize` pads byte by byte in the
+        // unoptimised builds tests usually run in.
+        let mut padded = [b' '; RECORD_SIZE];
+        let mut bytes = std::io::Cursor::new(&mut padded[..RECORD_SIZE - 1]);
+        if serde_json::to_writer(&mut bytes, &record).is_ok() {
+            padded[RECORD_SIZE - 1] = b'\n';
+            let _ = write_at(self.file(), &padded, 0);
+            return;
+        }
+        // Longer than the padding (a long test name): written as it is.
         let Ok(mut bytes) = serde_json::to_vec(&record) else {
             return;
         };
-        if bytes.len() < RECORD_SIZE - 1 {
-            bytes.resize(RECORD_SIZE - 1, b' ');
-        }
         bytes.push(b'\n');
         let _ = write_at(self.file(), &bytes, 0);
     }
@@ -323,10 +330,11 @@ impl Drop for Lease {
         // Marks the record released before the lock goes, so a reader that finds the lock
         // free and the record still `held` knows the holder died.
         let _ = write_at(&file, b"free", STATE_OFFSET);
-        if self.pooled && !EXITING.load(std::sync::atomic::Ordering::Relaxed) && file.unlock().is_ok() {
+        if self.pooled && !EXITING.load(std::sync::atomic::Ordering::Relaxed) {
             let mut pool = lock_pool();
-            if pool.len() < POOL_SIZE {
+            if pool.len() < POOL_SIZE && file.unlock().is_ok() {
                 pool.push_back((self.port, file));
+                return;
             }
         }
         // Otherwise closing the file releases the lock.
