@@ -73,15 +73,29 @@ impl Variant {
             Runner::Threads => command.arg(&self.binary),
             Runner::OneThread => command.arg(&self.binary).arg("--test-threads=1"),
             Runner::Nextest => command
-                .args(["cargo", "nextest", "run", "--test", &self.target, "--no-fail-fast"])
+                .args([
+                    "cargo",
+                    "nextest",
+                    "run",
+                    "--test",
+                    &self.target,
+                    "--no-fail-fast",
+                ])
                 .current_dir(&self.crate_dir)
                 .env("CARGO_TARGET_DIR", self.crate_dir.join("target"))
                 .env("CARGO_NET_OFFLINE", "true"),
         };
-        let output = command.stderr(Stdio::inherit()).output().expect("run the measuring wrapper");
+        let output = command
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run the measuring wrapper");
         let text = String::from_utf8_lossy(&output.stdout);
         let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        match (output.status.success(), fields.next().flatten(), fields.next().flatten()) {
+        match (
+            output.status.success(),
+            fields.next().flatten(),
+            fields.next().flatten(),
+        ) {
             (true, Some(wall), Some(cpu)) => Sample {
                 wall: Duration::from_nanos(wall),
                 cpu: Duration::from_nanos(cpu),
@@ -105,7 +119,9 @@ struct Sample {
 fn measure(command: &[String]) {
     let isolated = enter_network_namespace();
     if !isolated {
-        eprintln!("note: no network namespace (needs root or user namespaces): measuring on the host's sockets");
+        eprintln!(
+            "note: no network namespace (needs root or user namespaces): measuring on the host's sockets"
+        );
     }
     let before = children_cpu();
     let start = Instant::now();
@@ -156,7 +172,11 @@ fn enter_network_namespace() -> bool {
         if fd < 0 {
             return false;
         }
-        let mut req = IfReq { name: [0; 16], flags: 0, _rest: [0; 22] };
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: 0,
+            _rest: [0; 22],
+        };
         req.name[..2].copy_from_slice(b"lo");
         let up = libc::ioctl(fd, SIOCGIFFLAGS, &mut req) == 0 && {
             req.flags |= libc::IFF_UP as libc::c_short;
@@ -172,20 +192,27 @@ fn main() {
     if args.first().is_some_and(|a| a == "--measure") {
         return measure(&args[2..]);
     }
-    let wanted = |key: &str| args.is_empty() || args.iter().any(|a| a == key) || {
-        // Only fixtures or only runners named: the other dimension is "all".
-        let names_fixture = args.iter().any(|a| FIXTURES.contains(&a.as_str()));
-        let names_runner = args
-            .iter()
-            .any(|a| ["threads", "one-thread", "nextest"].contains(&a.as_str()));
-        if FIXTURES.contains(&key) { !names_fixture } else { !names_runner }
+    let wanted = |key: &str| {
+        args.is_empty() || args.iter().any(|a| a == key) || {
+            // Only fixtures or only runners named: the other dimension is "all".
+            let names_fixture = args.iter().any(|a| FIXTURES.contains(&a.as_str()));
+            let names_runner = args
+                .iter()
+                .any(|a| ["threads", "one-thread", "nextest"].contains(&a.as_str()));
+            if FIXTURES.contains(&key) {
+                !names_fixture
+            } else {
+                !names_runner
+            }
+        }
     };
     let rounds = env_usize("BENCH_ROUNDS", 31);
     let nextest_rounds = env_usize("BENCH_NEXTEST_ROUNDS", 11);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let candidate_dir = root.join("target/bench-harness");
-    let candidate_loopcheck = std::env::var_os("BENCH_CANDIDATE").map_or_else(|| root.to_path_buf(), PathBuf::from);
+    let candidate_loopcheck =
+        std::env::var_os("BENCH_CANDIDATE").map_or_else(|| root.to_path_buf(), PathBuf::from);
     generate(&candidate_dir, &candidate_loopcheck);
     let candidate = build(&candidate_dir);
     let baseline = std::env::var_os("BENCH_BASELINE").map(|dir| {
@@ -199,7 +226,10 @@ fn main() {
         .is_ok_and(|o| o.status.success());
 
     println!("\n### Harness overhead: {TESTS} passing tests, plain `#[test]` vs `#[loopback_test]`\n");
-    println!("in-process rounds: {rounds}; nextest rounds: {nextest_rounds}; load average before: {}", load());
+    println!(
+        "in-process rounds: {rounds}; nextest rounds: {nextest_rounds}; load average before: {}",
+        load()
+    );
     println!("loopcheck: {}", candidate_loopcheck.display());
     if let Some(dir) = std::env::var_os("BENCH_BASELINE") {
         println!("baseline: loopcheck at {}", Path::new(&dir).display());
@@ -213,13 +243,21 @@ fn main() {
             Variant {
                 name,
                 crate_dir: crate_dir.to_path_buf(),
-                binary: binaries.get(&target).unwrap_or_else(|| panic!("no binary for {target}")).clone(),
+                binary: binaries
+                    .get(&target)
+                    .unwrap_or_else(|| panic!("no binary for {target}"))
+                    .clone(),
                 target,
             }
         };
         let mut variants = vec![
             variant("plain `#[test]`", &candidate, &candidate_dir, "plain"),
-            variant("`#[test]` + `loopcheck::tcp_listener()`", &candidate, &candidate_dir, "library"),
+            variant(
+                "`#[test]` + `loopcheck::tcp_listener()`",
+                &candidate,
+                &candidate_dir,
+                "library",
+            ),
             variant("`#[loopback_test]`", &candidate, &candidate_dir, "loopback"),
         ];
         if let Some((binaries, dir)) = &baseline {
@@ -230,10 +268,17 @@ fn main() {
                 continue;
             }
             if runner == Runner::Nextest && !nextest {
-                println!("| {fixture} | {} | skipped: cargo-nextest is not installed | | | | |", runner.describe());
+                println!(
+                    "| {fixture} | {} | skipped: cargo-nextest is not installed | | | | |",
+                    runner.describe()
+                );
                 continue;
             }
-            let n = if runner == Runner::Nextest { nextest_rounds } else { rounds };
+            let n = if runner == Runner::Nextest {
+                nextest_rounds
+            } else {
+                rounds
+            };
             let samples = interleaved(n, &variants, runner);
             let wall = |s: &[Sample]| s.iter().map(|s| s.wall).collect::<Vec<_>>();
             let cpu = |s: &[Sample]| s.iter().map(|s| s.cpu).collect::<Vec<_>>();
@@ -257,7 +302,10 @@ fn main() {
 type Binaries = std::collections::HashMap<String, PathBuf>;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn load() -> String {

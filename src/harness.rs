@@ -179,7 +179,8 @@ impl Arg for PortLease {
 
 impl Arg for TcpListener {
     fn allocate(cx: &mut Context) -> Self {
-        let (listener, addr) = crate::alloc::tcp_listener_at().unwrap_or_else(|e| cx.fail("a TcpListener", e));
+        let (listener, addr) =
+            crate::alloc::tcp_listener_at().unwrap_or_else(|e| cx.fail("a TcpListener", e));
         cx.give(Protocol::Tcp, addr.port(), vec![addr]);
         listener
     }
@@ -290,7 +291,11 @@ where
         Ok(Message::Done(result)) => result,
         _ => {
             let message = format!("test `{name}` timed out after {}", humanize(timeout));
-            cx.report(&Failure::TimedOut(message.clone()), Threads::Listed(&[tid]), started.elapsed());
+            cx.report(
+                &Failure::TimedOut(message.clone()),
+                Threads::Listed(&[tid]),
+                started.elapsed(),
+            );
             // The body still runs and may still bind the numbers it was given: its leases
             // stay held until the process exits.
             std::mem::forget(std::mem::take(&mut cx.leases));
@@ -365,12 +370,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 impl Context {
     /// Diagnoses, checks for leaks and records; then hands back the body's result, or fails
     /// the test when it leaked with `leaks = "fail"`.
-    fn finish<R: Outcome>(
-        &self,
-        result: std::thread::Result<R>,
-        tids: Threads<'_>,
-        elapsed: Duration,
-    ) -> R {
+    fn finish<R: Outcome>(&self, result: std::thread::Result<R>, tids: Threads<'_>, elapsed: Duration) -> R {
         let failure = match &result {
             Err(payload) if !self.test.should_panic => {
                 Some(Failure::Panicked(panic_message(payload.as_ref())))

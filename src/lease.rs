@@ -280,7 +280,9 @@ impl Lease {
     }
 
     fn file(&self) -> &File {
-        self.file.as_ref().expect("a lease's file is only taken when it is dropped")
+        self.file
+            .as_ref()
+            .expect("a lease's file is only taken when it is dropped")
     }
 
     /// Writes who holds the lease, for diagnostics. Failing to write does not void the lease.
@@ -334,10 +336,9 @@ impl Drop for Lease {
             let mut pool = lock_pool();
             if pool.len() < POOL_SIZE && file.unlock().is_ok() {
                 pool.push_back((self.port, file));
-                return;
             }
         }
-        // Otherwise closing the file releases the lock.
+        // A file not kept is closed here, which releases the lock.
     }
 }
 
