@@ -151,7 +151,15 @@ impl Registry {
         if !self.is_global() {
             return None;
         }
-        let (port, file) = lock_pool().pop_front()?;
+        let (port, file) = {
+            let mut pool = lock_pool();
+            // Never the port of one of the last allocations: a slow client of one test must
+            // not reach the next test's server.
+            if pool.len() < REUSE_AFTER {
+                return None;
+            }
+            pool.pop_front()?
+        };
         Some(match file.try_lock() {
             Ok(()) => Attempt::Acquired(Lease {
                 file: Some(file),
@@ -241,9 +249,13 @@ pub(crate) enum Attempt {
 }
 
 /// How many released lease files a process keeps open (unlocked) for reuse: few enough to
-/// cost nothing in descriptors, enough that a port comes back only after as many other
-/// allocations.
-const POOL_SIZE: usize = 16;
+/// cost little in descriptors.
+const POOL_SIZE: usize = 24;
+
+/// A kept file is leased again only while at least this many are kept, oldest first, so a
+/// port is not leased again by the next `REUSE_AFTER - 1` allocations. The rest of [`POOL_SIZE`] absorbs
+/// the batches in which closed sockets' leases come back (`alloc`'s sweep).
+const REUSE_AFTER: usize = 16;
 
 /// Lease files of the process's registry given back by this process: open, unlocked, their
 /// records marked free, oldest first.
