@@ -108,10 +108,17 @@ impl std::os::fd::AsFd for PortLease {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn tcp_listener() -> Result<TcpListener> {
-    let (lease, listener) = allocate(|port| bind_loopback(port, TcpListener::bind))?;
-    lease.write_record(loopback_ip());
+    tcp_listener_at().map(|(listener, _)| listener)
+}
+
+/// [`tcp_listener`] and the address it is bound to, which the caller need not ask for.
+pub(crate) fn tcp_listener_at() -> Result<(TcpListener, SocketAddr)> {
+    let (lease, (listener, addr)) = allocate(Reuse::Yes, |port| {
+        bind_loopback(port, |addr| TcpListener::bind(addr).map(|l| (l, addr)))
+    })?;
+    lease.write_record(addr.ip());
     hold_while_open(lease, &listener);
-    Ok(listener)
+    Ok((listener, addr))
 }
 
 /// A UDP socket on a leased port of this test's loopback address ([`loopback_ip`]); the lease
@@ -127,10 +134,17 @@ pub fn tcp_listener() -> Result<TcpListener> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn udp_socket() -> Result<UdpSocket> {
-    let (lease, socket) = allocate(|port| bind_loopback(port, UdpSocket::bind))?;
-    lease.write_record(loopback_ip());
+    udp_socket_at().map(|(socket, _)| socket)
+}
+
+/// [`udp_socket`] and the address it is bound to.
+pub(crate) fn udp_socket_at() -> Result<(UdpSocket, SocketAddr)> {
+    let (lease, (socket, addr)) = allocate(Reuse::Yes, |port| {
+        bind_loopback(port, |addr| UdpSocket::bind(addr).map(|s| (s, addr)))
+    })?;
+    lease.write_record(addr.ip());
     hold_while_open(lease, &socket);
-    Ok(socket)
+    Ok((socket, addr))
 }
 
 /// Leases a port for code that binds by itself: a child server, a configuration file, a
@@ -155,7 +169,7 @@ pub fn reserve_udp_port() -> Result<PortLease> {
 /// Like [`reserve_port`], with [`loopback_ip`] as the lease's address: for a `SocketAddr`
 /// that a test binds by itself.
 pub(crate) fn reserve_on_loopback() -> Result<PortLease> {
-    let (lease, ()) = allocate(|port| {
+    let (lease, ()) = allocate(Reuse::No, |port| {
         probe(port, Protocols::Tcp)?;
         // The address handed out must be bindable itself; on a host without the 127/8 route
         // this first bind switches the process to 127.0.0.1.
@@ -225,6 +239,7 @@ fn release_at_exit() {
     #[cfg(unix)]
     {
         extern "C" fn release() {
+            crate::lease::stop_keeping_released_files();
             if let Ok(mut kept) = KEPT.try_lock() {
                 kept.clear();
             }
@@ -255,7 +270,7 @@ fn release_at_exit() {
 pub fn loopback_ip() -> IpAddr {
     static OWN: OnceLock<IpAddr> = OnceLock::new();
     if cfg!(target_os = "linux") && !ALIASES_FAILED.load(Ordering::Relaxed) {
-        *OWN.get_or_init(|| IpAddr::V4(per_process_ip(std::process::id())))
+        *OWN.get_or_init(|| IpAddr::V4(per_process_ip(crate::lease::own_pid())))
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     }
@@ -294,7 +309,7 @@ pub(crate) enum Protocols {
 }
 
 fn reserve(protocols: Protocols, ip: IpAddr) -> Result<PortLease> {
-    let (lease, ()) = allocate(|port| probe(port, protocols))?;
+    let (lease, ()) = allocate(Reuse::No, |port| probe(port, protocols))?;
     lease.write_record(ip);
     Ok(PortLease { ip, lease })
 }
@@ -341,7 +356,7 @@ pub(crate) fn allocator() -> Result<&'static Allocator> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let seed = (std::process::id() as usize).wrapping_mul(2_654_435_761) ^ nanos as usize;
+    let seed = (crate::lease::own_pid() as usize).wrapping_mul(2_654_435_761) ^ nanos as usize;
     Ok(ALLOCATOR.get_or_init(|| Allocator {
         policy,
         registry,
@@ -365,10 +380,37 @@ impl Allocator {
     }
 }
 
+/// Whether an allocation may first try ports this process leased before.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// For a socket bound at once: `SO_REUSEADDR` (TCP) makes a port whose last connection
+    /// is in `TIME_WAIT` as good as any, and the bind proves the rest.
+    Yes,
+    /// For a number handed out: it must be free of `TIME_WAIT` too, which a port used
+    /// moments ago rarely is, so fresh ports are cheaper.
+    No,
+}
+
+/// How many kept lease files one allocation tries before fresh ports.
+const REUSE_ATTEMPTS: usize = 2;
+
 /// Leases a port on which `bind` succeeds, trying each allocatable port at most about once.
-fn allocate<T>(mut bind: impl FnMut(u16) -> io::Result<T>) -> Result<(Lease, T)> {
+fn allocate<T>(reuse: Reuse, mut bind: impl FnMut(u16) -> io::Result<T>) -> Result<(Lease, T)> {
     let allocator = allocator()?;
     release_closed_sockets();
+    if reuse == Reuse::Yes {
+        for _ in 0..REUSE_ATTEMPTS {
+            let Some(attempt) = allocator.registry.try_reacquire() else {
+                break;
+            };
+            if let Attempt::Acquired(lease) = attempt
+                && allocator.policy.is_allocatable(lease.port())
+                && let Ok(socket) = bind(lease.port())
+            {
+                return Ok((lease, socket));
+            }
+        }
+    }
     let (mut leased, mut unbindable, mut unusable) = (0, 0, 0);
     for attempt in 0..allocator.policy.allocation_len() {
         let port = allocator.candidate(attempt);

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::PortLease;
 use crate::diagnose::Diagnoser;
-use crate::lease::{RECORDS_FILE, RUN_DIR_VAR, TEST_VAR};
+use crate::lease::{RECORDS_FILE, RUN_DIR_VAR, TEST_VAR, own_pid};
 use crate::report::{Code, Diagnosis};
 use crate::scan::{ProcessInfo, ScanOptions};
 
@@ -99,6 +99,7 @@ impl Context {
     }
 
     /// Registers a socket handed to the test by the address it is bound to.
+    #[cfg(feature = "tokio")]
     fn give_bound(&mut self, protocol: Protocol, addr: io::Result<SocketAddr>) {
         if let Ok(addr) = addr {
             self.give(protocol, addr.port(), vec![addr]);
@@ -121,8 +122,11 @@ impl Drop for Context {
 
 /// Whether this process runs one test only: nextest's process-per-test mode.
 fn one_test_per_process() -> bool {
-    std::env::var_os("NEXTEST").is_some_and(|v| v == "1")
-        && std::env::var("NEXTEST_EXECUTION_MODE").map_or(true, |m| m == "process-per-test")
+    static ONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONE.get_or_init(|| {
+        std::env::var_os("NEXTEST").is_some_and(|v| v == "1")
+            && std::env::var("NEXTEST_EXECUTION_MODE").map_or(true, |m| m == "process-per-test")
+    })
 }
 
 /// A type `#[loopback_test]` can hand to a test as an argument.
@@ -175,16 +179,17 @@ impl Arg for PortLease {
 
 impl Arg for TcpListener {
     fn allocate(cx: &mut Context) -> Self {
-        let listener = crate::tcp_listener().unwrap_or_else(|e| cx.fail("a TcpListener", e));
-        cx.give_bound(Protocol::Tcp, listener.local_addr());
+        let (listener, addr) =
+            crate::alloc::tcp_listener_at().unwrap_or_else(|e| cx.fail("a TcpListener", e));
+        cx.give(Protocol::Tcp, addr.port(), vec![addr]);
         listener
     }
 }
 
 impl Arg for UdpSocket {
     fn allocate(cx: &mut Context) -> Self {
-        let socket = crate::udp_socket().unwrap_or_else(|e| cx.fail("a UdpSocket", e));
-        cx.give_bound(Protocol::Udp, socket.local_addr());
+        let (socket, addr) = crate::alloc::udp_socket_at().unwrap_or_else(|e| cx.fail("a UdpSocket", e));
+        cx.give(Protocol::Udp, addr.port(), vec![addr]);
         socket
     }
 }
@@ -257,9 +262,10 @@ pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Con
     let mut cx = Context::new(test);
     let body = setup(&mut cx);
     let started = Instant::now();
-    let tid = thread_id();
     let result = catch_unwind(AssertUnwindSafe(body));
-    cx.finish(result, &[tid], started.elapsed())
+    // The body ran on this thread, which is still alive: its id is asked for only when the
+    // process has children at all.
+    cx.finish(result, Threads::Current, started.elapsed())
 }
 
 /// Runs a test with a time limit: the body runs on a thread of its own, and the test fails
@@ -296,7 +302,11 @@ where
         Ok(Message::Done(result)) => result,
         _ => {
             let message = format!("test `{name}` timed out after {}", humanize(timeout));
-            cx.report(&Failure::TimedOut(message.clone()), &[tid], started.elapsed());
+            cx.report(
+                &Failure::TimedOut(message.clone()),
+                Threads::Listed(&[tid]),
+                started.elapsed(),
+            );
             // The body still runs and may still bind the numbers it was given: its leases
             // stay held until the process exits.
             std::mem::forget(std::mem::take(&mut cx.leases));
@@ -310,9 +320,18 @@ where
             panic!("{message}");
         }
     };
-    let value = cx.finish(result, &[tid], started.elapsed());
+    let value = cx.finish(result, Threads::Listed(&[tid]), started.elapsed());
     drop(checked);
     value
+}
+
+/// The threads whose children count as the test's.
+#[derive(Clone, Copy)]
+enum Threads<'a> {
+    /// The calling thread, which ran the body.
+    Current,
+    /// These threads (`None`: a thread whose id is unknown).
+    Listed(&'a [Option<u32>]),
 }
 
 /// What the body's thread tells the test's thread: its id first, then how the body ended.
@@ -362,12 +381,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 impl Context {
     /// Diagnoses, checks for leaks and records; then hands back the body's result, or fails
     /// the test when it leaked with `leaks = "fail"`.
-    fn finish<R: Outcome>(
-        &self,
-        result: std::thread::Result<R>,
-        tids: &[Option<u32>],
-        elapsed: Duration,
-    ) -> R {
+    fn finish<R: Outcome>(&self, result: std::thread::Result<R>, tids: Threads<'_>, elapsed: Duration) -> R {
         let failure = match &result {
             Err(payload) if !self.test.should_panic => {
                 Some(Failure::Panicked(panic_message(payload.as_ref())))
@@ -398,7 +412,7 @@ impl Context {
         }
     }
 
-    fn report_success(&self, tids: &[Option<u32>], elapsed: Duration, panicked: bool) -> Vec<Diagnosis> {
+    fn report_success(&self, tids: Threads<'_>, elapsed: Duration, panicked: bool) -> Vec<Diagnosis> {
         let leaks = self.leaks(tids);
         self.print_leaks(&leaks);
         let outcome = if panicked {
@@ -410,7 +424,7 @@ impl Context {
         leaks
     }
 
-    fn report(&self, failure: &Failure, tids: &[Option<u32>], elapsed: Duration) -> Vec<Diagnosis> {
+    fn report(&self, failure: &Failure, tids: Threads<'_>, elapsed: Duration) -> Vec<Diagnosis> {
         // The harness's own "timed out" is no socket timeout: say only what each address shows.
         let symptom = match failure {
             Failure::TimedOut(_) => None,
@@ -455,7 +469,7 @@ impl Context {
 
     /// LC012 for every given address still listening, LC013 for every child of the test's
     /// threads still running.
-    fn leaks(&self, tids: &[Option<u32>]) -> Vec<Diagnosis> {
+    fn leaks(&self, tids: Threads<'_>) -> Vec<Diagnosis> {
         let mut leaks = Vec::new();
         for given in &self.given {
             for &addr in &given.addrs {
@@ -517,8 +531,8 @@ impl Context {
             diagnoses,
             leaks,
             duration_ms: elapsed.as_millis() as u64,
-            pid: std::process::id(),
-            binary: std::env::current_exe().ok(),
+            pid: own_pid(),
+            binary: test_binary(),
         };
         if let Err(err) = write_record(&dir, &record) {
             eprintln!(
@@ -542,7 +556,13 @@ struct Record<'a> {
     leaks: &'a [Diagnosis],
     duration_ms: u64,
     pid: u32,
-    binary: Option<PathBuf>,
+    binary: Option<&'static std::path::Path>,
+}
+
+/// This test binary's path, read once per process (`current_exe` is a `readlink`).
+fn test_binary() -> Option<&'static std::path::Path> {
+    static BINARY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| std::env::current_exe().ok()).as_deref()
 }
 
 /// Appends `record` as one line to `records.jsonl` in `dir`, in one `write` to a file opened
@@ -567,9 +587,16 @@ fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
     }
 }
 
-/// Whether something still listens on (TCP) or is bound to (UDP) `addr`. A bind is the
-/// cheapest question: only when it fails is the socket table read.
+/// Whether something still listens on (TCP) or is bound to (UDP) `addr`. One question to
+/// the kernel: for TCP on Linux an exact sock_diag lookup, else (or when netlink is
+/// unavailable) a bind; only when something is found is the socket table read.
 fn still_bound(protocol: Protocol, addr: SocketAddr) -> bool {
+    #[cfg(target_os = "linux")]
+    if protocol == Protocol::Tcp
+        && let Ok(listening) = crate::scan::tcp_listening(addr)
+    {
+        return listening;
+    }
     let attempt = || -> io::Result<()> {
         let socket = match protocol {
             // With SO_REUSEADDR, TIME_WAIT leftovers do not count, only a listener; and
@@ -624,6 +651,32 @@ fn leaked_listener(test: &str, protocol: Protocol, addr: SocketAddr) -> Diagnosi
     d
 }
 
+/// Whether any thread of this process has a child, alive or not yet reaped: `false` saves
+/// reading the per-thread `children` files (an open, a read and a close each) after every
+/// test that spawned nothing. One `waitid` answers it: `ECHILD` means no child at all.
+/// `WNOWAIT` leaves an exited child to be reaped by its owner, `WNOHANG` never blocks, and
+/// `__WALL` counts children of any exit signal.
+fn may_have_children() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `info` is valid for writes; with WNOWAIT no child changes state.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                info.as_mut_ptr(),
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+            )
+        };
+        !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
+}
+
 /// The thread id of the caller (Linux), to find the children it spawns.
 fn thread_id() -> Option<u32> {
     #[cfg(target_os = "linux")]
@@ -641,7 +694,15 @@ fn thread_id() -> Option<u32> {
 /// a task's children in `/proc/self/task/TID/children`, which attributes each child to the
 /// test whose thread spawned it even when tests share the process. Under nextest's
 /// process-per-test mode every thread of the process counts.
-fn children(tids: &[Option<u32>]) -> Vec<u32> {
+fn children(tids: Threads<'_>) -> Vec<u32> {
+    if !may_have_children() {
+        return Vec::new();
+    }
+    let current = [thread_id()];
+    let tids = match tids {
+        Threads::Current => &current[..],
+        Threads::Listed(tids) => tids,
+    };
     let paths: Vec<PathBuf> = if one_test_per_process() {
         std::fs::read_dir("/proc/self/task")
             .map(|entries| {

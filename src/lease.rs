@@ -72,6 +72,8 @@ fn default_registry_dir() -> PathBuf {
     }
 }
 
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
 /// A validated registry directory.
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -81,7 +83,6 @@ pub(crate) struct Registry {
 impl Registry {
     /// The registry of this process, created and checked on first use.
     pub(crate) fn get() -> Result<&'static Registry> {
-        static REGISTRY: OnceLock<Registry> = OnceLock::new();
         if let Some(registry) = REGISTRY.get() {
             return Ok(registry);
         }
@@ -133,11 +134,56 @@ impl Registry {
             },
             Err(_) => return Attempt::Unusable,
         };
+        self.lock(port, file)
+    }
+
+    fn lock(&self, port: u16, file: File) -> Attempt {
         match file.try_lock() {
-            Ok(()) => Attempt::Acquired(Lease { file, port }),
+            Ok(()) => Attempt::Acquired(Lease {
+                file: Some(file),
+                port,
+                pooled: self.is_global(),
+            }),
             Err(fs::TryLockError::WouldBlock) => Attempt::Held,
             Err(fs::TryLockError::Error(_)) => Attempt::Unusable,
         }
+    }
+
+    /// Tries to lease again a port whose lease this process gave back: its file is still
+    /// open, so this costs a `flock` instead of an `open`, a `flock` and, at release, a
+    /// `close`. `None` when no released file is kept; a port another process took since
+    /// goes back to the end of the queue.
+    pub(crate) fn try_reacquire(&self) -> Option<Attempt> {
+        if !self.is_global() {
+            return None;
+        }
+        let (port, file) = {
+            let mut pool = lock_pool();
+            // Never the port of one of the last allocations: a slow client of one test must
+            // not reach the next test's server.
+            if pool.len() < REUSE_AFTER {
+                return None;
+            }
+            pool.pop_front()?
+        };
+        Some(match file.try_lock() {
+            Ok(()) => Attempt::Acquired(Lease {
+                file: Some(file),
+                port,
+                pooled: true,
+            }),
+            Err(fs::TryLockError::WouldBlock) => {
+                lock_pool().push_back((port, file));
+                Attempt::Held
+            }
+            Err(fs::TryLockError::Error(_)) => Attempt::Unusable,
+        })
+    }
+
+    /// Whether this is the process's registry ([`Registry::get`]), whose released files are
+    /// kept open for reuse; a registry opened by hand (tests) closes them.
+    fn is_global(&self) -> bool {
+        REGISTRY.get().is_some_and(|global| std::ptr::eq(global, self))
     }
 
     /// Every lease file of the registry, with its state, sorted by port.
@@ -208,16 +254,53 @@ pub(crate) enum Attempt {
     Unusable,
 }
 
+/// How many released lease files a process keeps open (unlocked) for reuse: few enough to
+/// cost little in descriptors.
+const POOL_SIZE: usize = 24;
+
+/// A kept file is leased again only while at least this many are kept, oldest first, so a
+/// port is not leased again by the next `REUSE_AFTER - 1` allocations. The rest of [`POOL_SIZE`] absorbs
+/// the batches in which closed sockets' leases come back (`alloc`'s sweep).
+const REUSE_AFTER: usize = 16;
+
+/// Lease files of the process's registry given back by this process: open, unlocked, their
+/// records marked free, oldest first.
+static POOL: std::sync::Mutex<std::collections::VecDeque<(u16, File)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Set at process exit: released files are then closed, not kept (the kernel would close them
+/// a moment later anyway; unlocking first would be one more syscall).
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, released lease files are closed instead of kept for reuse.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) fn stop_keeping_released_files() {
+    EXITING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn lock_pool() -> std::sync::MutexGuard<'static, std::collections::VecDeque<(u16, File)>> {
+    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A held lease: the port is ours until this is dropped.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    file: File,
+    /// Always `Some` until dropped, when it is closed or kept in [`POOL`].
+    file: Option<File>,
     port: u16,
+    /// From the process's registry: the released file goes to [`POOL`].
+    pooled: bool,
 }
 
 impl Lease {
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    fn file(&self) -> &File {
+        self.file
+            .as_ref()
+            .expect("a lease's file is only taken when it is dropped")
     }
 
     /// Writes who holds the lease, for diagnostics. Failing to write does not void the lease.
@@ -243,29 +326,44 @@ impl Lease {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         };
+        // Padded in a buffer written whole: `Vec::resize` pads byte by byte in the
+        // unoptimised builds tests usually run in.
+        let mut padded = [b' '; RECORD_SIZE];
+        let mut bytes = std::io::Cursor::new(&mut padded[..RECORD_SIZE - 1]);
+        if serde_json::to_writer(&mut bytes, &record).is_ok() {
+            padded[RECORD_SIZE - 1] = b'\n';
+            let _ = write_at(self.file(), &padded, 0);
+            return;
+        }
+        // Longer than the padding (a long test name): written as it is.
         let Ok(mut bytes) = serde_json::to_vec(&record) else {
             return;
         };
-        if bytes.len() < RECORD_SIZE - 1 {
-            bytes.resize(RECORD_SIZE - 1, b' ');
-        }
         bytes.push(b'\n');
-        let _ = write_at(&self.file, &bytes, 0);
+        let _ = write_at(self.file(), &bytes, 0);
     }
 }
 
 #[cfg(unix)]
 impl std::os::fd::AsFd for Lease {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.file.as_fd()
+        self.file().as_fd()
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Marks the record released before the lock goes with the file, so a reader that finds
-        // the lock free and the record still `held` knows the holder died.
-        let _ = write_at(&self.file, b"free", STATE_OFFSET);
+        let Some(file) = self.file.take() else { return };
+        // Marks the record released before the lock goes, so a reader that finds the lock
+        // free and the record still `held` knows the holder died.
+        let _ = write_at(&file, b"free", STATE_OFFSET);
+        if self.pooled && !EXITING.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut pool = lock_pool();
+            if pool.len() < POOL_SIZE && file.unlock().is_ok() {
+                pool.push_back((self.port, file));
+            }
+        }
+        // A file not kept is closed here, which releases the lock.
     }
 }
 
@@ -304,7 +402,7 @@ pub fn set_holder_name(name: impl Into<String>) -> bool {
 }
 
 /// This process's id, asked of the kernel once: `getpid` is a real syscall on Linux.
-fn own_pid() -> u32 {
+pub(crate) fn own_pid() -> u32 {
     static PID: OnceLock<u32> = OnceLock::new();
     *PID.get_or_init(std::process::id)
 }
@@ -652,7 +750,7 @@ mod tests {
         let lease = acquire(&registry, 20002);
         lease.write_record("127.0.0.1".parse().unwrap());
         // What a killed holder leaves behind: the record still says `held`, the lock is gone.
-        let file = lease.file.try_clone().unwrap();
+        let file = lease.file().try_clone().unwrap();
         std::mem::forget(lease);
         file.unlock().unwrap();
         assert_eq!(registry.inspect(20002).unwrap().status, LeaseStatus::Stale);

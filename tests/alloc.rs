@@ -22,6 +22,16 @@ fn child_entry() {
         "report" => report(),
         "serve-inherited" => serve_inherited(),
         "no-ipv6" => no_ipv6(),
+        "one-after-another" => {
+            // What a suite of tests in one thread does: a listener each, closed at its end.
+            let ports: Vec<String> = (0..100)
+                .map(|_| {
+                    let listener = loopcheck::tcp_listener().unwrap();
+                    listener.local_addr().unwrap().port().to_string()
+                })
+                .collect();
+            say(format!("ports {}", ports.join(" ")));
+        }
         "keep-and-exit" => {
             let picked = loopcheck::pick_unused_port().unwrap();
             let listener = loopcheck::tcp_listener().unwrap();
@@ -199,6 +209,32 @@ fn a_holder_killed_with_sigkill_frees_its_port_at_once() {
         assert_eq!(next.line(CHILD_TIMEOUT), format!("ok {port}"));
         assert!(next.wait(CHILD_TIMEOUT).success());
     }
+}
+
+/// A process keeps the files of returned leases open and leases those ports again, but never
+/// in its next 15 allocations: a slow client of one test does not reach the next test's
+/// listener.
+#[cfg(unix)]
+#[test]
+fn returned_ports_come_back_only_after_other_allocations() {
+    let mut child = support::spawn("one-after-another", &[("LOOPCHECK_PORT_RANGE", &quiet_range())]);
+    let ports = ports_of(&child.line(CHILD_TIMEOUT));
+    assert!(child.wait(CHILD_TIMEOUT).success());
+    assert_eq!(ports.len(), 100);
+    for (i, port) in ports.iter().enumerate() {
+        let soon = &ports[i + 1..ports.len().min(i + 16)];
+        assert!(
+            !soon.contains(port),
+            "port {port} leased again within 15 allocations: {ports:?}"
+        );
+    }
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() < ports.len(),
+        "no returned port was leased again: {ports:?}"
+    );
 }
 
 #[cfg(unix)]

@@ -73,6 +73,9 @@ mod table;
 #[cfg(target_os = "linux")]
 mod watch;
 
+#[cfg(target_os = "linux")]
+pub(crate) use sock_diag::tcp_listening;
+
 use std::collections::BTreeMap;
 
 pub use error::ScanError;

@@ -126,6 +126,61 @@ fn request(seq: u32, query: &Query) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN]
     req
 }
 
+/// Whether a TCP socket listens on `addr`, or on its family's wildcard address: the question
+/// a bind of `addr` with `SO_REUSEADDR` answers, asked of the kernel as one exact lookup (no
+/// dump) on a netlink socket this process keeps, so it costs a `sendto` and a `recv` instead
+/// of a socket's creation, option, bind and close.
+pub(crate) fn tcp_listening(addr: SocketAddr) -> io::Result<bool> {
+    use std::sync::Mutex;
+
+    static SOCKET: Mutex<Option<(NetlinkSocket, u32)>> = Mutex::new(None);
+    let mut guard = SOCKET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if guard.is_none() {
+        *guard = Some((NetlinkSocket::open()?, 0));
+    }
+    let Some((socket, seq)) = guard.as_mut() else {
+        unreachable!("the socket was just opened")
+    };
+    *seq = seq.wrapping_add(1);
+    let query = Query {
+        protocol: Protocol::Tcp,
+        ipv6: addr.is_ipv6(),
+        states: TCP_LISTEN_BIT,
+    };
+    let mut req = request(*seq, &query);
+    // An exact lookup: no NLM_F_DUMP.
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    // The socket id: local port and address (network byte order); remote all zero; any
+    // interface; no cookie.
+    let id = NLMSG_HDRLEN + 8;
+    req[id..id + 2].copy_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => req[id + 4..id + 8].copy_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => req[id + 4..id + 20].copy_from_slice(&ip.octets()),
+    }
+    req[id + 40..id + 48].fill(0xff);
+    socket.send(&req)?;
+    let mut buf = [0u8; 4096];
+    // Replies to earlier requests that timed out may still be queued: skip them.
+    for _ in 0..16 {
+        let len = socket.recv(&mut buf)?;
+        let mut found = Vec::new();
+        let mut notes = DumpNotes::default();
+        match parse_datagram(&buf[..len], *seq, Protocol::Tcp, &mut found, &mut notes) {
+            Ok(_) if !found.is_empty() => return Ok(true),
+            Ok(_) => continue,
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+            Err(err) => {
+                // The socket's state is unknown now: the next call opens a new one.
+                *guard = None;
+                return Err(err);
+            }
+        }
+    }
+    *guard = None;
+    Err(io::Error::other("no netlink reply to the lookup"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
     More,
@@ -364,6 +419,35 @@ impl NetlinkSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_lookup_sees_listeners_only() {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(tcp_listening(addr).unwrap());
+        // Another loopback address on the same port is not the same socket.
+        assert!(!tcp_listening(SocketAddr::from(([127, 0, 0, 2], addr.port()))).unwrap());
+        // A connection closed by the server side leaves its port in TIME_WAIT: no listener.
+        let mut client = TcpStream::connect(addr).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.write_all(b"x").unwrap();
+        let mut byte = [0u8];
+        client.read_exact(&mut byte).unwrap();
+        drop(server);
+        drop(listener);
+        drop(client);
+        assert!(!tcp_listening(addr).unwrap());
+
+        if let Ok(v6) = TcpListener::bind("[::1]:0") {
+            let addr = v6.local_addr().unwrap();
+            assert!(tcp_listening(addr).unwrap());
+            drop(v6);
+            assert!(!tcp_listening(addr).unwrap());
+        }
+    }
 
     fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
         let len = NLMSG_HDRLEN + payload.len();
