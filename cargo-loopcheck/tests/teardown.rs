@@ -18,14 +18,11 @@ fn run(args: &[&str]) -> (tempfile::TempDir, Output) {
 
 /// `cargo loopcheck test --cargo-test --format json ARGS` on a fresh copy of
 /// `tests/fixtures/NAME` (its `files`), with `port` written in for `/*PORT*/ 1`.
-fn run_fixture(
-    name: &str,
-    files: &[&str],
-    port: Option<u16>,
-    args: &[&str],
-) -> (tempfile::TempDir, Output) {
+fn run_fixture(name: &str, files: &[&str], port: Option<u16>, args: &[&str]) -> (tempfile::TempDir, Output) {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::create_dir(dir.path().join("tests")).unwrap();
     for file in files {
         let text = std::fs::read_to_string(fixture.join(file)).unwrap();
@@ -165,7 +162,11 @@ fn a_leftover_holder_is_blamed_before_it_is_ended() {
         .into_iter()
         .flatten()
         .chain(report["leaks"].as_array().into_iter().flatten())
-        .find(|l| l["processes"][0]["command"].as_str().is_some_and(|c| c.contains("python")))
+        .find(|l| {
+            l["processes"][0]["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("python"))
+        })
         .unwrap_or_else(|| panic!("the python3 leftover is reported: {report:#}"));
     let pid = leak["processes"][0]["pid"].as_u64().unwrap() as u32;
     let ended = !alive_as(pid, "python");
