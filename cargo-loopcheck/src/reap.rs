@@ -52,7 +52,7 @@ pub fn run(common: &Common, args: &ReapArgs, term: &Term) -> Result<u8> {
     }
     let left = results
         .iter()
-        .any(|r| matches!(r.outcome, Outcome::WouldEnd | Outcome::Failed));
+        .any(|r| matches!(r.outcome, Outcome::WouldEnd | Outcome::Failed | Outcome::Foreign));
     Ok(if left { ExitCode::FOUND } else { ExitCode::OK })
 }
 
@@ -70,6 +70,7 @@ fn print_human(term: &Term, results: &[Reaped<'_>], yes: bool) -> std::io::Resul
             Outcome::Killed => ("Killed", anstyle::AnsiColor::Green.on_default().bold()),
             Outcome::Gone => ("Gone", anstyle::AnsiColor::Cyan.on_default().bold()),
             Outcome::Failed => ("Failed", anstyle::AnsiColor::Red.on_default().bold()),
+            Outcome::Foreign => ("Left", anstyle::AnsiColor::Yellow.on_default().bold()),
         };
         let addrs: Vec<String> = zombie.addrs.iter().map(ToString::to_string).collect();
         writeln!(

@@ -202,8 +202,10 @@ pub enum Outcome {
     Killed,
     /// It had already exited, or its pid now names another process: left alone.
     Gone,
-    /// Signalling failed.
+    /// Signalling failed, or it is still running.
     Failed,
+    /// It belongs to another user: never signalled, left running.
+    Foreign,
 }
 
 /// Ends `zombie`: SIGTERM, up to `grace` to exit, then SIGKILL. Before each signal the process
@@ -220,46 +222,133 @@ pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
 
 /// Ends `process` as [`end`] ends a zombie: SIGTERM, up to `grace` to exit, then SIGKILL.
 /// Before each signal the process is read again, and left alone unless it is still the same
-/// process (same pid and start time, through a pidfd where the kernel has them), still this
-/// user's, and `still_ours` still holds for it.
-#[cfg(unix)]
+/// process (same pid and start time, through a pidfd where the kernel has them), this user's
+/// (the current uid, whoever started it), and `still_ours` still holds for it.
 pub(crate) fn end_process(
     process: &ProcessInfo,
     grace: Duration,
     still_ours: &dyn Fn(&ProcessInfo) -> bool,
 ) -> Outcome {
-    let unchanged = || {
-        ProcessInfo::read(process.pid).is_some_and(|now| {
-            now.start_time == process.start_time
-                && now.uid == process.uid
-                && now.state != Some('Z')
-                && still_ours(&now)
-        })
+    end_processes(std::slice::from_ref(process), grace, still_ours)
+        .pop()
+        .unwrap_or(Outcome::Gone)
+}
+
+/// Ends each of `processes` as [`end_process`] does, all at once: SIGTERM to every one, one
+/// grace period shared by all (polled, no thread per process), SIGKILL to the survivors.
+/// The outcomes are in the order of `processes`.
+#[cfg(unix)]
+pub(crate) fn end_processes(
+    processes: &[ProcessInfo],
+    grace: Duration,
+    still_ours: &dyn Fn(&ProcessInfo) -> bool,
+) -> Vec<Outcome> {
+    let mut outcomes = vec![Outcome::Gone; processes.len()];
+    let mut handles: Vec<Option<Handle>> = Vec::with_capacity(processes.len());
+    for (process, outcome) in processes.iter().zip(&mut outcomes) {
+        // The handle is taken before the check, so the check and the signals concern one
+        // process even if the pid is reused in between.
+        let handle = Handle::open(process.pid).and_then(|handle| match identity(process, still_ours) {
+            Identity::Same => Some(handle),
+            Identity::Foreign => {
+                *outcome = Outcome::Foreign;
+                None
+            }
+            Identity::Changed => None,
+        });
+        let handle = handle.and_then(|handle| match handle.signal(libc::SIGTERM) {
+            Ok(()) => Some(handle),
+            Err(err) => {
+                *outcome = failed_signal(&err);
+                None
+            }
+        });
+        handles.push(handle);
+    }
+    wait_all(processes, &mut handles, &mut outcomes, grace, Outcome::Terminated);
+    for ((process, handle), outcome) in processes.iter().zip(&mut handles).zip(&mut outcomes) {
+        let Some(live) = handle.as_ref() else {
+            continue;
+        };
+        // Still alive after the grace: SIGKILL only if it is still the process we signalled
+        // and still ours; if it changed meanwhile, it is left alone and was not ended.
+        let result = match identity(process, still_ours) {
+            Identity::Same => live.signal(libc::SIGKILL).map_err(|err| failed_signal(&err)),
+            Identity::Foreign => Err(Outcome::Foreign),
+            Identity::Changed if !alive(process) => Err(Outcome::Terminated),
+            Identity::Changed => Err(Outcome::Failed),
+        };
+        if let Err(done) = result {
+            *outcome = done;
+            *handle = None;
+        }
+    }
+    wait_all(
+        processes,
+        &mut handles,
+        &mut outcomes,
+        Duration::from_secs(5),
+        Outcome::Killed,
+    );
+    for (handle, outcome) in handles.iter().zip(&mut outcomes) {
+        if handle.is_some() {
+            *outcome = Outcome::Failed;
+        }
+    }
+    outcomes
+}
+
+/// Waits up to `limit` for the processes that still have a handle to exit; each that does
+/// gets `exited` and loses its handle.
+#[cfg(unix)]
+fn wait_all(
+    processes: &[ProcessInfo],
+    handles: &mut [Option<Handle>],
+    outcomes: &mut [Outcome],
+    limit: Duration,
+    exited: Outcome,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        for ((process, handle), outcome) in processes.iter().zip(&mut *handles).zip(&mut *outcomes) {
+            if handle.is_some() && !alive(process) {
+                *outcome = exited;
+                *handle = None;
+            }
+        }
+        if handles.iter().all(Option::is_none) || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a process read again is, compared with the snapshot it was found in.
+#[cfg(unix)]
+enum Identity {
+    /// The same process, still this user's and still ours.
+    Same,
+    /// The same process, but another user's: never signalled.
+    Foreign,
+    /// Exited, replaced by another process under its pid, or no longer ours.
+    Changed,
+}
+
+#[cfg(unix)]
+fn identity(process: &ProcessInfo, still_ours: &dyn Fn(&ProcessInfo) -> bool) -> Identity {
+    let Some(now) = ProcessInfo::read(process.pid) else {
+        return Identity::Changed;
     };
-    // The handle is taken before the check, so the check and the signals concern one process
-    // even if the pid is reused in between.
-    let Some(handle) = Handle::open(process.pid) else {
-        return Outcome::Gone;
-    };
-    if !unchanged() {
-        return Outcome::Gone;
+    if now.start_time != process.start_time || now.state == Some('Z') {
+        return Identity::Changed;
     }
-    if let Err(err) = handle.signal(libc::SIGTERM) {
-        return failed_signal(&err);
+    if now.uid.is_none() || now.uid != current_uid() || now.uid != process.uid {
+        return Identity::Foreign;
     }
-    if wait_gone(process, grace) {
-        return Outcome::Terminated;
-    }
-    if !unchanged() {
-        return Outcome::Terminated;
-    }
-    if let Err(err) = handle.signal(libc::SIGKILL) {
-        return failed_signal(&err);
-    }
-    if wait_gone(process, Duration::from_secs(5)) {
-        Outcome::Killed
+    if still_ours(&now) {
+        Identity::Same
     } else {
-        Outcome::Failed
+        Identity::Changed
     }
 }
 
@@ -341,29 +430,19 @@ fn failed_signal(err: &std::io::Error) -> Outcome {
 
 /// Ending processes is not supported on this platform.
 #[cfg(not(unix))]
-pub(crate) fn end_process(
-    _process: &ProcessInfo,
+pub(crate) fn end_processes(
+    processes: &[ProcessInfo],
     _grace: Duration,
     _still_ours: &dyn Fn(&ProcessInfo) -> bool,
-) -> Outcome {
-    Outcome::Failed
+) -> Vec<Outcome> {
+    vec![Outcome::Failed; processes.len()]
 }
 
-/// Whether the process exits (or becomes a defunct entry) within `limit`.
+/// Whether the process of the snapshot still runs (not exited, not a defunct entry, its pid
+/// not reused).
 #[cfg(unix)]
-fn wait_gone(process: &ProcessInfo, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let alive = ProcessInfo::read(process.pid)
-            .is_some_and(|p| p.start_time == process.start_time && p.state != Some('Z'));
-        if !alive {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn alive(process: &ProcessInfo) -> bool {
+    ProcessInfo::read(process.pid).is_some_and(|p| p.start_time == process.start_time && p.state != Some('Z'))
 }
 
 #[cfg(unix)]
@@ -419,5 +498,81 @@ mod tests {
         );
         let loopback = zombie(&["127.0.0.1:8080", "[::1]:8080"]).findings();
         assert_eq!(loopback.len(), 1);
+    }
+
+    /// A child of this test, once it has exec'd `name`, and its snapshot.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the caller waits for the child it is handed"
+    )]
+    fn spawned(command: &mut std::process::Command, name: &str) -> (std::process::Child, ProcessInfo) {
+        let mut child = command.stdin(std::process::Stdio::null()).spawn().expect("spawn");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(info) = ProcessInfo::read(child.id()).filter(|p| p.name == name) {
+                return (child, info);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn sigterm_then_sigkill_for_a_process_that_ignores_sigterm() {
+        let (mut stubborn, stubborn_info) = spawned(
+            std::process::Command::new("sh").args(["-c", "trap '' TERM; exec sleep 96"]),
+            "sleep",
+        );
+        let (mut polite, polite_info) = spawned(std::process::Command::new("sleep").arg("95"), "sleep");
+        let outcomes = end_processes(&[stubborn_info, polite_info], Duration::from_millis(300), &|_| {
+            true
+        });
+        let stubborn_status = stubborn.wait().unwrap();
+        let polite_status = polite.wait().unwrap();
+        assert_eq!(outcomes, [Outcome::Killed, Outcome::Terminated]);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(stubborn_status.signal(), Some(libc::SIGKILL));
+        assert_eq!(polite_status.signal(), Some(libc::SIGTERM));
+    }
+
+    #[test]
+    fn another_users_process_is_never_signalled() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root can start a process of another user to test this");
+            return;
+        }
+        let Ok(setpriv) = which("setpriv") else {
+            eprintln!("skipped: setpriv is not installed");
+            return;
+        };
+        let (mut child, info) = spawned(
+            std::process::Command::new(setpriv).args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sleep",
+                "97",
+            ]),
+            "sleep",
+        );
+        assert_eq!(info.uid, Some(65534));
+        let outcome = end_process(&info, Duration::from_millis(200), &|_| true);
+        let still_alive = alive(&info);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(outcome, Outcome::Foreign);
+        assert!(still_alive, "another user's process was signalled");
+    }
+
+    fn which(name: &str) -> std::result::Result<PathBuf, ()> {
+        std::env::split_paths(&std::env::var_os("PATH").ok_or(())?)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+            .ok_or(())
     }
 }

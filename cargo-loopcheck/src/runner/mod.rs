@@ -218,7 +218,14 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 targets,
                 blame::read_records(dir),
             ));
-            for (leftover, diagnosis) in teardown::end(blame::leftovers(dir), args.keep_leftovers) {
+            // The leftovers are the evidence: they are ended only once the failures that
+            // their sockets explain have been explained.
+            let leftovers = blame::leftovers(dir);
+            for execution in &mut round_executions {
+                blamer.explain(execution, dir);
+            }
+            exposure::flag_wildcard_holders(&mut round_executions);
+            for (leftover, diagnosis) in teardown::end(leftovers, args.keep_leftovers) {
                 let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
                 let full = leftover.process.loopcheck_test.as_deref();
                 match blame::find_execution(&mut round_executions, targets, full, nextest) {
@@ -226,10 +233,6 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                     None => model::merge(&mut unattributed, &[diagnosis]),
                 }
             }
-            for execution in &mut round_executions {
-                blamer.explain(execution, dir);
-            }
-            exposure::flag_wildcard_holders(&mut round_executions);
             if !single {
                 let copy = u32::try_from(copy).unwrap_or(u32::MAX);
                 output::progress(

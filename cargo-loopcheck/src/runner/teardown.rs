@@ -15,46 +15,46 @@ use crate::zombies::{self, Outcome};
 const GRACE: Duration = Duration::from_secs(3);
 
 /// Ends each leftover unless `keep`, and records in its diagnosis what was done. They are
-/// ended side by side, so that a few that ignore SIGTERM cost one grace period, not one each.
+/// ended all at once, so that a few that ignore SIGTERM cost one grace period, not one each.
 pub(crate) fn end(leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) -> Vec<(RunProcess, Diagnosis)> {
-    if keep || leftovers.len() < 2 {
-        return leftovers
-            .into_iter()
-            .map(|leftover| end_one(leftover, keep))
-            .collect();
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = leftovers
-            .into_iter()
-            .map(|leftover| scope.spawn(move || end_one(leftover, keep)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+    let outcomes = if keep {
+        vec![Outcome::WouldEnd; leftovers.len()]
+    } else {
+        let processes: Vec<_> = leftovers.iter().map(|(l, _)| l.process.clone()).collect();
+        // Each carries this run's marker and was found alive after the run; it is ended only
+        // while it is still that process and this user's.
+        zombies::end_processes(&processes, GRACE, &|_| true)
+    };
+    leftovers
+        .into_iter()
+        .zip(outcomes)
+        .map(|(leftover, outcome)| record(leftover, keep, outcome))
+        .collect()
 }
 
-fn end_one((leftover, mut diagnosis): (RunProcess, Diagnosis), keep: bool) -> (RunProcess, Diagnosis) {
+fn record(
+    (leftover, mut diagnosis): (RunProcess, Diagnosis),
+    keep: bool,
+    outcome: Outcome,
+) -> (RunProcess, Diagnosis) {
     let pid = leftover.process.pid;
     let done = if keep {
         format!("left running after the run, as --keep-leftovers asks; `kill {pid}` ends it")
     } else {
-        // The process carries this run's marker and was found alive after the run; it is
-        // ended only while it is still that process and still this user's.
-        match zombies::end_process(&leftover.process, GRACE, &|_| true) {
+        match outcome {
             Outcome::Terminated => "after the run, cargo loopcheck ended it with SIGTERM".to_owned(),
             Outcome::Killed => format!(
                 "after the run, cargo loopcheck ended it with SIGKILL: it outlived SIGTERM by {}s",
                 GRACE.as_secs()
             ),
             Outcome::Gone => "it exited by itself after the run".to_owned(),
+            Outcome::Foreign => "owned by another user; left running".to_owned(),
             Outcome::Failed | Outcome::WouldEnd => {
                 format!("cargo loopcheck could not end it after the run; `kill {pid}` ends it")
             }
         }
     };
-    if !keep {
+    if !keep && outcome != Outcome::Foreign {
         // The hint to end it by hand is void once it is ended, and in `done` otherwise.
         diagnosis.fix = diagnosis
             .fix
