@@ -1,5 +1,7 @@
 //! `cargo loopcheck test` against the bare runner on the same passing suite, paired: each
-//! round runs both, in alternating order, and the ratio of the medians is reported.
+//! round runs the bare runner, `cargo loopcheck test`, and `cargo loopcheck test` without its
+//! socket timeline (`LOOPCHECK_TIMELINE=off`), in a rotating order; the ratios of the medians
+//! and the medians of the paired ratios are reported.
 //!
 //! ```sh
 //! cargo bench -p cargo-loopcheck --bench test_command            # 15 rounds, 50 tests a binary
@@ -45,54 +47,48 @@ fn main() {
         command.args(runner).arg("--manifest-path").arg(&manifest);
         command
     };
-    let wrapped = |flag: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
-        command
-            .args(["loopcheck", "test", flag, "--manifest-path"])
-            .arg(&manifest);
-        command
-    };
-    // With BENCH_ISOLATE, the baseline is `cargo loopcheck test` and the other `--isolate`.
+    let wrapped = |flag: &str| wrapped_command(flag, &manifest);
+    // Each row: a baseline, the command measured against it, and optionally a third command
+    // that the second is also compared with.
+    // Without BENCH_ISOLATE: bare runner, `cargo loopcheck test`, and the same without its
+    // socket timeline. With it: `cargo loopcheck test` against `--isolate`, and nextest with
+    // `env` as target runner, the floor of any target runner.
     let isolate = std::env::var_os("BENCH_ISOLATE").is_some();
-    let pair = |flag: &str, runner: &[&str]| {
+    let row = |flag: &str, runner: &[&str]| -> Vec<Command> {
         if isolate {
             let mut isolated = wrapped(flag);
             isolated.arg("--isolate=require");
-            (wrapped(flag), isolated)
+            vec![wrapped(flag), isolated]
         } else {
-            (bare(runner), wrapped(flag))
+            vec![bare(runner), wrapped(flag), wrapped_off(&wrapped(flag))]
         }
     };
-    let (base, other) = pair("--cargo-test", &["test"]);
-    let mut pairs = vec![("cargo test", base, other)];
+    let mut rows = vec![("cargo test", row("--cargo-test", &["test"]))];
     if nextest {
-        let (base, other) = pair("--nextest", &["nextest", "run"]);
-        pairs.push(("cargo nextest run", base, other));
-        // The floor of any target runner: `env`, which only execs the test, against none.
+        rows.push(("cargo nextest run", row("--nextest", &["nextest", "run"])));
         if isolate && let Some(var) = host_runner_var() {
             let mut floor = bare(&["nextest", "run"]);
             floor.env(var, "/usr/bin/env");
-            pairs.push((
+            rows.push((
                 "cargo nextest run, bare vs `env` as target runner",
-                bare(&["nextest", "run"]),
-                floor,
+                vec![bare(&["nextest", "run"]), floor],
             ));
         }
-    } else {
-        eprintln!("cargo-nextest is not installed: the nextest pair is skipped");
     }
 
-    let (base_name, other_name) = if isolate {
-        ("`cargo loopcheck test`", "`--isolate`")
+    if isolate {
+        println!(
+            "| runner | `cargo loopcheck test` median | `--isolate` median | ratio of medians | median of paired ratios |"
+        );
+        println!("|---|---:|---:|---:|---:|");
     } else {
-        ("bare", "`cargo loopcheck test`")
-    };
-    println!(
-        "| runner | {base_name} median | {other_name} median | ratio of medians | median of paired ratios |"
-    );
-    println!("|---|---:|---:|---:|---:|");
-    for (name, mut bare, mut wrapped) in pairs {
-        for command in [&mut bare, &mut wrapped] {
+        println!(
+            "| runner | bare median | `cargo loopcheck test` median | ratio of medians | median of paired ratios | without the timeline (`LOOPCHECK_TIMELINE=off`) | paired ratio, timeline on / off |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+    }
+    for (name, mut commands) in rows {
+        for command in &mut commands {
             command
                 .env("CARGO_TARGET_DIR", &target)
                 .env("CARGO_TERM_COLOR", "never")
@@ -101,32 +97,64 @@ fn main() {
             // Warm-up: the build, and the page cache.
             assert!(time(command).1, "{name}: the suite must pass");
         }
-        let mut bare_times = Vec::new();
-        let mut wrapped_times = Vec::new();
+        let k = commands.len();
+        let mut times = vec![Vec::new(); k];
         let mut ratios = Vec::new();
+        let mut third_ratios = Vec::new();
         for round in 0..rounds {
-            let (b, w) = if round % 2 == 0 {
-                let b = time(&mut bare).0;
-                (b, time(&mut wrapped).0)
-            } else {
-                let w = time(&mut wrapped).0;
-                (time(&mut bare).0, w)
-            };
-            bare_times.push(b);
-            wrapped_times.push(w);
-            ratios.push(w.as_secs_f64() / b.as_secs_f64());
+            // A rotating order, so that no command always runs first.
+            let mut taken = vec![Duration::ZERO; k];
+            for step in 0..k {
+                let which = (round + step) % k;
+                taken[which] = time(&mut commands[which]).0;
+            }
+            for (all, t) in times.iter_mut().zip(&taken) {
+                all.push(*t);
+            }
+            ratios.push(taken[1].as_secs_f64() / taken[0].as_secs_f64());
+            if k > 2 {
+                third_ratios.push(taken[1].as_secs_f64() / taken[2].as_secs_f64());
+            }
         }
-        let b = median(&mut bare_times);
-        let w = median(&mut wrapped_times);
-        ratios.sort_by(f64::total_cmp);
-        println!(
+        let medians: Vec<Duration> = times.iter_mut().map(|t| median(t)).collect();
+        let (b, w) = (medians[0], medians[1]);
+        let mut line = format!(
             "| {name} | {:.0} ms | {:.0} ms | {:.3}x | {:.3}x |",
             b.as_secs_f64() * 1e3,
             w.as_secs_f64() * 1e3,
             w.as_secs_f64() / b.as_secs_f64(),
-            ratios[ratios.len() / 2]
+            median_ratio(&mut ratios)
         );
+        if k > 2 {
+            line.push_str(&format!(
+                " {:.0} ms | {:.3}x |",
+                medians[2].as_secs_f64() * 1e3,
+                median_ratio(&mut third_ratios)
+            ));
+        }
+        println!("{line}");
     }
+}
+
+/// `cargo loopcheck test FLAG --manifest-path MANIFEST`.
+fn wrapped_command(flag: &str, manifest: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
+    command
+        .args(["loopcheck", "test", flag, "--manifest-path"])
+        .arg(manifest);
+    command
+}
+
+/// The same command with the socket timeline turned off.
+fn wrapped_off(command: &Command) -> Command {
+    let mut off = Command::new(command.get_program());
+    off.args(command.get_args()).env("LOOPCHECK_TIMELINE", "off");
+    off
+}
+
+fn median_ratio(ratios: &mut [f64]) -> f64 {
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }
 
 /// `CARGO_TARGET_<HOST>_RUNNER`, from `rustc -vV`.
