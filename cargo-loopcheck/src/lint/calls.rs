@@ -7,9 +7,10 @@ use proc_macro2::Delimiter;
 
 use super::addr::{self, HostKind};
 use super::eval::{IntLit, strip};
+use super::hard_coded::{Form, Place};
 use super::reach::Reach;
-use super::rules::{Form, Linter, Place};
 use super::tokens::{Pos, Tok, path_end, path_pos, segments, string_text};
+use super::walk::Linter;
 
 /// Whether a value in the arguments of `ctx` (a call or macro as findings show it) ends
 /// there: assertions, comparisons and deserializers, whose value the lint cannot follow to an
@@ -47,7 +48,7 @@ fn constant_like(segments: &[String]) -> bool {
 }
 
 impl Linter<'_> {
-    /// Remembers a name looked up in the facts (see [`super::rules::Linted::names`]).
+    /// Remembers a name looked up in the facts (see [`super::walk::Linted::names`]).
     fn note_name(&mut self, name: &str) {
         if !self.looked_up.contains(name) {
             self.looked_up.insert(name.to_owned());
@@ -208,7 +209,7 @@ impl Linter<'_> {
     /// for library code's (test code's are reported where they are defined), and LC011 for a
     /// wildcard bind.
     pub(super) fn check_address_constant(&mut self, name: &str, arg: Option<&[Tok]>, shown: &str) {
-        let bind = super::rules::is_bind_name(name);
+        let bind = super::names::is_bind_name(name);
         if !(bind || matches!(name, "connect" | "connect_timeout" | "send_to")) {
             return;
         }

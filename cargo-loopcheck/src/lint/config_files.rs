@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use loopcheck::report::Code;
 
 use super::addr::{self, HostKind};
-use super::rules::Hit;
+use super::walk::Hit;
 
 /// Whether a file name is that of a config file the lint reads.
 pub(crate) fn is_config_name(name: &str) -> bool {
@@ -213,7 +213,7 @@ pub(crate) fn scan(source: &str) -> Vec<Hit> {
         let Some((key, value, at)) = key_value(code) else {
             continue;
         };
-        if super::rules::is_port_name(&key)
+        if super::names::is_port_name(&key)
             && !reported_port
             && let Ok(port) = value.parse::<u16>()
             && port != 0

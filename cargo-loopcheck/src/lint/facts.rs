@@ -184,7 +184,7 @@ impl WorkspaceFacts {
                         let index =
                             target.and_then(|t| self.fns[t].params.iter().position(|q| q.index == edge.arg));
                         // `.port(p)` of a builder outside the workspace: stored as a port.
-                        let port_named = edge.callee.last().is_some_and(|n| super::rules::is_port_name(n));
+                        let port_named = edge.callee.last().is_some_and(|n| super::names::is_port_name(n));
                         target.zip(index).ok_or(port_named)
                     })
                     .collect();
@@ -467,7 +467,7 @@ impl Extractor<'_> {
                 .collect();
             params.push(Some(ParamFact {
                 index,
-                by_name: super::rules::is_port_name(&name),
+                by_name: super::names::is_port_name(&name),
                 name,
                 int,
                 reach: flow.own(),

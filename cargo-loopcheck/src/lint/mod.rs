@@ -44,15 +44,18 @@ mod config_files;
 mod eval;
 mod facts;
 mod files;
+mod hard_coded;
 mod imports;
 mod items;
+mod local_facts;
+mod names;
 mod pass;
 mod racy;
 mod reach;
-mod rules;
 mod sites;
 mod suppress;
 mod tokens;
+mod walk;
 mod wildcard;
 
 use std::path::{Path, PathBuf};
@@ -161,7 +164,7 @@ fn lint_file(
     finish(
         file,
         source,
-        rules::lint_with(source, scope == Scope::TestFile, file, facts),
+        walk::lint_with(source, scope == Scope::TestFile, file, facts),
         config,
     )
 }
@@ -171,7 +174,7 @@ fn lint_file(
 fn finish(
     file: &str,
     source: &str,
-    linted: Result<rules::Linted, rules::ParseError>,
+    linted: Result<walk::Linted, walk::ParseError>,
     config: &LintConfig,
 ) -> Result<(Vec<Finding>, Vec<String>), LintError> {
     let linted = linted.map_err(|error| LintError::Parse {
@@ -194,7 +197,7 @@ fn config_findings(file: &str, source: &str, config: &LintConfig) -> Vec<Finding
 
 fn findings_of(
     file: &str,
-    hits: Vec<rules::Hit>,
+    hits: Vec<walk::Hit>,
     suppressions: &suppress::Suppressions,
     config: &LintConfig,
 ) -> Vec<Finding> {

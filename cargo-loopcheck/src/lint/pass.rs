@@ -10,8 +10,8 @@ use loopcheck::report::Finding;
 use proc_macro2::TokenStream;
 
 use super::facts::{FileFacts, WorkspaceFacts, extract};
-use super::rules::{Linted, ParseError, first_look, lexable};
 use super::tokens::tree;
+use super::walk::{Linted, ParseError, first_look, lexable};
 use super::{
     LintConfig, LintError, Scope, config_files, error_chain, finish, lint_file, relative_path, test_sources,
 };

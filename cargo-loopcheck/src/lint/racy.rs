@@ -9,8 +9,8 @@ use loopcheck::report::Code;
 use super::eval::strip;
 use super::imports::Imports;
 use super::items::{Signature, pattern_names};
-use super::rules::Linter;
 use super::tokens::{Pos, Tok, last_two, path_end, path_pos, segments, shown};
+use super::walk::Linter;
 
 /// The racy port-allocation function named by a resolved path.
 fn is_racy(path: &[String]) -> bool {

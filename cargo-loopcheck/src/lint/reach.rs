@@ -96,7 +96,7 @@ fn is_host_port(host: &[Tok], port: &[Tok]) -> bool {
             host,
             &["host", "ip", "addr", "localhost", "unspecified", "loopback"],
         )
-        || matches!(port, [Tok::Ident(name)] if super::rules::is_port_name(&name.to_string()))
+        || matches!(port, [Tok::Ident(name)] if super::names::is_port_name(&name.to_string()))
 }
 
 /// Whether the value at `i` is compared: `x == 1`, `1 != x`, `x < y`.
@@ -278,11 +278,11 @@ impl Walker {
                     for part in split_commas(inner) {
                         match part {
                             [Tok::Ident(field), colon, value @ ..] if colon.lone(':') => {
-                                let sink = super::rules::is_port_name(&field.to_string());
+                                let sink = super::names::is_port_name(&field.to_string());
                                 self.walk(value, if sink { &Ctx::PortField } else { &Ctx::Top });
                             }
                             [Tok::Ident(field)] if self.tainted.iter().any(|t| field == t) => {
-                                let sink = super::rules::is_port_name(&field.to_string());
+                                let sink = super::names::is_port_name(&field.to_string());
                                 self.hit(if sink { &Ctx::PortField } else { &Ctx::Top });
                             }
                             _ => self.walk(part, &Ctx::Top),

@@ -64,7 +64,7 @@ const MAX_ITEMS: usize = 64;
 pub fn test_site(source: &str, path: &str) -> Option<TestSite> {
     let mut segments: Vec<&str> = path.split("::").collect();
     let name = segments.pop()?;
-    let hits = super::rules::lint(source, true).ok()?;
+    let hits = super::walk::lint(source, true).ok()?;
     let stream = source.parse::<TokenStream>().ok()?;
     let toks = tree(stream);
     let mut found = Vec::new();

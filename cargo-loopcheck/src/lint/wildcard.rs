@@ -6,8 +6,8 @@
 use loopcheck::report::Code;
 
 use super::addr::{self, HostKind};
-use super::rules::Linter;
 use super::tokens::{Tok, pos, string_text};
+use super::walk::Linter;
 
 /// The wildcard address an argument of a child names, if any: the whole argument (`0.0.0.0`,
 /// `::`, `[::]`), the value of `--flag=0.0.0.0`, or a `host:port` in it.

@@ -1,6 +1,6 @@
-//! The rules' walk over a file's token trees, looking only at test code, and LC010
-//! hard-coded-port. LC011 is in `wildcard`, LC014 in `racy`, the checks that use the workspace
-//! facts in `calls`.
+//! The walk over a file's token trees, looking only at test code, that hands each call, macro,
+//! tuple, struct literal and string to the rules: LC010 hard-coded-port in `hard_coded`, LC011
+//! in `wildcard`, LC014 in `racy`, and the checks that use the workspace facts in `calls`.
 //!
 //! The file is lexed with proc-macro2 (comments are dropped, doc comments become attributes,
 //! which are skipped) and never parsed into a syntax tree: lexing alone is about six times faster
@@ -11,16 +11,16 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use loopcheck::report::Code;
-use proc_macro2::{Delimiter, Ident, Literal, TokenStream};
+use proc_macro2::{Delimiter, Ident, TokenStream};
 
-use super::addr::{self, ArgRef, HostKind};
-use super::eval::{Binding, Env, IntLit, strip};
+use super::eval::{Binding, Env};
 use super::facts::{FileFacts, WorkspaceFacts};
 use super::imports::Imports;
-use super::items::{Signature, items, loopback_test_form, param_names, pattern_names, signature};
+use super::items::{items, loopback_test_form, param_names, pattern_names, signature};
+use super::local_facts::LocalFacts;
+use super::names::{is_bind_name, is_port_name};
 use super::tokens::{
-    Pos, Tok, last_two, path_end, path_pos, path_sep, pos, segments, shown, skip_angle, split_commas,
-    string_text, tree,
+    Pos, Tok, last_two, path_end, path_pos, path_sep, pos, segments, shown, skip_angle, split_commas, tree,
 };
 
 /// A finding before it is tied to a file.
@@ -119,7 +119,7 @@ fn lex(source: &str) -> Result<Vec<Tok>, ParseError> {
 }
 
 fn lint_tokens(toks: &[Tok], test: bool, file: &str, workspace: &WorkspaceFacts) -> Linted {
-    let mut facts = Facts::default();
+    let mut facts = LocalFacts::default();
     facts.module(toks, test);
     let mut linter = Linter::new(facts, workspace, file);
     linter.module(toks, test);
@@ -139,23 +139,6 @@ pub(super) fn lexable(source: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(source)
     }
-}
-
-/// `port`, `with_port`, `set_port`, `http_port`; not `pick_unused_port` and its kin.
-pub(super) fn is_port_name(name: &str) -> bool {
-    name == "port"
-        || (name.ends_with("_port")
-            && !["free", "unused", "open", "local", "pick"]
-                .iter()
-                .any(|w| name.contains(w)))
-}
-
-/// Calls whose first argument is an address to listen on.
-pub(super) fn is_bind_name(name: &str) -> bool {
-    matches!(
-        name,
-        "bind" | "try_bind" | "bind_addr" | "listen" | "serve" | "run"
-    )
 }
 
 /// Keywords that can stand before a parenthesized expression or tuple.
@@ -181,127 +164,6 @@ fn known_macro(name: &str) -> Option<Option<usize>> {
     })
 }
 
-/// What the rules need to know about the whole file before walking it.
-#[derive(Default)]
-struct Facts {
-    env: Env,
-    /// Function name to the index and name of its parameters named like a port.
-    port_params: HashMap<String, Vec<(usize, String)>>,
-    imports: Imports,
-    /// Functions the file defines.
-    fns: HashSet<String>,
-}
-
-impl Facts {
-    fn module(&mut self, toks: &[Tok], test: bool) {
-        for item in items(toks) {
-            let test = test || item.cfg_test() || item.test_fn();
-            let Some((keyword, k)) = &item.keyword else {
-                continue;
-            };
-            match keyword.as_str() {
-                "use" => self.import(&item.toks[k + 1..]),
-                "const" | "static" if test => self.constant(item.toks, *k),
-                "mod" | "impl" | "trait" => {
-                    if let Some(body) = item.toks.last().and_then(Tok::brace) {
-                        self.module(body, test);
-                    }
-                }
-                "fn" => {
-                    if let Some(sig) = signature(item.toks, *k) {
-                        self.function(&sig);
-                        self.body(sig.body, test);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Items declared inside function bodies, at any depth.
-    fn body(&mut self, toks: &[Tok], test: bool) {
-        for (i, tok) in toks.iter().enumerate() {
-            match tok {
-                Tok::Group(_, _, inner) => self.body(inner, test),
-                Tok::Ident(ident)
-                    if ident == "use"
-                        && (i == 0 || toks[i - 1].punct(';') || toks[i - 1].brace().is_some()) =>
-                {
-                    self.import(&toks[i + 1..]);
-                }
-                Tok::Ident(ident)
-                    if test
-                        && (ident == "const" || ident == "static")
-                        && toks.get(i + 2).is_some_and(|t| t.lone(':')) =>
-                {
-                    self.constant(toks, i);
-                }
-                Tok::Ident(ident) if ident == "fn" => {
-                    if let Some(sig) = signature(toks, i) {
-                        self.function(&sig);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn import(&mut self, toks: &[Tok]) {
-        let end = toks.iter().position(|t| t.punct(';')).unwrap_or(toks.len());
-        self.imports.add(&toks[..end], &mut Vec::new());
-    }
-
-    /// `const NAME: T = expr;` with `const` at `k`.
-    fn constant(&mut self, toks: &[Tok], k: usize) {
-        let mut i = k + 1;
-        if toks.get(i).is_some_and(|t| t.is("mut")) {
-            i += 1;
-        }
-        let Some(name) = toks.get(i).and_then(Tok::ident) else {
-            return;
-        };
-        let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
-            return;
-        };
-        let end = toks[eq..]
-            .iter()
-            .position(|t| t.punct(';'))
-            .map_or(toks.len(), |p| p + eq);
-        let binding = self.env.binding_of(&toks[eq + 1..end]);
-        self.env.consts.insert(name.to_string(), binding);
-    }
-
-    fn function(&mut self, sig: &Signature<'_>) {
-        self.fns.insert(sig.name.clone());
-        let params: Vec<(usize, String)> = param_names(sig.params)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, name)| name.filter(|n| is_port_name(n)).map(|n| (index, n)))
-            .collect();
-        if !params.is_empty() {
-            self.port_params
-                .entry(sig.name.clone())
-                .or_default()
-                .extend(params);
-        }
-    }
-}
-
-/// How a finding describes where a port was written.
-pub(super) enum Place {
-    /// Always this description.
-    Fixed(String),
-    /// The call it is an argument of, else this description.
-    InCall(String),
-}
-
-/// Which `#[loopback_test]` form to suggest.
-#[derive(Clone, Copy)]
-pub(super) enum Form {
-    Addr,
-    Port,
-}
-
 struct FnInfo {
     name: String,
     test: bool,
@@ -310,7 +172,7 @@ struct FnInfo {
 
 pub(super) struct Linter<'w> {
     pub(super) env: Env,
-    port_params: HashMap<String, Vec<(usize, String)>>,
+    pub(super) port_params: HashMap<String, Vec<(usize, String)>>,
     pub(super) imports: Imports,
     pub(super) local_fns: HashSet<String>,
     fns: Vec<FnInfo>,
@@ -327,7 +189,7 @@ pub(super) struct Linter<'w> {
 }
 
 impl<'w> Linter<'w> {
-    fn new(facts: Facts, workspace: &'w WorkspaceFacts, file: &'w str) -> Linter<'w> {
+    fn new(facts: LocalFacts, workspace: &'w WorkspaceFacts, file: &'w str) -> Linter<'w> {
         Linter {
             env: facts.env,
             port_params: facts.port_params,
@@ -427,7 +289,7 @@ impl<'w> Linter<'w> {
         self.hit_as(code, at, port, message, suggestion, false);
     }
 
-    fn hit_as(
+    pub(super) fn hit_as(
         &mut self,
         code: Code,
         at: Pos,
@@ -446,120 +308,6 @@ impl<'w> Linter<'w> {
                 suggestion,
                 warning,
             });
-        }
-    }
-
-    fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
-        self.report_port_from(lit, via.map(|name| format!("`{name}`")), place, ctx, form);
-    }
-
-    /// Reports `lit`; `via` is the name it was bound to, as the message shows it.
-    pub(super) fn report_port_from(
-        &mut self,
-        lit: IntLit,
-        via: Option<String>,
-        place: Place,
-        ctx: Option<&str>,
-        form: Form,
-    ) {
-        if lit.value == 0 || self.quiet.contains(&lit.pos) {
-            return;
-        }
-        let warning = ctx.is_some_and(super::calls::goes_nowhere) || self.weak.contains(&lit.pos);
-        let place = match (place, ctx) {
-            (Place::Fixed(place), _) => place,
-            (Place::InCall(_), Some(call)) => format!("`{call}`"),
-            (Place::InCall(fallback), None) => fallback,
-        };
-        let message = match via {
-            Some(name) => format!("hard-coded port {} in {name}, used in {place}", lit.value),
-            None => format!("hard-coded port {} in {place}", lit.value),
-        };
-        let test = self.test_form();
-        let suggestion = match form {
-            Form::Addr => format!(
-                "take the port from the test: `{test}(addr: SocketAddr)`, or `loopcheck::tcp_listener()`"
-            ),
-            Form::Port => {
-                format!("take the port from the test: `{test}(port: u16)`, or `loopcheck::reserve_port()`")
-            }
-        };
-        let code = Code::HardCodedPort;
-        self.hit_as(code, lit.pos, Some(lit.value), message, suggestion, warning);
-    }
-
-    pub(super) fn check_port(&mut self, expr: &[Tok], place: Place, ctx: Option<&str>, form: Form) {
-        if let Some((lit, via)) = self.env.port_of(expr) {
-            self.report_port(lit, via, place, ctx, form);
-        } else if let Some((lit, via)) = self.constant_port(expr) {
-            self.report_port_from(lit, Some(via), place, ctx, form);
-        }
-    }
-
-    fn check_literal(&mut self, lit: &Literal, ctx: Option<&str>) {
-        let repr = lit.to_string();
-        let Some(text) = string_text(&repr) else {
-            return;
-        };
-        super::config_files::note_path(text, &mut self.config_files);
-        if !text.contains(':') {
-            return;
-        }
-        for found in addr::addresses(text) {
-            if found.port != 0 {
-                let port = IntLit {
-                    value: found.port,
-                    pos: pos(lit.span()),
-                };
-                let place = Place::InCall(format!("`{}`", found.text));
-                self.report_port(port, None, place, ctx, Form::Addr);
-            }
-        }
-    }
-
-    fn check_format(&mut self, format: &Literal, args: &[&[Tok]], mac: &str) {
-        let repr = format.to_string();
-        let Some(text) = string_text(&repr) else {
-            return;
-        };
-        if !text.contains(":{") {
-            return;
-        }
-        let mut positional = Vec::new();
-        let mut named = HashMap::new();
-        for arg in args {
-            match arg {
-                [Tok::Ident(name), eq, value @ ..] if eq.lone('=') => {
-                    named.insert(name.to_string(), value);
-                }
-                _ => positional.push(*arg),
-            }
-        }
-        let mut next = 0;
-        for (before, arg) in addr::placeholders(text) {
-            let target = match &arg {
-                ArgRef::Next => {
-                    next += 1;
-                    positional.get(next - 1).copied()
-                }
-                ArgRef::Index(index) => positional.get(*index).copied(),
-                ArgRef::Name(name) => named.get(name).copied(),
-            };
-            let Some((_, host)) = addr::host_before_colon(&before) else {
-                continue;
-            };
-            let place = Place::Fixed(format!("`{host}:{{}}` built by `{mac}!`"));
-            match (target, &arg) {
-                (Some(expr), _) => self.check_port(expr, place, None, Form::Addr),
-                (None, ArgRef::Name(name)) => {
-                    if let Some(lit) = self.env.lookup(name.as_str()).and_then(|b| b.port) {
-                        self.report_port(lit, Some(name.clone()), place, None, Form::Addr);
-                    } else if let Some((lit, via)) = self.constant_named(name, pos(format.span())) {
-                        self.report_port_from(lit, Some(via), place, None, Form::Addr);
-                    }
-                }
-                (None, _) => {}
-            }
         }
     }
 
@@ -682,52 +430,10 @@ impl<'w> Linter<'w> {
     }
 
     fn brace(&mut self, toks: &[Tok], i: usize, inner: &[Tok]) {
-        // Struct literal fields: `Config { port: 8080 }`, `Config { port }`.
-        let named_type = i > 0
-            && toks[i - 1]
-                .ident()
-                .is_some_and(|t| t.to_string().starts_with(char::is_uppercase));
-        let has_field = inner
-            .windows(2)
-            .any(|w| matches!(&w[0], Tok::Ident(_)) && (w[1].lone(':') || w[1].punct(',')));
-        if (has_field || (named_type && inner.len() == 1)) && !self.names_remote_host(inner) {
-            for part in split_commas(inner) {
-                match part {
-                    [Tok::Ident(name), colon, value @ ..] if colon.lone(':') && !value.is_empty() => {
-                        let name = name.to_string();
-                        if is_port_name(&name) {
-                            self.check_port(value, Place::Fixed(format!("field `{name}`")), None, Form::Port);
-                        }
-                    }
-                    [Tok::Ident(name)] if named_type => {
-                        let name = name.to_string();
-                        if is_port_name(&name) {
-                            self.check_port(part, Place::Fixed(format!("field `{name}`")), None, Form::Port);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.check_port_fields(toks, i, inner);
         self.env.scopes.push(HashMap::new());
         self.code(inner, None, false);
         self.env.scopes.pop();
-    }
-
-    fn tuple(&mut self, inner: &[Tok], ctx: Option<&str>) {
-        if !inner.iter().any(|t| t.punct(',')) {
-            return;
-        }
-        let parts = split_commas(inner);
-        if let [host, port] = parts.as_slice()
-            && self
-                .env
-                .host_of(host)
-                .is_some_and(|h| h.kind != HostKind::Other && h.port.is_none())
-        {
-            let place = Place::InCall("a `(host, port)` tuple".to_owned());
-            self.check_port(port, place, ctx, Form::Addr);
-        }
     }
 
     fn call(&mut self, toks: &[Tok], start: usize, end: usize, args: &[Tok]) -> usize {
@@ -737,23 +443,7 @@ impl<'w> Linter<'w> {
         let shown = shown(&segments);
         let (ty, name) = last_two(&segments);
         let parts = split_commas(args);
-        let socket_addr = matches!(ty, "SocketAddr" | "SocketAddrV4" | "SocketAddrV6");
-        let not_other = |linter: &Linter<'_>, host: &[Tok]| {
-            linter.env.host_of(host).is_none_or(|h| h.kind != HostKind::Other)
-        };
-        let place = || Place::Fixed(format!("`{shown}`"));
-        if socket_addr && name == "new" && parts.len() >= 2 && not_other(self, parts[0]) {
-            self.check_port(parts[1], place(), None, Form::Addr);
-        }
-        if socket_addr
-            && name == "from"
-            && let [arg] = parts.as_slice()
-            && let [Tok::Group(Delimiter::Parenthesis, _, tuple)] = strip(arg)
-            && let [host, port] = split_commas(tuple).as_slice()
-            && not_other(self, host)
-        {
-            self.check_port(port, place(), None, Form::Addr);
-        }
+        self.check_socket_addr(ty, name, &parts, &shown);
         if is_bind_name(name) {
             self.check_bind(parts.first().copied(), &shown);
         }
@@ -768,24 +458,6 @@ impl<'w> Linter<'w> {
         let ctx = (!matches!(name, "Ok" | "Err" | "Some")).then_some(shown.as_str());
         self.code(args, ctx, false);
         end + 1
-    }
-
-    fn port_args(&mut self, name: &str, shown: &str, args: &[&[Tok]]) {
-        if args.iter().any(|arg| self.is_remote_host(arg)) {
-            return;
-        }
-        if is_port_name(name) {
-            for arg in args {
-                self.check_port(arg, Place::Fixed(format!("`{shown}`")), None, Form::Port);
-            }
-        } else if let Some(params) = self.port_params.get(name).cloned() {
-            for (index, param) in params {
-                if let Some(arg) = args.get(index) {
-                    let place = Place::Fixed(format!("parameter `{param}` of `{shown}`"));
-                    self.check_port(arg, place, None, Form::Port);
-                }
-            }
-        }
     }
 
     /// `.name(args)`, `.name::<T>(args)` or `.name = value` at `i` (the dot).
@@ -819,19 +491,7 @@ impl<'w> Linter<'w> {
                 j + 1
             }
             Some(eq) if eq.lone('=') => {
-                let name = method.to_string();
-                if is_port_name(&name) {
-                    let end = toks[j..]
-                        .iter()
-                        .position(|t| t.punct(';') || t.punct(','))
-                        .map_or(toks.len(), |p| p + j);
-                    self.check_port(
-                        &toks[j + 1..end],
-                        Place::Fixed(format!("field `{name}`")),
-                        None,
-                        Form::Port,
-                    );
-                }
+                self.check_port_assignment(toks, j, &method.to_string());
                 j
             }
             _ => i + 2,
