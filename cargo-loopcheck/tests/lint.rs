@@ -28,12 +28,13 @@ fn key(finding: &Finding) -> Key {
     )
 }
 
-/// The `// expect: LC010(8080), LC011` markers of every `.rs` file under `dir`.
-fn expected(root: &Path, dir: &Path, out: &mut BTreeSet<Key>) {
+/// The `// expect: LC010(8080), LC011` markers of every `.rs` file under `dir`; an item written
+/// `warning LC010(8080)` is also put in `warnings`, the findings reported as warnings.
+fn expected(root: &Path, dir: &Path, out: &mut BTreeSet<Key>, warnings: &mut BTreeSet<Key>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            expected(root, &path, out);
+            expected(root, &path, out, warnings);
             continue;
         }
         if path.extension().is_none_or(|e| e != "rs") {
@@ -50,11 +51,19 @@ fn expected(root: &Path, dir: &Path, out: &mut BTreeSet<Key>) {
                 continue;
             };
             for item in list.split(", ") {
-                let (code, port) = match item.trim().split_once('(') {
-                    Some((code, port)) => (code, Some(port.trim_end_matches(')').parse().unwrap())),
-                    None => (item.trim(), None),
+                let (warning, item) = match item.trim().strip_prefix("warning ") {
+                    Some(item) => (true, item),
+                    None => (false, item.trim()),
                 };
-                out.insert((code.to_owned(), file.clone(), index as u32 + 1, port));
+                let (code, port) = match item.split_once('(') {
+                    Some((code, port)) => (code, Some(port.trim_end_matches(')').parse().unwrap())),
+                    None => (item, None),
+                };
+                let key = (code.to_owned(), file.clone(), index as u32 + 1, port);
+                if warning {
+                    warnings.insert(key.clone());
+                }
+                out.insert(key);
             }
         }
     }
@@ -76,8 +85,8 @@ fn finds_exactly_the_marked_lines_of_the_fixture() {
     let workspace = fixture();
     let (findings, errors) = lint_workspace(&workspace, &LintConfig::default());
 
-    let mut want = BTreeSet::new();
-    expected(&workspace.root, &workspace.root, &mut want);
+    let (mut want, mut warnings) = (BTreeSet::new(), BTreeSet::new());
+    expected(&workspace.root, &workspace.root, &mut want, &mut warnings);
     let got: BTreeSet<Key> = findings.iter().map(key).collect();
     let missing: Vec<&Key> = want.difference(&got).collect();
     let extra: Vec<&Key> = got.difference(&want).collect();
@@ -98,7 +107,12 @@ fn finds_exactly_the_marked_lines_of_the_fixture() {
     assert_eq!(order, sorted);
     for finding in &findings {
         assert_eq!(finding.name, finding.code.name());
-        assert_eq!(finding.severity, finding.code.severity());
+        let severity = if warnings.contains(&key(finding)) {
+            Severity::Warning
+        } else {
+            finding.code.severity()
+        };
+        assert_eq!(finding.severity, severity, "{finding:?}");
         assert!(finding.column.is_some_and(|c| c >= 1));
         assert!(
             finding

@@ -19,6 +19,9 @@ pub(super) enum Place {
     Fixed(String),
     /// The call it is an argument of, else this description.
     InCall(String),
+    /// A field named like a port (`Config { port: 8080 }`, `config.port = 8080`): where the
+    /// struct goes the lint does not follow, so this alone is a warning.
+    Field(String),
 }
 
 /// Which `#[loopback_test]` form to suggest.
@@ -29,14 +32,7 @@ pub(super) enum Form {
 }
 
 impl Linter<'_> {
-    fn report_port(
-        &mut self,
-        lit: IntLit,
-        via: Option<String>,
-        place: Place,
-        ctx: Option<&str>,
-        form: Form,
-    ) {
+    fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
         self.report_port_from(lit, via.map(|name| format!("`{name}`")), place, ctx, form);
     }
 
@@ -52,9 +48,11 @@ impl Linter<'_> {
         if lit.value == 0 || self.quiet.contains(&lit.pos) {
             return;
         }
-        let warning = ctx.is_some_and(super::calls::goes_nowhere) || self.weak.contains(&lit.pos);
+        let warning = ctx.is_some_and(super::calls::goes_nowhere)
+            || self.weak.contains(&lit.pos)
+            || matches!(place, Place::Field(_));
         let place = match (place, ctx) {
-            (Place::Fixed(place), _) => place,
+            (Place::Fixed(place) | Place::Field(place), _) => place,
             (Place::InCall(_), Some(call)) => format!("`{call}`"),
             (Place::InCall(fallback), None) => fallback,
         };
@@ -165,13 +163,13 @@ impl Linter<'_> {
                     [Tok::Ident(name), colon, value @ ..] if colon.lone(':') && !value.is_empty() => {
                         let name = name.to_string();
                         if is_port_name(&name) {
-                            self.check_port(value, Place::Fixed(format!("field `{name}`")), None, Form::Port);
+                            self.check_port(value, Place::Field(format!("field `{name}`")), None, Form::Port);
                         }
                     }
                     [Tok::Ident(name)] if named_type => {
                         let name = name.to_string();
                         if is_port_name(&name) {
-                            self.check_port(part, Place::Fixed(format!("field `{name}`")), None, Form::Port);
+                            self.check_port(part, Place::Field(format!("field `{name}`")), None, Form::Port);
                         }
                     }
                     _ => {}
@@ -245,7 +243,7 @@ impl Linter<'_> {
                 .map_or(toks.len(), |p| p + j);
             self.check_port(
                 &toks[j + 1..end],
-                Place::Fixed(format!("field `{name}`")),
+                Place::Field(format!("field `{name}`")),
                 None,
                 Form::Port,
             );

@@ -80,6 +80,14 @@ fn is_passthrough(segments: &[String]) -> bool {
     ) || matches!(ty, "String" | "Box" | "Arc" | "Rc" | "Cow")
 }
 
+/// Calls whose result is their argument, converted or wrapped.
+fn is_conversion(name: &str) -> bool {
+    matches!(
+        name,
+        "Some" | "Ok" | "Err" | "from" | "try_from" | "Box" | "Arc" | "Rc"
+    )
+}
+
 /// Whether a pair reads as `(host, port)`: a host-like first part (a string, an IP address
 /// expression, octets, a name such as `host` or `ip`), or a second part named like a port.
 fn is_host_port(host: &[Tok], port: &[Tok]) -> bool {
@@ -180,9 +188,42 @@ impl Walker {
         !field && !path && self.tainted.iter().any(|t| ident == t)
     }
 
-    fn mentions(&self, toks: &[Tok]) -> bool {
+    /// Whether the value of the expression `toks` is the value itself, or built from it: not when
+    /// it is only an argument of a call (`policy.nth_port(n)` is another value, which the edge
+    /// follows), an index (`ports[n]`), the right side of `%`, or a bound of a range (`0..n`
+    /// counts to it). Counts and indexes become ports that way, and are not ports.
+    fn carries(&self, toks: &[Tok]) -> bool {
+        if toks.windows(2).any(|w| w[0].punct('.') && w[1].punct('.')) {
+            return false;
+        }
         (0..toks.len()).any(|i| {
-            self.is_tainted(toks, i) || matches!(&toks[i], Tok::Group(_, _, inner) if self.mentions(inner))
+            let after = |c: char| i > 0 && toks[i - 1].punct(c);
+            // An expression before the group: a name (not a keyword such as `in`) or a group.
+            let operand = i > 0
+                && match &toks[i - 1] {
+                    Tok::Ident(name) => !matches!(
+                        name.to_string().as_str(),
+                        "in" | "return" | "break" | "else" | "match" | "if"
+                    ),
+                    Tok::Group(..) => true,
+                    _ => false,
+                };
+            if after('%') {
+                return false;
+            }
+            match &toks[i] {
+                Tok::Group(Delimiter::Parenthesis, _, inner) => {
+                    let called = operand || after('>');
+                    let through = i > 0
+                        && toks[i - 1]
+                            .ident()
+                            .is_some_and(|name| is_conversion(&name.to_string()));
+                    (!called || through) && self.carries(inner)
+                }
+                Tok::Group(Delimiter::Bracket, _, inner) => !operand && self.carries(inner),
+                Tok::Group(_, _, inner) => self.carries(inner),
+                _ => self.is_tainted(toks, i),
+            }
         })
     }
 
@@ -229,7 +270,7 @@ impl Walker {
                     .iter()
                     .position(|t| t.brace().is_some())
                     .map_or(toks.len(), |p| p + at);
-                if self.mentions(&toks[at + 1..body]) {
+                if self.carries(&toks[at + 1..body]) {
                     let mut names = Vec::new();
                     pattern_names(&toks[i + 1..at], &mut names);
                     self.tainted.extend(names);
@@ -310,7 +351,7 @@ impl Walker {
             return end + 1;
         };
         let init = &toks[eq + 1..end];
-        if self.mentions(init) {
+        if self.carries(init) {
             let pattern_end = toks[i..eq].iter().position(|t| t.lone(':')).map_or(eq, |p| p + i);
             let mut names = Vec::new();
             pattern_names(&toks[i + 1..pattern_end], &mut names);
@@ -502,6 +543,28 @@ mod tests {
                 arg: 0
             }]
         );
+        let flow = of("self.inner.start(1, port)", "port");
+        assert_eq!((flow.edges[0].method, flow.edges[0].arg), (true, 1));
+    }
+
+    #[test]
+    fn counts_and_indexes_do_not_become_ports() {
+        // `reserve_port_block(n)`: the ports are counted to `n`, they are not `n`.
+        for body in [
+            "for k in 0..n { TcpListener::bind((\"127.0.0.1\", first + k as u16)); }",
+            "let port = policy.nth_port(n); TcpListener::bind((\"127.0.0.1\", port));",
+            "let port = ports[n]; TcpListener::bind((\"127.0.0.1\", port));",
+            "let index = start % n; TcpListener::bind((\"127.0.0.1\", index));",
+        ] {
+            assert_ne!(of(body, "n").own(), Reach::Address, "{body}");
+        }
+        for body in [
+            "let p = n + 1; TcpListener::bind((\"127.0.0.1\", p));",
+            "let p = u16::try_from(n).unwrap(); TcpListener::bind((\"127.0.0.1\", p));",
+            "for p in [n, n + 1] { TcpListener::bind((\"127.0.0.1\", p)); }",
+        ] {
+            assert_eq!(of(body, "n").own(), Reach::Address, "{body}");
+        }
         let flow = of("self.inner.start(1, port)", "port");
         assert_eq!((flow.edges[0].method, flow.edges[0].arg), (true, 1));
     }

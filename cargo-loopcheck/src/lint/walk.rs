@@ -298,16 +298,25 @@ impl<'w> Linter<'w> {
         suggestion: String,
         warning: bool,
     ) {
+        let hit = Hit {
+            code,
+            line: at.line,
+            column: at.column,
+            port,
+            message,
+            suggestion,
+            warning,
+        };
         if self.seen.insert((code, at, port)) {
-            self.hits.push(Hit {
-                code,
-                line: at.line,
-                column: at.column,
-                port,
-                message,
-                suggestion,
-                warning,
-            });
+            self.hits.push(hit);
+        } else if !warning
+            && let Some(first) = self.hits.iter_mut().find(|h| {
+                h.warning && h.code == code && (h.line, h.column) == (at.line, at.column) && h.port == port
+            })
+        {
+            // The same literal seen twice: an error where it reaches an address outweighs a
+            // warning where it is stored or compared.
+            *first = hit;
         }
     }
 
