@@ -183,7 +183,9 @@ fn config_files_are_read_with_their_comments_and_suppressions() {
             (3, Code::WildcardBind),
             (4, Code::HardCodedPort),
             (6, Code::HardCodedPort),
-            (19, Code::WildcardBind)
+            // After a line whose trailing comment allows LC010: that comment covers its own line.
+            (8, Code::HardCodedPort),
+            (21, Code::WildcardBind)
         ]
     );
     // Read by a test with a literal path, though not under `tests/`; its neighbour is not read.
@@ -212,7 +214,14 @@ fn config_files_are_read_with_their_comments_and_suppressions() {
         .filter(|f| f.file.as_deref() == Some("tests/config/server.toml"))
         .map(|f| (f.line.unwrap(), f.code))
         .collect();
-    assert_eq!(server, [(3, Code::HardCodedPort), (6, Code::HardCodedPort)]);
+    assert_eq!(
+        server,
+        [
+            (3, Code::HardCodedPort),
+            (6, Code::HardCodedPort),
+            (8, Code::HardCodedPort)
+        ]
+    );
 }
 
 #[test]
