@@ -34,9 +34,8 @@
 //!
 //! A finding is suppressed by `// loopcheck:allow(LC010)` or `// loopcheck:allow(hard-coded-port)`
 //! (several codes separated by commas) on its line, or on a line of its own just before, and by
-//! the `allow` and
-//! `allow-ports` keys of `[workspace.metadata.loopcheck]` and `[package.metadata.loopcheck]`
-//! ([`LintConfig`]).
+//! the `allow` and `allow-ports` keys of `[workspace.metadata.loopcheck]` and
+//! `[package.metadata.loopcheck]` ([`LintConfig`]).
 
 mod addr;
 mod calls;
