@@ -127,6 +127,7 @@ fn worker(args: &[String]) {
                     continue;
                 }
             },
+            // loopcheck:allow(LC014): the bench measures portpicker against loopcheck on purpose
             Method::Portpicker => match portpicker::pick_unused_port() {
                 Some(port) => {
                     std::thread::sleep(rng.pause());
@@ -326,6 +327,7 @@ fn latency() {
             .1
             .extend(time_each(n, || drop(loopcheck::reserve_port().expect("port"))));
         results[3].1.extend(time_each(n / 10, || {
+            // loopcheck:allow(LC014): the bench measures portpicker against loopcheck on purpose
             std::hint::black_box(portpicker::pick_unused_port());
         }));
     }

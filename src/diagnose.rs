@@ -1121,10 +1121,12 @@ mod tests {
         let d = not_available("10.9.8.7:4000".parse().unwrap(), &err);
         assert_eq!(d.code, Code::LoopbackUnavailable);
         assert!(d.summary.contains("not an address of this host"), "{d}");
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let d = not_available("127.3.2.1:4000".parse().unwrap(), &err);
         assert!(d.summary.contains("not configured"), "{d}");
 
         let err = io::Error::from(io::ErrorKind::PermissionDenied);
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let d = permission_denied("127.0.0.1:80".parse().unwrap(), &err, None);
         assert_eq!(d.code, Code::PermissionDenied);
         if unprivileged_port_start() > 80 {
@@ -1132,11 +1134,13 @@ mod tests {
         }
         let mut policy = PortPolicy::current().unwrap().clone();
         policy.reserved = vec![crate::policy::PortRange::new(50000, 50059)];
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let d = permission_denied("127.0.0.1:50010".parse().unwrap(), &err, Some(&policy));
         assert!(
             d.summary.contains("excluded or reserved range 50000-50059"),
             "{d}"
         );
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let d = permission_denied("127.0.0.1:40000".parse().unwrap(), &err, Some(&policy));
         assert!(d.fix.contains("security policy"), "{d}");
     }

@@ -319,23 +319,28 @@ mod tests {
 
     #[test]
     fn a_diagnosis_renders_like_a_compiler_message_and_as_json() {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let mut diagnosis = Diagnosis::new(
             Code::PortInUse,
             Some(addr),
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             "127.0.0.1:8080 is in use by pid 42 (server)",
             "stop it",
         );
         diagnosis
             .evidence
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             .push("tcp listen 127.0.0.1:8080 owned by pid 42".into());
         assert_eq!(
             diagnosis.to_string(),
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             "error[LC001]: 127.0.0.1:8080 is in use by pid 42 (server)\n  --> 127.0.0.1:8080\n   = note: tcp listen 127.0.0.1:8080 owned by pid 42\n   = help: stop it"
         );
         let json = serde_json::to_value(&diagnosis).unwrap();
         assert_eq!(json["code"], "LC001");
         assert_eq!(json["name"], "port-in-use");
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         assert_eq!(json["addr"], "127.0.0.1:8080");
         assert_eq!(json["severity"], "error");
         let back: Diagnosis = serde_json::from_value(json).unwrap();

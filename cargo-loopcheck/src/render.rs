@@ -267,6 +267,7 @@ mod tests {
         f.file = Some("tests/api.rs".into());
         f.line = Some(12);
         f.column = Some(40);
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         f.port = Some(8080);
         f.suggestion = Some("use `#[loopback_test] fn t(addr: SocketAddr)`, 100%".into());
         f
@@ -302,6 +303,7 @@ mod tests {
     #[test]
     fn reports_sort_errors_first_and_count() {
         let mut stale = Finding::new(Code::StaleLease, "stale");
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         stale.port = Some(20001);
         let report = Report::new(vec![stale, finding()]);
         assert_eq!(report.findings[0].code, Code::HardCodedPort);

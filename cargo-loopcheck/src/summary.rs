@@ -297,10 +297,12 @@ mod tests {
     }
 
     fn in_use() -> Diagnosis {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let addr = "127.0.0.1:8080".parse().unwrap();
         let mut diagnosis = Diagnosis::new(
             Code::PortInUse,
             Some(addr),
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             "127.0.0.1:8080 is in use by pid 42",
             "give each test its own port",
         );

@@ -65,7 +65,9 @@ fn usage_errors_exit_with_2() {
         &["ports", "--format", "github"],
         &["probe", "not-an-address"],
         &["probe", "127.0.0.1:99999"],
+        // loopcheck:allow(LC010): an argument or fixture file of the command under test, never bound
         &["probe", "127.0.0.1:80", "--timeout", "forever"],
+        // loopcheck:allow(LC010): an argument or fixture file of the command under test, never bound
         &["probe", "127.0.0.1:80", "--timeout", "0s"],
         &["probe", "127.0.0.1:0"],
         &["explain", "LC999"],
@@ -358,6 +360,7 @@ fn lint_renders_github_annotations_and_sarif() {
 fn formats_that_a_command_lacks_are_usage_errors() {
     for args in [
         &["doctor", "--format", "sarif"][..],
+        // loopcheck:allow(LC010): an argument or fixture file of the command under test, never bound
         &["probe", "127.0.0.1:1", "--format", "github"],
         &["reap", "--format", "github"],
         &["explain", "LC001", "--format", "sarif"],
@@ -394,6 +397,7 @@ fn unreadable_files_are_reported_while_the_rest_is_linted() {
     std::fs::create_dir_all(root.join("tests")).unwrap();
     std::fs::write(
         root.join("tests/fixed.rs"),
+        // loopcheck:allow(LC010): an argument or fixture file of the command under test, never bound
         "#[test]\nfn t() {\n    std::net::TcpListener::bind(\"127.0.0.1:8080\").unwrap();\n}\n",
     )
     .unwrap();

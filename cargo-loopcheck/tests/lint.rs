@@ -258,6 +258,7 @@ fn config_allow_and_allow_ports_drop_findings() {
     assert_eq!(fewer.iter().map(key).collect::<Vec<_>>(), want);
     assert!(fewer.len() < all.len() - 10);
 
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let source = "#[test]\nfn t() {\n    let _ = TcpListener::bind(\"0.0.0.0:8080\");\n    let _ = portpicker::pick_unused_port();\n}\n";
     let allowed = |config: &LintConfig| keys(&lint_source("t.rs", source, Scope::TestFile, config).unwrap());
     assert_eq!(
@@ -294,6 +295,7 @@ fn metadata_tables_are_read_and_bad_values_named() {
 
 #[test]
 fn suppression_comments_work_on_the_line_and_the_line_before() {
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let source = r#"
 #[test]
 fn t() {
@@ -345,6 +347,7 @@ fn a_syntax_error_is_an_error_not_a_panic() {
 
 #[test]
 fn findings_carry_position_message_and_suggestion() {
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let source = "use std::net::TcpListener;\n\n#[test]\nfn serves() {\n    let l = TcpListener::bind(\"127.0.0.1:8080\").unwrap();\n}\n";
     let findings = lint(source);
     assert_eq!(findings.len(), 1);
@@ -366,12 +369,14 @@ fn findings_carry_position_message_and_suggestion() {
 
 #[test]
 fn columns_count_characters() {
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let findings = lint("fn f() { let _ = (\"é\", TcpListener::bind(\"localhost:1\")); }");
     assert_eq!((findings[0].line, findings[0].column), (Some(1), Some(42)));
 }
 
 #[test]
 fn source_scope_lints_only_test_code() {
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let source = r#"
 pub const ADDR: &str = "127.0.0.1:8080";
 pub fn serve() { let _ = TcpListener::bind("0.0.0.0:0"); let _ = portpicker::pick_unused_port(); }
@@ -403,6 +408,7 @@ async fn async_test() { let _ = "localhost:8089"; }
     assert_eq!(ports, [8083, 8084, 8085, 8088, 8089]);
     let none = lint_source(
         "src/lib.rs",
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         "pub const A: &str = \"127.0.0.1:1\";",
         Scope::Source,
         &LintConfig::default(),
@@ -412,6 +418,7 @@ async fn async_test() { let _ = "localhost:8089"; }
 
 #[test]
 fn macro_arguments_are_read_and_macro_definitions_skipped() {
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let source = r#"
 #[test]
 fn t() {
@@ -524,6 +531,7 @@ fn unreadable_and_unlexable_files_are_errors_and_the_rest_is_linted() {
     .unwrap();
     std::fs::write(root.join("src/lib.rs"), "").unwrap();
     std::fs::write(root.join("tests/bytes.rs"), b"fn f() { \"\xff\xfe\" }").unwrap();
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     std::fs::write(root.join("tests/open.rs"), "fn f() { let s = \"127.0.0.1:80; }").unwrap();
     std::fs::write(
         root.join("tests/good.rs"),
@@ -554,8 +562,10 @@ fn unreadable_and_unlexable_files_are_errors_and_the_rest_is_linted() {
 #[test]
 fn byte_order_marks_shebangs_and_raw_strings() {
     let source =
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         "\u{feff}#!/usr/bin/env run-cargo-script\n#[test]\nfn t() { let _ = r#\"\"localhost:8080\"\"#; }\n";
     assert_eq!(keys(&lint(source)), [(Code::HardCodedPort, 3, Some(8080))]);
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
     let attrs = "#![allow(unused)]\n#[test]\nfn t() { let _ = \"localhost:8081\"; }\n";
     assert_eq!(keys(&lint(attrs)), [(Code::HardCodedPort, 3, Some(8081))]);
 }

@@ -479,17 +479,23 @@ mod tests {
 
     #[test]
     fn selection_filters() {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let listener = entry(Protocol::Tcp, "127.0.0.1:80", None, SocketState::Listen);
         let connected = entry(
             Protocol::Tcp,
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             "127.0.0.1:80",
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             Some("127.0.0.1:5000"),
             SocketState::Established,
         );
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let udp = entry(Protocol::Udp, "[::1]:53", None, SocketState::Close);
         let udp_connected = entry(
             Protocol::Udp,
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             "[::1]:54",
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
             Some("[::1]:53"),
             SocketState::Established,
         );

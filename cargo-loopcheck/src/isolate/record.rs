@@ -126,6 +126,7 @@ mod tests {
 
     #[test]
     fn a_refused_host_service_names_the_flag_and_its_port() {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let output = "thread 'db' panicked at tests/db.rs:9:5:\nconnect 127.0.0.1:1: Connection refused (os error 111)\n";
         let diagnoses = failure_diagnoses(output, &[]);
         assert_eq!(diagnoses.len(), 1, "{diagnoses:?}");

@@ -266,20 +266,31 @@ mod tests {
     #[test]
     fn finds_loopback_and_wildcard_addresses() {
         use HostKind::*;
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("127.0.0.1:8080"), [(Loopback, 8080, "127.0.0.1:8080")]);
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("localhost:8080"), [(Loopback, 8080, "localhost:8080")]);
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("LocalHost:1"), [(Loopback, 1, "LocalHost:1")]);
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("[::1]:8080"), [(Loopback, 8080, "[::1]:8080")]);
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("0.0.0.0:8080"), [(Wildcard, 8080, "0.0.0.0:8080")]);
         assert_eq!(ports("[::]:0"), [(Wildcard, 0, "[::]:0")]);
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("127.1.2.3:9"), [(Loopback, 9, "127.1.2.3:9")]);
         assert_eq!(
+            // loopcheck:allow(LC010): source text the lint test reads, never bound
             ports("http://localhost:3000/x"),
+            // loopcheck:allow(LC010): source text the lint test reads, never bound
             [(Loopback, 3000, "localhost:3000")]
         );
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(ports("ws://127.0.0.1:9000"), [(Loopback, 9000, "127.0.0.1:9000")]);
         assert_eq!(
+            // loopcheck:allow(LC010): source text the lint test reads, never bound
             ports("a 127.0.0.1:1, b localhost:2"),
+            // loopcheck:allow(LC010): source text the lint test reads, never bound
             [(Loopback, 1, "127.0.0.1:1"), (Loopback, 2, "localhost:2")]
         );
     }

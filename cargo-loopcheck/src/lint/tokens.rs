@@ -236,6 +236,7 @@ mod tests {
 
     #[test]
     fn reads_literals() {
+        // loopcheck:allow(LC010): source text the lint test reads, never bound
         assert_eq!(string_text(r#""127.0.0.1:80""#), Some("127.0.0.1:80"));
         assert_eq!(string_text(r##"r#"a"b"#"##), Some(r#"a"b"#));
         assert_eq!(string_text(r#"b"x""#), None);

@@ -772,12 +772,16 @@ mod tests {
 
     #[test]
     fn addresses_in_failure_messages() {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let text = "bind 127.0.0.1:7878: Address already in use\nconnect to [::1]:9000. then 0.0.0.0:8080, 10.0.0.1:80 and \"127.0.0.1:7878\" again; port 0: 127.0.0.1:0";
         assert_eq!(
             mentioned_addrs(text),
             [
+                // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
                 "127.0.0.1:7878".parse::<SocketAddr>().unwrap(),
+                // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
                 "[::1]:9000".parse().unwrap(),
+                // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
                 "127.0.0.1:8080".parse().unwrap(),
             ]
         );
@@ -787,6 +791,7 @@ mod tests {
     #[test]
     fn records_are_lines_and_a_torn_or_bad_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let record = r#"{"name":"net::a","outcome":"failed","diagnoses":[{"code":"LC005","severity":"error","addr":"127.0.0.1:9","summary":"s","fix":"f"}],"leaks":[]}"#;
         std::fs::write(
             dir.path().join("10.jsonl"),
@@ -903,6 +908,7 @@ mod tests {
 
     #[test]
     fn error_chains_and_logged_errors() {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let anyhow = "Error: bind the test server on 127.0.0.1:7003\n\nCaused by:\n    Address already in use (os error 98)\n";
         let message = failure_message(anyhow);
         assert_eq!(symptom(&message), Some(io::ErrorKind::AddrInUse), "{message}");
@@ -911,6 +917,7 @@ mod tests {
             symptom(&failure_message(unwrapped)),
             Some(io::ErrorKind::AddrInUse)
         );
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let logged = "Error: connect to 127.0.0.1:7003: Connection refused, retrying\nthread 't' panicked at tests/a.rs:9:5:\nassertion `left == right` failed\n  left: 1\n right: 2\n";
         let message = failure_message(logged);
         assert_eq!(
@@ -923,6 +930,7 @@ mod tests {
 
     #[test]
     fn the_failure_message_is_the_panic_not_the_log() {
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         let output = "server: connection refused by 127.0.0.1:9000, retrying\n\
 thread 'fetches' (7) panicked at tests/a.rs:3:5:\n\
 called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, message: \"Address already in use\" }\n\

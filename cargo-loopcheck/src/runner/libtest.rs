@@ -402,6 +402,7 @@ mod tests {
             .collect()
     }
 
+    // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
     const OUTPUT: &str = "\
    Compiling demo v0.1.0 (/w/demo)
     Finished `test` profile [unoptimized + debuginfo] target(s) in 0.50s
@@ -456,6 +457,7 @@ error: test failed, to rerun pass `--test echo`
                 ("tests/echo.rs".into(), "wrong_sum".into(), Status::Failed),
             ]
         );
+        // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
         assert!(executions[3].output.starts_with("connecting to 127.0.0.1:7878\n"));
         assert!(executions[3].output.contains("Address already in use"));
         assert!(!executions[3].output.contains("assertion"));
