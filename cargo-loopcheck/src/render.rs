@@ -65,9 +65,10 @@ impl Report {
         }
     }
 
-    /// Whether the run should exit with [`ExitCode::FOUND`](crate::ExitCode::FOUND).
+    /// Whether the run should exit with [`ExitCode::FOUND`](crate::ExitCode::FOUND): a file that
+    /// could not be linted is one, since what it holds is not known.
     pub fn has_errors(&self) -> bool {
-        self.summary.errors > 0 || self.doctor.iter().any(Check::is_error)
+        self.summary.errors > 0 || self.doctor.iter().any(Check::is_error) || !self.errors.is_empty()
     }
 
     fn uncoded_problems(&self) -> impl Iterator<Item = &Check> {
@@ -100,7 +101,7 @@ impl Report {
         }
         for error in &self.errors {
             term.message(
-                Severity::Warning,
+                Severity::Error,
                 &format!("cannot lint `{}`: {}", error.file, error.error),
             );
         }
@@ -110,7 +111,7 @@ impl Report {
             infos,
         } = self.summary;
         let doctor_errors = self.uncoded_problems().filter(|c| c.is_error()).count();
-        if errors + warnings + infos + doctor_errors == 0 {
+        if errors + warnings + infos + doctor_errors + self.errors.len() == 0 {
             term.success("Finished", "no socket problems found");
         } else {
             let mut parts = vec![plural(errors, "error"), plural(warnings, "warning")];
@@ -119,6 +120,9 @@ impl Report {
             }
             if doctor_errors > 0 {
                 parts.push(plural(doctor_errors, "host problem"));
+            }
+            if !self.errors.is_empty() {
+                parts.push(plural(self.errors.len(), "unlintable file"));
             }
             let severity = if self.has_errors() {
                 Severity::Error

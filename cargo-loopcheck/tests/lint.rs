@@ -557,6 +557,41 @@ fn unreadable_and_unlexable_files_are_errors_and_the_rest_is_linted() {
         "{}",
         errors[1].1
     );
+
+    // The command reports them as errors and fails, even with nothing else to say; so does a
+    // bad `loopcheck` table in a manifest.
+    std::fs::remove_file(root.join("tests/good.rs")).unwrap();
+    let lint = |root: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"))
+            .args(["loopcheck", "lint", "--manifest-path"])
+            .arg(root.join("Cargo.toml"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let output = lint(root);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: cannot lint `tests/open.rs`"), "{stderr}");
+    assert!(
+        stderr.contains("found 0 errors, 0 warnings, 2 unlintable files"),
+        "{stderr}"
+    );
+    std::fs::remove_file(root.join("tests/bytes.rs")).unwrap();
+    std::fs::remove_file(root.join("tests/open.rs")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let manifest = manifest.replace(
+        "\n\n[workspace]",
+        "\n\n[package.metadata.loopcheck]\nallow-ports = [\"http\"]\n\n[workspace]",
+    );
+    std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
+    let output = lint(root);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: cannot lint `Cargo.toml`: invalid `allow-ports`"),
+        "{stderr}"
+    );
 }
 
 #[test]
