@@ -3,7 +3,7 @@
 //! one. The rules of each file look calls and names up here, so that a port handed to a helper
 //! in another file, to the crate's own API or taken from a constant in library code is seen.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::addr::{self, HostKind};
@@ -74,6 +74,8 @@ pub(crate) struct FileFacts {
     consts: Vec<ConstFact>,
     /// `#[path = ".."] mod name;`: the file it names, and the module path it gets there.
     aliases: Vec<(String, Vec<String>)>,
+    /// The module path of the file itself, which may define nothing but re-exports.
+    module: Vec<String>,
 }
 
 impl FileFacts {
@@ -98,6 +100,9 @@ pub(crate) struct WorkspaceFacts {
     /// The workspace's own crate names (`my_crate` for package `my-crate`), which a `use` path
     /// may start with.
     crates: Vec<String>,
+    /// The module names the workspace's items live under: a path whose start is none of them
+    /// (`reqwest::blocking::Client::new`) names another crate's item, not a re-export of ours.
+    modules: HashSet<String>,
 }
 
 /// Where a parameter is passed: the function and parameter (indexes into the facts), or, for a
@@ -117,8 +122,12 @@ impl WorkspaceFacts {
         };
         let mut aliases = Vec::new();
         for file in files {
+            facts.modules.extend(file.module);
             facts.fns.extend(file.fns);
             facts.consts.extend(file.consts);
+            for (_, module) in &file.aliases {
+                facts.modules.extend(module.iter().cloned());
+            }
             aliases.extend(file.aliases);
         }
         // A module included with `#[path]` lives under the name that includes it, wherever its
@@ -153,6 +162,11 @@ impl WorkspaceFacts {
             facts.fns.extend(fns);
             facts.consts.extend(consts);
         }
+        let inner = |path: &[String]| path[..path.len().saturating_sub(1)].to_vec();
+        let items: Vec<Vec<String>> = (facts.fns.iter().map(|f| inner(&f.path)))
+            .chain(facts.consts.iter().map(|c| inner(&c.path)))
+            .collect();
+        facts.modules.extend(items.into_iter().flatten());
         for (index, f) in facts.fns.iter().enumerate() {
             if let Some(name) = f.path.last() {
                 facts.fns_by_name.entry(name.clone()).or_default().push(index);
@@ -295,7 +309,9 @@ impl WorkspaceFacts {
             .copied()
             .filter(|&i| ends_with(i, path.len()))
             .collect();
-        if found.is_empty() && path.len() > 2 {
+        if found.is_empty() && path.len() > 2 && self.modules.contains(&path[0]) {
+            // A re-export (`shop::api::Options::new` of `shop::options::Options`): its type and
+            // name, when the path starts in one of the workspace's modules.
             found = kind.iter().copied().filter(|&i| ends_with(i, 2)).collect();
         }
         if let Some(&own) = found.iter().find(|&&i| &*self.fns[i].file == file) {
@@ -327,7 +343,10 @@ impl WorkspaceFacts {
             .iter()
             .map(|&i| &self.consts[i])
             .filter(|c| {
-                c.path.ends_with(path) || (path.len() > 2 && c.path.ends_with(&path[path.len() - 2..]))
+                c.path.ends_with(path)
+                    || (path.len() > 2
+                        && self.modules.contains(&path[0])
+                        && c.path.ends_with(&path[path.len() - 2..]))
             })
             .collect();
         if let Some(own) = found.iter().find(|c| &*c.file == file) {
@@ -378,6 +397,7 @@ pub(crate) fn extract(toks: &[Tok], file: &str, test: bool, crates: &[String]) -
         out: FileFacts::default(),
     };
     let mut module = module_path(file);
+    walker.out.module.clone_from(&module);
     walker.items(toks, &mut module, None, test);
     walker.out
 }
@@ -644,6 +664,30 @@ mod tests {
         assert!(
             facts
                 .function(&["start".into()], false, "tests/a.rs", false)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn another_crates_path_is_not_matched_by_its_end() {
+        let facts = facts(&[
+            (
+                "src/options.rs",
+                "pub struct Options; impl Options { pub fn new(port: u16) -> Self { let _ = std::net::TcpStream::connect((\"127.0.0.1\", port)); Options } }",
+            ),
+            ("src/api.rs", "pub use crate::options::Options;"),
+        ]);
+        let path = |p: &str| -> Vec<String> { p.split("::").map(str::to_owned).collect() };
+        // A re-export through a module of the workspace is found by its type and name...
+        assert!(
+            facts
+                .function(&path("api::Options::new"), false, "tests/a.rs", false)
+                .is_some()
+        );
+        // ...a path of a crate the workspace does not define is not.
+        assert!(
+            facts
+                .function(&path("rumqttc::v5::Options::new"), false, "tests/a.rs", false)
                 .is_none()
         );
     }
