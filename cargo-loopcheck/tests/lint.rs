@@ -604,3 +604,42 @@ fn byte_order_marks_shebangs_and_raw_strings() {
     let attrs = "#![allow(unused)]\n#[test]\nfn t() { let _ = \"localhost:8081\"; }\n";
     assert_eq!(keys(&lint(attrs)), [(Code::HardCodedPort, 3, Some(8081))]);
 }
+
+#[test]
+fn renamed_imports_are_followed() {
+    let source = r#"
+mod helpers {
+    pub fn start(port: u16) {
+        let _ = std::net::TcpListener::bind(("127.0.0.1", port));
+    }
+    pub const CONTROL: u16 = 7100;
+}
+use helpers::{CONTROL as C, start as begin};
+
+#[test]
+fn t() {
+    begin(7101);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", C));
+}
+"#;
+    let findings = lint(source);
+    let got: Vec<(u32, Option<u16>, &str)> = findings
+        .iter()
+        .map(|f| (f.line.unwrap(), f.port, f.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                12,
+                Some(7101),
+                "hard-coded port 7101 in parameter `port` of `begin`"
+            ),
+            (
+                13,
+                Some(7100),
+                "hard-coded port 7100 in `C` (defined at line 6), used in `TcpStream::connect`"
+            ),
+        ]
+    );
+}

@@ -89,13 +89,13 @@ impl Linter<'_> {
         if !constant_like(segments) || (segments.len() == 1 && self.env.lookup(&segments[0]).is_some()) {
             return None;
         }
-        let name = segments.last()?;
+        let workspace = self.workspace;
+        let expanded = workspace.expand(&self.imports, segments);
+        let name = expanded.last()?;
         self.note_name(name);
         if !self.workspace.has_constant(name) {
             return None;
         }
-        let workspace = self.workspace;
-        let expanded = workspace.expand(&self.imports, segments);
         let found = workspace.constant(&expanded, self.file, self.imported(segments))?;
         if found.host.is_some() {
             return None;
@@ -124,21 +124,26 @@ impl Linter<'_> {
         shown: &str,
         args: &[&[Tok]],
     ) -> bool {
-        let name = segments.last().map_or("", String::as_str);
-        if method && super::reach::is_socket_sink(name) {
+        if method
+            && segments
+                .last()
+                .is_some_and(|name| super::reach::is_socket_sink(name))
+        {
             // Without the receiver's type, `.bind(..)` may be std's as well as ours.
             return false;
         }
-        self.note_name(name);
-        if !self.workspace.has_function(name) {
-            return false;
-        }
         let workspace = self.workspace;
+        // Expanded first: `use helpers::start as begin;` then `begin(..)` calls `start`.
         let expanded = if method {
             segments.to_vec()
         } else {
             workspace.expand(&self.imports, segments)
         };
+        let name = expanded.last().map_or("", String::as_str);
+        self.note_name(name);
+        if !self.workspace.has_function(name) {
+            return false;
+        }
         let Some(fact) = workspace.function(&expanded, method, self.file, self.imported(segments)) else {
             return false;
         };
