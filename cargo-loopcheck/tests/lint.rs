@@ -643,3 +643,34 @@ fn t() {
         ]
     );
 }
+
+#[test]
+fn child_arguments_environment_and_clap_options() {
+    let source = r#"
+const ANY: &str = "0.0.0.0";
+
+#[test]
+fn t() {
+    let cli = clap::Command::new("server").arg(clap::Arg::new("host").default_value("0.0.0.0"));
+    let _ = std::process::Command::new("server").arg(ANY).spawn();
+    let _ = std::process::Command::new("server").env("BIND_HOST", "::").spawn();
+    let _ = std::process::Command::new("server").env("HTTP_PORT", "7201").spawn();
+    let _ = std::process::Command::new("server").args(["--port", "7202", "--admin-port=7203"]).spawn();
+    let _ = std::process::Command::new("server").args(["--port", "0", "--workers", "7204"]).spawn();
+}
+"#;
+    let got: Vec<(u32, Code, Option<u16>)> = lint(source)
+        .iter()
+        .map(|f| (f.line.unwrap(), f.code, f.port))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, Code::WildcardBind, None),
+            (8, Code::WildcardBind, None),
+            (9, Code::HardCodedPort, Some(7201)),
+            (10, Code::HardCodedPort, Some(7202)),
+            (10, Code::HardCodedPort, Some(7203)),
+        ]
+    );
+}
