@@ -1,6 +1,7 @@
 //! Config files of tests: TOML, JSON and YAML files under `tests/`, and those a test names with
 //! a literal path. A fixed loopback port is LC010 (`bind_addr = "127.0.0.1:2333"`,
-//! `port: 8080`), a wildcard address LC011 (`host = "0.0.0.0"`), each at the file's line.
+//! `port: 8080`), a wildcard address LC011 (`host = "0.0.0.0"`, `":8080"`, `"*:8080"`), each at
+//! the file's line; inline tables, flow maps and one-line lists are read piece by piece.
 //!
 //! The files are scanned line by line rather than parsed: the three formats write a key and
 //! its value on one line in test configs, a line number is what a finding needs, and a file
@@ -90,6 +91,64 @@ fn key_value(code: &str) -> Option<(String, &str, usize)> {
         .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
         .unwrap_or(value);
     Some((snake_case(key.rsplit('.').next().unwrap_or(key)), value, value_at))
+}
+
+/// The pieces of a line between `{`, `}`, `[`, `]` and `,` outside quotes, with their byte
+/// offsets: an inline table (`server = { host = "::", port = 8080 }`), a flow map
+/// (`server: {host: "::", port: 8080}`), a one-line JSON object, a list (`ports = [8080, 8081]`).
+fn pieces(code: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut quote = None;
+    let mut start = 0;
+    for (i, b) in code.bytes().enumerate() {
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None if matches!(b, b'{' | b'}' | b'[' | b']' | b',') => {
+                out.push((start, &code[start..i]));
+                start = i + 1;
+            }
+            None => {}
+        }
+    }
+    out.push((start, &code[start..]));
+    out.retain(|(_, piece)| !piece.trim().is_empty());
+    out
+}
+
+/// Every key and value of a line ([`key_value`] of each of its [`pieces`]); a bare value in a
+/// list takes the key the list is the value of (`ports = [8080, 8081]`: two `ports`).
+fn key_values(code: &str) -> Vec<(String, &str, usize)> {
+    let mut out: Vec<(String, &str, usize)> = Vec::new();
+    let mut list_key: Option<String> = None;
+    for (offset, piece) in pieces(code) {
+        match key_value(piece) {
+            Some((key, value, at)) => {
+                list_key = Some(key.clone());
+                if !value.is_empty() {
+                    out.push((key, value, offset + at));
+                }
+            }
+            None => {
+                let Some(key) = &list_key else { continue };
+                let trimmed = piece.trim();
+                let lead = piece.len() - piece.trim_start().len();
+                let value = trimmed.trim_matches(|c| c == '"' || c == '\'');
+                let at = offset + lead + usize::from(value.len() < trimmed.len());
+                out.push((key.clone(), value, at));
+            }
+        }
+    }
+    out
+}
+
+/// `:8080` and `*:8080`: every address of the host on port 8080 (Go's and nginx's forms).
+fn wildcard_port(value: &str) -> Option<u16> {
+    value
+        .strip_prefix("*:")
+        .or_else(|| value.strip_prefix(':'))
+        .and_then(|port| port.parse().ok())
 }
 
 /// `httpPort` and `http-port` as `http_port`.
@@ -210,23 +269,45 @@ pub(crate) fn scan(source: &str) -> Vec<Hit> {
                 );
             }
         }
-        let Some((key, value, at)) = key_value(code) else {
-            continue;
-        };
-        if super::names::is_port_name(&key)
-            && !reported_port
-            && let Ok(port) = value.parse::<u16>()
-            && port != 0
-            && !beside_remote_host(&lines, index)
-        {
-            let message = format!("hard-coded port {port} in key `{key}` of a config file");
-            hit(Code::HardCodedPort, at, Some(port), message, PORT_HELP);
-        }
-        if is_host_key(&key) && addr::host_kind(value) == HostKind::Wildcard {
-            let message = format!(
-                "wildcard address `{value}` in key `{key}` of a config file exposes the test to the network"
-            );
-            hit(Code::WildcardBind, at, None, message, WILDCARD_HELP);
+        let pairs = key_values(code);
+        let remote_here = pairs
+            .iter()
+            .any(|(key, value, _)| is_host_key(key) && addr::is_remote_host(value));
+        for (key, value, at) in pairs {
+            // `ports = [..]`, `http_ports: [..]`: each item is a port.
+            let singular = key.strip_suffix('s').unwrap_or(&key);
+            if (super::names::is_port_name(&key) || super::names::is_port_name(singular))
+                && !reported_port
+                && let Ok(port) = value.parse::<u16>()
+                && port != 0
+                && !remote_here
+                && !beside_remote_host(&lines, index)
+            {
+                let message = format!("hard-coded port {port} in key `{key}` of a config file");
+                hit(Code::HardCodedPort, at, Some(port), message, PORT_HELP);
+            }
+            if is_host_key(&key) && addr::host_kind(value) == HostKind::Wildcard {
+                let message = format!(
+                    "wildcard address `{value}` in key `{key}` of a config file exposes the test to the network"
+                );
+                hit(Code::WildcardBind, at, None, message, WILDCARD_HELP);
+            }
+            if let Some(port) = wildcard_port(value) {
+                if port != 0 {
+                    let message = format!("hard-coded port {port} in `{value}` in a config file");
+                    hit(Code::HardCodedPort, at, Some(port), message, PORT_HELP);
+                }
+                let message = format!(
+                    "wildcard address `{value}` in key `{key}` of a config file exposes the test to the network"
+                );
+                hit(
+                    Code::WildcardBind,
+                    at,
+                    Some(port).filter(|&p| p != 0),
+                    message,
+                    WILDCARD_HELP,
+                );
+            }
         }
     }
     hits
@@ -296,5 +377,32 @@ mod tests {
         assert_eq!(out, ["tests/config/server.yaml"]);
         assert_eq!(snake_case("httpPort"), "http_port");
         assert_eq!(code_of("a = \"#x\" # c"), "a = \"#x\" ");
+    }
+
+    #[test]
+    fn inline_tables_flow_maps_lists_and_any_address_forms() {
+        let toml = "server = { host = \"::\", port = 7301 }\nports = [7302, 7303]\nlisten = \":7304\"\nbind = \"*:0\"\ndb = { host = \"db.example.com\", port = 5432 }\n";
+        assert_eq!(
+            keys(toml),
+            [
+                (Code::WildcardBind, 1, 19, None),
+                (Code::HardCodedPort, 1, 32, Some(7301)),
+                (Code::HardCodedPort, 2, 10, Some(7302)),
+                (Code::HardCodedPort, 2, 16, Some(7303)),
+                (Code::HardCodedPort, 3, 10, Some(7304)),
+                (Code::WildcardBind, 3, 10, Some(7304)),
+                (Code::WildcardBind, 4, 8, None),
+            ]
+        );
+        let yaml = "server: {host: 0.0.0.0, port: 7305}\n";
+        assert_eq!(
+            keys(yaml),
+            [
+                (Code::WildcardBind, 1, 16, None),
+                (Code::HardCodedPort, 1, 31, Some(7305))
+            ]
+        );
+        let json = "{\"host\": \"127.0.0.1\", \"httpPort\": 7306}\n";
+        assert_eq!(keys(json), [(Code::HardCodedPort, 1, 35, Some(7306))]);
     }
 }
