@@ -674,3 +674,29 @@ fn t() {
         ]
     );
 }
+
+#[test]
+fn a_method_called_through_its_type_takes_its_receiver_first() {
+    let source = r#"
+struct Broker;
+impl Broker {
+    fn start(&self, port: u16) {
+        let _ = std::net::TcpListener::bind(("127.0.0.1", port));
+    }
+}
+
+#[test]
+fn t() {
+    let broker = Broker;
+    Broker::start(&broker, 7401);
+    broker.start(7402);
+}
+"#;
+    assert_eq!(
+        keys(&lint(source)),
+        [
+            (Code::HardCodedPort, 12, Some(7401)),
+            (Code::HardCodedPort, 13, Some(7402))
+        ]
+    );
+}

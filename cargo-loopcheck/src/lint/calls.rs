@@ -153,8 +153,10 @@ impl Linter<'_> {
         } else {
             format!(", defined at {}:{}", fact.file, fact.line)
         };
+        // `Broker::start(&broker, 3000)` calls the method `start` with its receiver first.
+        let receiver = usize::from(fact.method && !method);
         for param in &fact.params {
-            let Some(arg) = args.get(param.index) else {
+            let Some(arg) = args.get(param.index + receiver) else {
                 continue;
             };
             if param.is_port() && !remote {
