@@ -89,6 +89,10 @@ mod alloc;
 mod block;
 mod error;
 mod harness;
+/// The run contract with `cargo loopcheck test`. Hidden from the docs: only the CLI reads the
+/// records; users see the variables as `loopcheck::lease::{TEST_VAR, RUN_DIR_VAR}`.
+#[doc(hidden)]
+pub mod run;
 mod sys;
 
 #[cfg(unix)]

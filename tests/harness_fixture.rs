@@ -167,6 +167,15 @@ fn check_run_records() {
             "forms::leaky_listener_and_child"
         ]
     );
+    // The library's reader (what `cargo loopcheck test` reads them with) gives back every field
+    // the harness wrote.
+    let mut read = loopcheck::run::read_records(&run_dir);
+    read.sort_by(|a, b| a.name.cmp(&b.name));
+    let reread: Vec<serde_json::Value> = read.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
+    assert_eq!(reread, records);
+    assert_eq!(read[0].outcome.as_deref(), Some("failed"));
+    assert_eq!(read[1].given.len(), 1);
+    assert_eq!(read[1].given[0].port, read[1].ports[0]);
     let (failing, passing, leaky) = (&records[0], &records[1], &records[2]);
     assert_eq!(passing["outcome"], "passed");
     assert_eq!(passing["ports"].as_array().unwrap().len(), 1);
