@@ -204,7 +204,7 @@ impl Arg for tokio::net::UdpSocket {
 }
 
 /// What a test body returns: `()` or any `Result<_, E: Debug>`.
-pub trait Outcome: Sized {
+pub trait TestReturn: Sized {
     /// The failure message, as libtest would print it, or `None` on success.
     fn failure(&self) -> Option<String>;
 
@@ -215,7 +215,7 @@ pub trait Outcome: Sized {
     }
 }
 
-impl Outcome for () {
+impl TestReturn for () {
     fn failure(&self) -> Option<String> {
         None
     }
@@ -225,14 +225,14 @@ impl Outcome for () {
     }
 }
 
-impl<T, E: Debug> Outcome for Result<T, E> {
+impl<T, E: Debug> TestReturn for Result<T, E> {
     fn failure(&self) -> Option<String> {
         self.as_ref().err().map(|e| format!("{e:?}"))
     }
 }
 
 /// Runs a test on this thread: `setup` allocates the arguments and returns the body.
-pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R {
+pub fn run<R: TestReturn, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R {
     let mut cx = Context::new(test);
     let body = setup(&mut cx);
     let started = Instant::now();
@@ -246,7 +246,7 @@ pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Con
 /// when it has not returned in time (the thread is left to finish by itself).
 pub fn run_with_timeout<R, B>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R
 where
-    R: Outcome + Send + 'static,
+    R: TestReturn + Send + 'static,
     B: FnOnce() -> R + Send + 'static,
 {
     let timeout = test.timeout.unwrap_or(Duration::MAX);
@@ -355,7 +355,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 impl Context {
     /// Diagnoses, checks for leaks and records; then hands back the body's result, or fails
     /// the test when it leaked with `leaks = "fail"`.
-    fn finish<R: Outcome>(&self, result: std::thread::Result<R>, tids: Threads<'_>, elapsed: Duration) -> R {
+    fn finish<R: TestReturn>(
+        &self,
+        result: std::thread::Result<R>,
+        tids: Threads<'_>,
+        elapsed: Duration,
+    ) -> R {
         let failure = match &result {
             Err(payload) if !self.test.should_panic => {
                 Some(Failure::Panicked(panic_message(payload.as_ref())))

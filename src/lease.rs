@@ -27,11 +27,11 @@ pub const DIR_VAR: &str = "LOOPCHECK_DIR";
 
 // The run contract is defined in `crate::run`; re-exported here where it has always been
 // public.
-pub use crate::run::{RUN_DIR_VAR, TEST_VAR};
 /// Only `cargo loopcheck` reads the records file; hidden from the docs for that reason, kept
 /// at this path for it.
 #[doc(hidden)]
 pub use crate::run::RECORDS_FILE;
+pub use crate::run::{RUN_DIR_VAR, TEST_VAR};
 
 /// Records are padded to this size so that rewriting one never needs a truncate.
 const RECORD_SIZE: usize = 512;
@@ -510,20 +510,11 @@ fn read_record(file: &File) -> Option<LeaseRecord> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    match builder.create(dir) {
-        Ok(()) => Ok(()),
-        // Another process created it first; it is checked like any existing directory.
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(Error::Registry {
-            action: "create directory",
-            path: dir.to_path_buf(),
-            source,
-        }),
-    }
+    crate::sys::create_private_dir(dir).map_err(|source| Error::Registry {
+        action: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Refuses `dir` unless it is a private directory of this user. `own`: whether it is the

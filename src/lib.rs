@@ -93,7 +93,10 @@ mod harness;
 /// records; users see the variables as `loopcheck::lease::{TEST_VAR, RUN_DIR_VAR}`.
 #[doc(hidden)]
 pub mod run;
-mod sys;
+/// Facts about this process and user that `cargo loopcheck` needs too. Hidden from the docs:
+/// not an API for users of the library.
+#[doc(hidden)]
+pub mod sys;
 
 #[cfg(unix)]
 pub mod activation;
@@ -181,5 +184,5 @@ pub use scan::{SocketTable, scan};
 /// What `#[loopback_test]` expands into. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, port_block, run, run_with_timeout};
+    pub use crate::harness::{Arg, Context, Leaks, Test, TestReturn, port_block, run, run_with_timeout};
 }

@@ -388,6 +388,9 @@ mod tests {
 
 /// One finding of `cargo loopcheck check` or `lint`: a diagnosis tied to a place in the
 /// code or to a process.
+// Hidden from the docs: only `cargo loopcheck` makes and renders findings; it lives here with
+// the other report types the CLI's JSON is made of.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// The diagnostic code.

@@ -1,15 +1,18 @@
 //! Small facts about this process and user that several modules need.
+//!
+//! Public but hidden from the docs: `cargo loopcheck` needs the same facts, and one definition
+//! serves both crates. Not an API for users of the library.
 
 /// The effective user id, on platforms that have one.
 #[cfg(unix)]
-pub(crate) fn current_uid() -> Option<u32> {
+pub fn current_uid() -> Option<u32> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     Some(unsafe { libc::geteuid() })
 }
 
 /// The effective user id, on platforms that have one.
 #[cfg(not(unix))]
-pub(crate) fn current_uid() -> Option<u32> {
+pub fn current_uid() -> Option<u32> {
     None
 }
 
@@ -26,4 +29,19 @@ pub(crate) fn read_small(path: impl AsRef<std::path::Path>) -> Option<String> {
         return std::fs::read_to_string(path).ok();
     }
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (on Unix). A directory that exists
+/// already, or that another process created first, is no error; the caller checks it like
+/// any existing directory.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
 }

@@ -384,7 +384,7 @@ impl<'p> ProcessReader<'p> {
 }
 
 /// `text` with its control characters escaped as Rust writes them: `\n`, `\t`, `\u{1b}`.
-fn one_line(text: &str) -> String {
+pub fn one_line(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }
