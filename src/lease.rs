@@ -126,6 +126,8 @@ impl Registry {
         let path = self.path_of(port);
         let file = match open_lease_file(&path) {
             Ok(file) => file,
+            // No other port's file would open either: the limit is at fault, not the file.
+            Err(err) if crate::sys::is_out_of_files(&err) => return Attempt::OutOfFiles(err),
             // Only debris is repaired; a failure such as EMFILE says nothing about the file.
             Err(err) if is_debris(&err) => match repair(&path) {
                 Ok(file) => file,
@@ -251,6 +253,8 @@ pub(crate) enum Attempt {
     Held,
     /// The lease file could not be opened, repaired or locked.
     Unusable,
+    /// The lease file could not be opened: no file descriptor is left (`EMFILE`, `ENFILE`).
+    OutOfFiles(io::Error),
 }
 
 /// How many released lease files a process keeps open (unlocked) for reuse: few enough to

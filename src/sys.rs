@@ -45,3 +45,33 @@ pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         Err(err) => Err(err),
     }
 }
+
+/// Whether `err` says that this process (`EMFILE`) or the system (`ENFILE`) has no file
+/// descriptor left.
+#[cfg(unix)]
+pub(crate) fn is_out_of_files(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Whether `err` says that no socket is left (`WSAEMFILE`).
+#[cfg(windows)]
+pub(crate) fn is_out_of_files(err: &std::io::Error) -> bool {
+    err.raw_os_error() == Some(10024)
+}
+
+/// Whether `err` says that no file descriptor is left: never known here.
+#[cfg(not(any(unix, windows)))]
+pub(crate) fn is_out_of_files(_err: &std::io::Error) -> bool {
+    false
+}
+
+/// For a unit test that cannot run its real check here: prints why on stderr, and fails when
+/// `LOOPCHECK_REQUIRE_TOOLS=1` (CI sets it), so that a skip is never silent there.
+#[cfg(test)]
+pub(crate) fn skip_test(reason: &str) {
+    eprintln!("skipped: {reason}");
+    assert!(
+        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
+        "LOOPCHECK_REQUIRE_TOOLS=1 and this test cannot run: {reason}"
+    );
+}

@@ -2,6 +2,8 @@
 //! `cargo nextest run` (skipped with the reason where cargo-nextest is absent).
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -238,7 +240,7 @@ fn every_form_works_under_cargo_test_and_nextest() {
 
     let nextest = cargo(&["nextest", "--version"]);
     if !nextest.status.success() {
-        eprintln!("skipped the nextest half: cargo-nextest is not installed");
+        support::skip("the nextest half: cargo-nextest is not installed");
         return;
     }
     let passing = cargo(&[
