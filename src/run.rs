@@ -94,7 +94,7 @@ pub struct GivenSocket {
 /// One test's record in the run directory: a `#[loopback_test]`'s, or `--isolate`'s
 /// wrapper's. Only `name` is required when reading, since the wrapper knows no more than the
 /// test's name, its diagnoses and its leaks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunRecord {
     /// `crate::path::test`.
     pub name: String,
