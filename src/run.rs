@@ -98,7 +98,8 @@ pub struct GivenSocket {
 pub struct RunRecord {
     /// `crate::path::test`.
     pub name: String,
-    /// `passed`, `failed` or `timed_out`, as the harness saw it.
+    /// `passed`, `panicked_as_expected` (a `#[should_panic]` test), `failed` or `timed_out`, as
+    /// the harness saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// The failure's message, when the harness has one of its own.

@@ -85,7 +85,10 @@ pub use process::ProcessInfo;
 #[doc(hidden)]
 pub use process::{RunProcess, one_line, processes_of_run};
 pub use table::{Backend, Protocol, SocketEntry, SocketState, SocketTable};
+/// Only `cargo loopcheck test` samples sockets (its socket timeline); hidden from the docs for
+/// that reason.
 #[cfg(target_os = "linux")]
+#[doc(hidden)]
 pub use watch::Watch;
 
 /// What [`scan_with`] collects.
