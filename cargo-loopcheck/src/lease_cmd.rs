@@ -1,10 +1,11 @@
 //! `cargo loopcheck lease`: run a command that is not Rust test code (a shell script, a
 //! docker-compose file, a setup script) with leased ports in its environment.
 //!
-//! The command inherits the leases' lock files, so the leases live exactly as long as it
-//! does: when it exits this process gives them back, and when this process is killed with
-//! `SIGKILL` the command still holds them until it exits. Either way the kernel releases the
-//! locks; no daemon and no clean-up are involved.
+//! The command inherits the leases' lock files, and the records name it as their holder, so
+//! the leases live as long as it runs, and as long as any process it started still holds the
+//! descriptors (a server it put in the background): when it exits this process closes its own
+//! copies, and when this process is killed with `SIGKILL` the command still holds them. The
+//! kernel releases a lock when the last descriptor goes; no daemon and no clean-up are involved.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -29,7 +30,8 @@ struct Leased<'a> {
     format_version: u32,
     /// The command, as shown to people and recorded as the leases' test.
     command: &'a str,
-    /// The pid that holds the leases (this process; the command inherits them).
+    /// This process, which holds the leases until the command starts (the command then
+    /// inherits them, and their records name it).
     pid: u32,
     ports: &'a [u16],
     contiguous: bool,
@@ -48,7 +50,8 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     };
     let command = shown(&args.command);
     loopcheck::lease::set_holder_name(command.clone());
-    let leases = lease(args, &command)?;
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut leases = lease(args, &command)?;
     let ports: Vec<u16> = leases.iter().map(PortLease::port).collect();
 
     match format {
@@ -74,6 +77,14 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     }
 
     let mut child = std::process::Command::new(program);
+    // A lease inside a lease (a script run by `cargo loopcheck lease` that runs it again): the
+    // outer command's variables go, so that no `LOOPCHECK_PORT_N` of the outer leases looks
+    // like one of ours.
+    for (key, _) in std::env::vars_os() {
+        if is_port_var(&key.to_string_lossy()) {
+            child.env_remove(key);
+        }
+    }
     child.args(program_args).env(PORT_VAR, ports[0].to_string()).env(
         PORTS_VAR,
         ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
@@ -89,6 +100,13 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
+    // CMD holds the locks from now on, with whatever it starts that keeps the descriptors:
+    // the records name it, which outlives this process if this one is killed, and this
+    // process, at its end, closes its copies without unlocking what they still hold.
+    #[cfg(unix)]
+    for lease in &mut leases {
+        lease.hand_over(child.id());
+    }
     signals::started(child.id());
     signals::exited(child.id());
     let status = child.wait().map_err(|source| Error::Spawn {
@@ -97,6 +115,17 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     })?;
     drop(leases);
     Ok(exit_code(status))
+}
+
+/// Whether `name` is one of the variables `lease` sets: `LOOPCHECK_PORT`, `LOOPCHECK_PORTS`,
+/// `LOOPCHECK_PORT_N` (and not `LOOPCHECK_PORT_RANGE`, the user's setting).
+fn is_port_var(name: &str) -> bool {
+    name == PORT_VAR
+        || name == PORTS_VAR
+        || name
+            .strip_prefix(PORT_VAR)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn lease(args: &LeaseArgs, command: &str) -> Result<Vec<PortLease>> {
@@ -212,7 +241,8 @@ fn exit_code(status: ExitStatus) -> u8 {
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
         return 128u8.saturating_add(u8::try_from(signal).unwrap_or(127));
     }
-    status.code().map_or(1, |code| code as u8)
+    // Windows exit codes are 32 bits: one that does not fit is a failure, never a wrapped 0.
+    status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1))
 }
 
 /// Lets the command inherit the leases' lock files: it holds the leases even if this process
@@ -328,6 +358,26 @@ mod tests {
             r"sh -c 'echo $X; it'\''s'"
         );
         assert_eq!(shown(&words(&["a", ""])), "a ''");
+    }
+
+    #[test]
+    fn only_the_variables_lease_sets_are_replaced() {
+        for name in [
+            "LOOPCHECK_PORT",
+            "LOOPCHECK_PORTS",
+            "LOOPCHECK_PORT_0",
+            "LOOPCHECK_PORT_12",
+        ] {
+            assert!(is_port_var(name), "{name}");
+        }
+        for name in [
+            "LOOPCHECK_PORT_RANGE",
+            "LOOPCHECK_PORT_",
+            "LOOPCHECK_PORTX",
+            "LOOPCHECK_DIR",
+        ] {
+            assert!(!is_port_var(name), "{name}");
+        }
     }
 
     #[test]

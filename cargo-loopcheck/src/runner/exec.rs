@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 const ECHO_INTERVAL: Duration = signals::POLL;
 
 /// What a finished runner printed and how it exited.
-pub(crate) struct Finished {
+pub(crate) struct RunOutput {
     pub(crate) status: ExitStatus,
     /// stdout and stderr, interleaved as written.
     pub(crate) output: String,
@@ -157,7 +157,7 @@ impl Invocation {
 /// A file rather than a pipe: the runner never waits for this process to read, nothing is
 /// woken for each line a test prints, and a process a test leaked with the runner's output as
 /// its own cannot keep the run from ending.
-pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finished> {
+pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<RunOutput> {
     let program = command.get_program().to_string_lossy().into_owned();
     let spawn_error = |source| Error::Spawn {
         program: program.clone(),
@@ -227,7 +227,7 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         .map_err(spawn_error)?;
-    Ok(Finished {
+    Ok(RunOutput {
         status,
         output: String::from_utf8_lossy(&output).into_owned(),
         stopped: stopped.or_else(signals::received),

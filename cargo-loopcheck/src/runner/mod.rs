@@ -46,9 +46,6 @@ use blame::{Blamer, Targets};
 pub(crate) use blame::{Record, failure_message, mentioned_addrs};
 use exec::Invocation;
 
-/// How long a zombie gets after SIGTERM before SIGKILL, with `--reap`.
-const REAP_GRACE: Duration = Duration::from_secs(3);
-
 /// How many runs are kept under the registry's `runs` directory.
 const KEEP_RUNS: usize = 10;
 
@@ -168,7 +165,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 })
                 .collect();
             let fresh = prepared.is_none().then(|| setup.prepare(false, &copies));
-            let results: Vec<Result<Finished>> = handles
+            let results: Vec<Result<FinishedCopy>> = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
                 .collect();
@@ -368,13 +365,13 @@ fn pick_runner(nextest: bool, cargo_test: bool, installed: impl FnOnce() -> bool
 }
 
 /// One copy of the suite, run to its end.
-struct Finished {
+struct FinishedCopy {
     dir: PathBuf,
     echoed: bool,
     /// The nextest profile the user chose, whose JUnit settings may win over ours.
     user_profile: Option<String>,
     started: std::time::SystemTime,
-    run: exec::Finished,
+    run: exec::RunOutput,
 }
 
 /// The nextest profile of a run, when the user chose none: the user's `default` settings,
@@ -384,7 +381,7 @@ struct Finished {
 const NEXTEST_PROFILE: &str = "loopcheck-run";
 
 /// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir`.
-fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished> {
+fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<FinishedCopy> {
     let user_profile = match invocation.runner {
         RunnerKind::Nextest => invocation.user_profile(),
         RunnerKind::CargoTest => None,
@@ -419,7 +416,7 @@ fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished>
     command.env(loopcheck::lease::RUN_DIR_VAR, dir);
     let started = std::time::SystemTime::now();
     let run = exec::run(command, echo, &dir.join("output.log"))?;
-    Ok(Finished {
+    Ok(FinishedCopy {
         dir: dir.to_path_buf(),
         echoed: echo,
         user_profile,
@@ -428,7 +425,7 @@ fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished>
     })
 }
 
-impl Finished {
+impl FinishedCopy {
     /// The copy's results: nextest's JUnit report, or cargo test's output; an error when the
     /// runner did not run the tests.
     fn executions(
@@ -607,7 +604,7 @@ fn find_zombies(workspace: &Workspace, reap: bool) -> Vec<ZombieReport> {
         Ok(found) => found
             .into_iter()
             .map(|zombie| {
-                let outcome = reap.then(|| zombies::end(&zombie, REAP_GRACE));
+                let outcome = reap.then(|| zombies::end(&zombie, zombies::END_GRACE));
                 ZombieReport { zombie, outcome }
             })
             .collect(),
