@@ -64,7 +64,7 @@ fn record(
 /// have left processes: they are ended (or kept) all the same, and shown on stderr, since the
 /// run ends with its error instead of a report.
 pub(crate) fn after_failed_round(term: &Term, run_dir: &std::path::Path, keep: bool) {
-    for (_, diagnosis) in end(super::blame::leftovers(run_dir), keep) {
+    for (_, diagnosis) in end(super::leftovers::leftovers(run_dir), keep) {
         term.diagnosis(&diagnosis);
     }
 }
