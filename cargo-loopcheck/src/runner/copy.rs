@@ -140,12 +140,23 @@ impl FinishedCopy {
                     path: path.clone(),
                     source,
                 })?;
-                let executions = junit::read(&xml).map_err(|e| {
+                let unreadable = |e: quick_junit::DeserializeError| {
                     failed_to_run(format!(
                         ", and its JUnit report {} is unreadable: {e}",
                         path.display()
                     ))
-                })?;
+                };
+                let mut executions = junit::read(&xml).map_err(unreadable)?;
+                // The tests that the stopping signal ended did not finish: like those cargo test
+                // had not finished, they are not in the report.
+                if let Some(stop) = self.run.stopped {
+                    let interrupted = junit::aborted_by(&xml, stop.name()).map_err(unreadable)?;
+                    executions.retain(|e| {
+                        !interrupted
+                            .iter()
+                            .any(|(binary, name)| *binary == e.binary && *name == e.name)
+                    });
+                }
                 let failed = executions
                     .iter()
                     .any(|e| matches!(e.status, Status::Failed | Status::Flaky));
