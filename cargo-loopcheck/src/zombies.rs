@@ -574,6 +574,10 @@ mod tests {
         }
         let Ok(setpriv) = which("setpriv") else {
             eprintln!("skipped: setpriv is not installed");
+            assert!(
+                std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
+                "LOOPCHECK_REQUIRE_TOOLS is set and setpriv is missing"
+            );
             return;
         };
         let (mut child, info) = spawned(
