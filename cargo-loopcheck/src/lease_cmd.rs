@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::cli::{Common, LeaseArgs};
 use crate::error::{Error, Result};
+use crate::runner::signals;
 use crate::term::{Format, Term};
 
 /// The first port.
@@ -95,20 +96,25 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     #[cfg(unix)]
     inherit(&leases, program)?;
 
-    signals::install();
+    signals::install(signals::PASSED_ON);
     let mut child = child.spawn().map_err(|source| Error::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
+    let pid = child.id();
     // CMD holds the locks from now on, with whatever it starts that keeps the descriptors:
     // the records name it, which outlives this process if this one is killed, and this
     // process, at its end, closes its copies without unlocking what they still hold.
     #[cfg(unix)]
     for lease in &mut leases {
-        lease.hand_over(child.id());
+        lease.hand_over(pid);
     }
-    signals::started(child.id());
-    signals::exited(child.id());
+    // A signal is passed on only while CMD is not reaped: it is reaped after the loop.
+    let mut exit = signals::Exit::watch(pid);
+    let mut stopper = signals::Stopper::new(signals::Reach::Child);
+    while !exit.wait(signals::POLL) {
+        stopper.check(pid);
+    }
     let status = child.wait().map_err(|source| Error::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
@@ -264,85 +270,6 @@ fn inherit(leases: &[PortLease], program: &std::ffi::OsStr) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// SIGTERM, SIGINT and SIGHUP sent to this process are passed on to the command, and this
-/// process waits for the command to end. A signal the terminal sent (Ctrl-C, a hangup) reached
-/// the command already, through its process group, and is not sent twice.
-#[cfg(unix)]
-mod signals {
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    static CHILD: AtomicI32 = AtomicI32::new(0);
-    static PENDING: AtomicI32 = AtomicI32::new(0);
-    const DONE: i32 = -1;
-
-    extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-        let sent_by_a_process = info.is_null() || unsafe { (*info).si_code } <= 0;
-        if !sent_by_a_process {
-            return;
-        }
-        match CHILD.load(Ordering::SeqCst) {
-            0 => PENDING.store(signal, Ordering::SeqCst),
-            // The command has exited: its pid may soon name another process.
-            DONE => {}
-            // SAFETY: kill is async-signal-safe; the pid is our own child, not yet waited for.
-            child => unsafe {
-                libc::kill(child, signal);
-            },
-        }
-    }
-
-    pub(super) fn install() {
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            // SAFETY: a zeroed sigaction with a handler that only touches atomics and calls kill.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = forward as *const () as usize;
-                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
-        }
-    }
-
-    pub(super) fn started(pid: u32) {
-        let pid = libc::pid_t::try_from(pid).unwrap_or(0);
-        CHILD.store(pid, Ordering::SeqCst);
-        let pending = PENDING.swap(0, Ordering::SeqCst);
-        if pending != 0 && pid > 0 {
-            // SAFETY: a signal to our own child, which has not been waited for.
-            unsafe {
-                libc::kill(pid, pending);
-            }
-        }
-    }
-
-    /// Waits until the command has exited, without reaping it, and stops forwarding: while it
-    /// is not reaped its pid cannot be reused, so no signal can reach another process.
-    pub(super) fn exited(pid: u32) {
-        let pid: libc::id_t = pid;
-        loop {
-            // SAFETY: a zeroed siginfo for waitid to fill; WNOWAIT leaves the child to wait().
-            let rc = unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
-            };
-            if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break;
-            }
-        }
-        CHILD.store(DONE, Ordering::SeqCst);
-    }
-}
-
-/// Elsewhere a console's Ctrl-C reaches every process attached to it, the command included.
-#[cfg(not(unix))]
-mod signals {
-    pub(super) fn install() {}
-    pub(super) fn started(_pid: u32) {}
-    pub(super) fn exited(_pid: u32) {}
 }
 
 #[cfg(test)]

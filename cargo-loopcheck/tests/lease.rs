@@ -413,3 +413,35 @@ fn the_command_is_the_holder_and_its_background_child_keeps_the_lease() {
     let output = sandbox.output(&["--", "true"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+#[test]
+fn a_second_signal_kills_the_command_and_the_tool_dies_of_it() {
+    let sandbox = Sandbox::new(1);
+    // A command that ignores SIGTERM (an ignored signal stays ignored across `exec`): the
+    // first is passed on and changes nothing.
+    let mut running = sandbox.start(&[], "trap '' TERM; echo $$; exec sleep 60");
+    let command: u32 = running.line().parse().unwrap();
+    signal(running.child.id(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the command ignores SIGTERM"
+    );
+    signal(running.child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tool outlived a second SIGTERM by 30s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    wait_gone(command);
+    let output = sandbox.output(&["--", "true"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}

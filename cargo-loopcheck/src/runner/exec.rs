@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use loopcheck::lease::{RUN_DIR_VAR, TEST_VAR};
@@ -200,33 +199,27 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<RunOut
         Ok(())
     };
     // The wait wakes every ECHO_INTERVAL, to copy the output and to pass a SIGTERM or
-    // SIGINT on to the runner's group.
+    // SIGINT on to the runner's group, which is signalled only while its leader is not reaped:
+    // it is reaped here, after the loop.
     let pid = child.id();
-    let (done, exited) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = done.send(());
-        status
-    });
-    let mut stopper = signals::Stopper::default();
+    let mut exit = signals::Exit::watch(pid);
+    let mut stopper = signals::Stopper::new(signals::Reach::Group);
     let mut stopped = None;
     loop {
-        let finished = !matches!(
-            exited.recv_timeout(ECHO_INTERVAL),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
+        let finished = exit.wait(ECHO_INTERVAL);
         if echo || finished {
-            copy_new(&mut output, finished).map_err(|e| io_error("read", e))?;
+            if let Err(e) = copy_new(&mut output, finished) {
+                // Reaped all the same, once it ends, as nothing signals it any more.
+                std::thread::spawn(move || child.wait());
+                return Err(io_error("read", e));
+            }
         }
         if finished {
             break;
         }
         stopped = stopper.check(pid).or(stopped);
     }
-    let status = waiter
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        .map_err(spawn_error)?;
+    let status = child.wait().map_err(spawn_error)?;
     Ok(RunOutput {
         status,
         output: String::from_utf8_lossy(&output).into_owned(),

@@ -31,7 +31,7 @@ mod panics;
 mod prepare;
 mod records;
 mod runs;
-mod signals;
+pub(crate) mod signals;
 mod targets;
 mod teardown;
 mod timeline;
@@ -75,7 +75,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         args.concurrent,
     )?;
     // From here on, SIGTERM and SIGINT stop the runner and leave a report.
-    signals::install();
+    signals::install(signals::STOPPING);
     let invocation = Invocation {
         cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
         runner,
