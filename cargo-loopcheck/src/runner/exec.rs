@@ -207,12 +207,12 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<RunOut
     let mut stopped = None;
     loop {
         let finished = exit.wait(ECHO_INTERVAL);
-        if echo || finished {
-            if let Err(e) = copy_new(&mut output, finished) {
-                // Reaped all the same, once it ends, as nothing signals it any more.
-                std::thread::spawn(move || child.wait());
-                return Err(io_error("read", e));
-            }
+        if (echo || finished)
+            && let Err(e) = copy_new(&mut output, finished)
+        {
+            // Reaped all the same, once it ends, as nothing signals it any more.
+            std::thread::spawn(move || child.wait());
+            return Err(io_error("read", e));
         }
         if finished {
             break;

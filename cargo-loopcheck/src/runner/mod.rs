@@ -301,7 +301,7 @@ impl Run<'_> {
     /// it left, attributed to their tests.
     fn explain_copy(
         &self,
-        round_executions: &mut Vec<Execution>,
+        round_executions: &mut [Execution],
         dir: &Path,
         targets: &Targets,
         blamer: &mut Blamer<'_>,
