@@ -1,5 +1,5 @@
 //! `cargo loopcheck lease`, run for real: commands, their environment, their exit status,
-//! signals, and leases that live exactly as long as the command.
+//! signals, and leases that live as long as the command and what it leaves holding them.
 //!
 //! Each test gets a private registry (`LOOPCHECK_DIR`) and a small range of its own
 //! (`LOOPCHECK_PORT_RANGE`), a block that this test process leases in the user's registry, so
