@@ -70,6 +70,18 @@ impl PortLease {
     pub fn release(self) {
         drop(self);
     }
+
+    /// Names `pid`, a child process that inherited the lease's descriptor ([`AsFd`]), as the
+    /// holder in the lease's record; dropping the lease afterwards leaves the lock to the
+    /// processes that still have the descriptor. Hidden: `cargo loopcheck lease` hands its
+    /// leases to its command this way, and the contract's API does not include it.
+    ///
+    /// [`AsFd`]: std::os::fd::AsFd
+    #[doc(hidden)]
+    pub fn hand_over(&mut self, pid: u32) {
+        let ip = self.ip;
+        self.lease.hand_over(ip, pid);
+    }
 }
 
 /// The lease's lock file: a child process that inherits this descriptor across `exec` (with

@@ -144,6 +144,7 @@ impl Registry {
                 file: Some(file),
                 port,
                 pooled: self.is_global(),
+                handed_over: false,
             }),
             Err(fs::TryLockError::WouldBlock) => Attempt::Held,
             Err(fs::TryLockError::Error(_)) => Attempt::Unusable,
@@ -172,6 +173,7 @@ impl Registry {
                 file: Some(file),
                 port,
                 pooled: true,
+                handed_over: false,
             }),
             Err(fs::TryLockError::WouldBlock) => {
                 lock_pool().push_back((port, file));
@@ -293,6 +295,8 @@ pub(crate) struct Lease {
     port: u16,
     /// From the process's registry: the released file goes to [`POOL`].
     pooled: bool,
+    /// Its descriptor was handed to child processes, which share the lock ([`Lease::hand_over`]).
+    handed_over: bool,
 }
 
 impl Lease {
@@ -308,11 +312,24 @@ impl Lease {
 
     /// Writes who holds the lease, for diagnostics. Failing to write does not void the lease.
     pub(crate) fn write_record(&self, ip: IpAddr) {
+        self.write_record_of(ip, own_pid());
+    }
+
+    /// Names `pid`, a child that inherited this lease's descriptor, as its holder, and from now
+    /// on shares the lock with the processes that have the descriptor: dropping the lease then
+    /// closes this process's copy without unlocking it (an unlock would end the lease for all
+    /// of them) and marks the record free only when none of them holds the lock any more.
+    pub(crate) fn hand_over(&mut self, ip: IpAddr, pid: u32) {
+        self.write_record_of(ip, pid);
+        self.handed_over = true;
+    }
+
+    fn write_record_of(&self, ip: IpAddr, pid: u32) {
         let record = LeaseRecord {
             state: RecordState::Held,
             port: self.port,
             ip: Some(ip),
-            pid: own_pid(),
+            pid,
             test: current_test().map(|mut test| {
                 // Keeps every record readable in one `MAX_RECORD` read.
                 if test.len() > MAX_TEST_NAME {
@@ -357,6 +374,18 @@ impl std::os::fd::AsFd for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(file) = self.file.take() else { return };
+        if self.handed_over {
+            // Closing one descriptor leaves the lock to the others; when none is left, the
+            // lock is free, and taking it again here is what tells.
+            drop(file);
+            if let Some(registry) = REGISTRY.get()
+                && let Ok(file) = open_existing(&registry.path_of(self.port))
+                && file.try_lock().is_ok()
+            {
+                let _ = write_at(&file, b"free", STATE_OFFSET);
+            }
+            return;
+        }
         // Marks the record released before the lock goes, so a reader that finds the lock
         // free and the record still `held` knows the holder died.
         let _ = write_at(&file, b"free", STATE_OFFSET);
