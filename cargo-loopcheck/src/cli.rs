@@ -82,7 +82,7 @@ pub enum Command {
 /// `cargo loopcheck lease`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The ports stay leased exactly as long as CMD runs; the exit status is CMD's (128+N when a signal N ended it).\n\nExamples:\n  cargo loopcheck lease -- sh -c 'exec my-server --port \"$LOOPCHECK_PORT\"'\n  cargo loopcheck lease --count 2 -- docker compose up\n  cargo loopcheck lease --block 4 -- ./start-node.sh"
+    after_help = "The ports stay leased as long as CMD runs, and as long as a process CMD started in the background holds them; the exit status is CMD's (128+N when a signal N ended it).\n\nExamples:\n  cargo loopcheck lease -- sh -c 'exec my-server --port \"$LOOPCHECK_PORT\"'\n  cargo loopcheck lease --count 2 -- docker compose up\n  cargo loopcheck lease --block 4 -- ./start-node.sh"
 )]
 pub struct LeaseArgs {
     /// Lease N distinct ports [default: 1].

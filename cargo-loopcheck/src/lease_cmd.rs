@@ -1,10 +1,11 @@
 //! `cargo loopcheck lease`: run a command that is not Rust test code (a shell script, a
 //! docker-compose file, a setup script) with leased ports in its environment.
 //!
-//! The command inherits the leases' lock files, so the leases live exactly as long as it
-//! does: when it exits this process gives them back, and when this process is killed with
-//! `SIGKILL` the command still holds them until it exits. Either way the kernel releases the
-//! locks; no daemon and no clean-up are involved.
+//! The command inherits the leases' lock files, and the records name it as their holder, so
+//! the leases live as long as it runs, and as long as any process it started still holds the
+//! descriptors (a server it put in the background): when it exits this process closes its own
+//! copies, and when this process is killed with `SIGKILL` the command still holds them. The
+//! kernel releases a lock when the last descriptor goes; no daemon and no clean-up are involved.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::cli::{Common, LeaseArgs};
 use crate::error::{Error, Result};
+use crate::runner::signals;
 use crate::term::{Format, Term};
 
 /// The first port.
@@ -29,7 +31,8 @@ struct Leased<'a> {
     format_version: u32,
     /// The command, as shown to people and recorded as the leases' test.
     command: &'a str,
-    /// The pid that holds the leases (this process; the command inherits them).
+    /// This process, which holds the leases until the command starts (the command then
+    /// inherits them, and their records name it).
     pid: u32,
     ports: &'a [u16],
     contiguous: bool,
@@ -48,7 +51,8 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     };
     let command = shown(&args.command);
     loopcheck::lease::set_holder_name(command.clone());
-    let leases = lease(args, &command)?;
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut leases = lease(args, &command)?;
     let ports: Vec<u16> = leases.iter().map(PortLease::port).collect();
 
     match format {
@@ -74,6 +78,14 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     }
 
     let mut child = std::process::Command::new(program);
+    // A lease inside a lease (a script run by `cargo loopcheck lease` that runs it again): the
+    // outer command's variables go, so that no `LOOPCHECK_PORT_N` of the outer leases looks
+    // like one of ours.
+    for (key, _) in std::env::vars_os() {
+        if is_port_var(&key.to_string_lossy()) {
+            child.env_remove(key);
+        }
+    }
     child.args(program_args).env(PORT_VAR, ports[0].to_string()).env(
         PORTS_VAR,
         ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
@@ -84,19 +96,42 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     #[cfg(unix)]
     inherit(&leases, program)?;
 
-    signals::install();
+    signals::install(signals::PASSED_ON);
     let mut child = child.spawn().map_err(|source| Error::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
-    signals::started(child.id());
-    signals::exited(child.id());
+    let pid = child.id();
+    // CMD holds the locks from now on, with whatever it starts that keeps the descriptors:
+    // the records name it, which outlives this process if this one is killed, and this
+    // process, at its end, closes its copies without unlocking what they still hold.
+    #[cfg(unix)]
+    for lease in &mut leases {
+        lease.hand_over(pid);
+    }
+    // A signal is passed on only while CMD is not reaped: it is reaped after the loop.
+    let mut exit = signals::Exit::watch(pid);
+    let mut stopper = signals::Stopper::new(signals::Reach::Child);
+    while !exit.wait(signals::POLL) {
+        stopper.check(pid);
+    }
     let status = child.wait().map_err(|source| Error::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
     drop(leases);
     Ok(exit_code(status))
+}
+
+/// Whether `name` is one of the variables `lease` sets: `LOOPCHECK_PORT`, `LOOPCHECK_PORTS`,
+/// `LOOPCHECK_PORT_N` (and not `LOOPCHECK_PORT_RANGE`, the user's setting).
+fn is_port_var(name: &str) -> bool {
+    name == PORT_VAR
+        || name == PORTS_VAR
+        || name
+            .strip_prefix(PORT_VAR)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn lease(args: &LeaseArgs, command: &str) -> Result<Vec<PortLease>> {
@@ -212,7 +247,8 @@ fn exit_code(status: ExitStatus) -> u8 {
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
         return 128u8.saturating_add(u8::try_from(signal).unwrap_or(127));
     }
-    status.code().map_or(1, |code| code as u8)
+    // Windows exit codes are 32 bits: one that does not fit is a failure, never a wrapped 0.
+    status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1))
 }
 
 /// Lets the command inherit the leases' lock files: it holds the leases even if this process
@@ -236,85 +272,6 @@ fn inherit(leases: &[PortLease], program: &std::ffi::OsStr) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM, SIGINT and SIGHUP sent to this process are passed on to the command, and this
-/// process waits for the command to end. A signal the terminal sent (Ctrl-C, a hangup) reached
-/// the command already, through its process group, and is not sent twice.
-#[cfg(unix)]
-mod signals {
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    static CHILD: AtomicI32 = AtomicI32::new(0);
-    static PENDING: AtomicI32 = AtomicI32::new(0);
-    const DONE: i32 = -1;
-
-    extern "C" fn forward(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-        let sent_by_a_process = info.is_null() || unsafe { (*info).si_code } <= 0;
-        if !sent_by_a_process {
-            return;
-        }
-        match CHILD.load(Ordering::SeqCst) {
-            0 => PENDING.store(signal, Ordering::SeqCst),
-            // The command has exited: its pid may soon name another process.
-            DONE => {}
-            // SAFETY: kill is async-signal-safe; the pid is our own child, not yet waited for.
-            child => unsafe {
-                libc::kill(child, signal);
-            },
-        }
-    }
-
-    pub(super) fn install() {
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            // SAFETY: a zeroed sigaction with a handler that only touches atomics and calls kill.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = forward as *const () as usize;
-                action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
-        }
-    }
-
-    pub(super) fn started(pid: u32) {
-        let pid = libc::pid_t::try_from(pid).unwrap_or(0);
-        CHILD.store(pid, Ordering::SeqCst);
-        let pending = PENDING.swap(0, Ordering::SeqCst);
-        if pending != 0 && pid > 0 {
-            // SAFETY: a signal to our own child, which has not been waited for.
-            unsafe {
-                libc::kill(pid, pending);
-            }
-        }
-    }
-
-    /// Waits until the command has exited, without reaping it, and stops forwarding: while it
-    /// is not reaped its pid cannot be reused, so no signal can reach another process.
-    pub(super) fn exited(pid: u32) {
-        let pid: libc::id_t = pid;
-        loop {
-            // SAFETY: a zeroed siginfo for waitid to fill; WNOWAIT leaves the child to wait().
-            let rc = unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
-            };
-            if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break;
-            }
-        }
-        CHILD.store(DONE, Ordering::SeqCst);
-    }
-}
-
-/// Elsewhere a console's Ctrl-C reaches every process attached to it, the command included.
-#[cfg(not(unix))]
-mod signals {
-    pub(super) fn install() {}
-    pub(super) fn started(_pid: u32) {}
-    pub(super) fn exited(_pid: u32) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +285,26 @@ mod tests {
             r"sh -c 'echo $X; it'\''s'"
         );
         assert_eq!(shown(&words(&["a", ""])), "a ''");
+    }
+
+    #[test]
+    fn only_the_variables_lease_sets_are_replaced() {
+        for name in [
+            "LOOPCHECK_PORT",
+            "LOOPCHECK_PORTS",
+            "LOOPCHECK_PORT_0",
+            "LOOPCHECK_PORT_12",
+        ] {
+            assert!(is_port_var(name), "{name}");
+        }
+        for name in [
+            "LOOPCHECK_PORT_RANGE",
+            "LOOPCHECK_PORT_",
+            "LOOPCHECK_PORTX",
+            "LOOPCHECK_DIR",
+        ] {
+            assert!(!is_port_var(name), "{name}");
+        }
     }
 
     #[test]

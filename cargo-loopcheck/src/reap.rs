@@ -1,7 +1,6 @@
 //! `cargo loopcheck reap`: end this workspace's zombie listeners, safely.
 
 use std::io::Write;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -10,16 +9,13 @@ use crate::cli::{Common, ReapArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, Term, print_json};
 use crate::workspace::Workspace;
-use crate::zombies::{self, Outcome, Zombie};
-
-/// How long a zombie gets to exit after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(3);
+use crate::zombies::{self, EndOutcome, Zombie};
 
 #[derive(Serialize)]
 struct Reaped<'a> {
     #[serde(flatten)]
     zombie: &'a Zombie,
-    outcome: Outcome,
+    outcome: EndOutcome,
 }
 
 /// Runs `reap`: a dry run lists the zombies; `--yes` ends them. Exit code 1 when zombies are
@@ -40,9 +36,9 @@ pub fn run(common: &Common, args: &ReapArgs, term: &Term) -> Result<u8> {
         .map(|zombie| Reaped {
             zombie,
             outcome: if args.yes {
-                zombies::end(zombie, GRACE)
+                zombies::end(zombie, zombies::END_GRACE)
             } else {
-                Outcome::WouldEnd
+                EndOutcome::WouldEnd
             },
         })
         .collect();
@@ -50,9 +46,12 @@ pub fn run(common: &Common, args: &ReapArgs, term: &Term) -> Result<u8> {
         Format::Json => print_json(&serde_json::json!({ "zombies": results }))?,
         _ => print_human(term, &results, args.yes).map_err(Error::Output)?,
     }
-    let left = results
-        .iter()
-        .any(|r| matches!(r.outcome, Outcome::WouldEnd | Outcome::Failed | Outcome::Foreign));
+    let left = results.iter().any(|r| {
+        matches!(
+            r.outcome,
+            EndOutcome::WouldEnd | EndOutcome::Failed | EndOutcome::Foreign
+        )
+    });
     Ok(if left { ExitCode::FOUND } else { ExitCode::OK })
 }
 
@@ -65,12 +64,12 @@ fn print_human(term: &Term, results: &[Reaped<'_>], yes: bool) -> std::io::Resul
     let bold = anstyle::Style::new().bold();
     for Reaped { zombie, outcome } in results {
         let (label, style) = match outcome {
-            Outcome::WouldEnd => ("Would end", anstyle::AnsiColor::Yellow.on_default().bold()),
-            Outcome::Terminated => ("Terminated", anstyle::AnsiColor::Green.on_default().bold()),
-            Outcome::Killed => ("Killed", anstyle::AnsiColor::Green.on_default().bold()),
-            Outcome::Gone => ("Gone", anstyle::AnsiColor::Cyan.on_default().bold()),
-            Outcome::Failed => ("Failed", anstyle::AnsiColor::Red.on_default().bold()),
-            Outcome::Foreign => ("Left", anstyle::AnsiColor::Yellow.on_default().bold()),
+            EndOutcome::WouldEnd => ("Would end", anstyle::AnsiColor::Yellow.on_default().bold()),
+            EndOutcome::Terminated => ("Terminated", anstyle::AnsiColor::Green.on_default().bold()),
+            EndOutcome::Killed => ("Killed", anstyle::AnsiColor::Green.on_default().bold()),
+            EndOutcome::Gone => ("Gone", anstyle::AnsiColor::Cyan.on_default().bold()),
+            EndOutcome::Failed => ("Failed", anstyle::AnsiColor::Red.on_default().bold()),
+            EndOutcome::Foreign => ("Left", anstyle::AnsiColor::Yellow.on_default().bold()),
         };
         let addrs: Vec<String> = zombie.addrs.iter().map(ToString::to_string).collect();
         writeln!(
@@ -86,7 +85,7 @@ fn print_human(term: &Term, results: &[Reaped<'_>], yes: bool) -> std::io::Resul
         writeln!(
             err,
             "{bold}note{bold:#}: dry run; run `cargo loopcheck reap --yes` to end them (SIGTERM, then SIGKILL after {}s)",
-            GRACE.as_secs()
+            zombies::END_GRACE.as_secs()
         )?;
     }
     Ok(())

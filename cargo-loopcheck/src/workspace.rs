@@ -77,11 +77,12 @@ impl Workspace {
         })
     }
 
-    /// The package whose test binary `exe` is, by the binary's name (`deps/NAME-HASH`).
+    /// The package that built `exe`: a test binary (`deps/NAME-HASH`, cargo's 16 hex digits
+    /// of hash after the crate name), a `bin` target (`debug/dev-server`, named as the target,
+    /// hyphens and all) or an example.
     pub fn package_of_binary(&self, exe: &Path) -> Option<&str> {
         let exe = exe.strip_prefix(&self.target_dir).ok()?;
-        let stem = exe.file_name()?.to_str()?.trim_end_matches(" (deleted)");
-        let name = stem.rsplit_once('-').map_or(stem, |(name, _)| name);
+        let name = binary_target_name(exe)?;
         self.packages.iter().find_map(|package| {
             let owns = package
                 .targets
@@ -90,5 +91,97 @@ impl Workspace {
                 || package.name.replace('-', "_") == name.replace('-', "_");
             owns.then_some(package.name.as_str())
         })
+    }
+}
+
+/// The target name in a binary's path under the target directory: the file name, without
+/// `.exe` and, under `deps/` only, without the `-HASH` cargo appends there. A `bin` target
+/// keeps its name whole: `dev-server` is not `dev` with a hash.
+fn binary_target_name(exe: &Path) -> Option<&str> {
+    let file = exe.file_name()?.to_str()?.trim_end_matches(" (deleted)");
+    let file = file.strip_suffix(".exe").unwrap_or(file);
+    let in_deps = exe
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|dir| dir == "deps");
+    let hashed = file
+        .rsplit_once('-')
+        .filter(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    Some(match hashed {
+        Some((name, _)) if in_deps => name,
+        _ => file,
+    })
+}
+
+/// A workspace read by `cargo metadata` from a fixture: package `tools` with the bin target
+/// `dev-server`, and package `api` with the test target `api-tests`.
+#[cfg(test)]
+pub(crate) fn fixture(dir: &Path) -> Workspace {
+    let files = [
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"tools\", \"api\"]\nresolver = \"2\"\n",
+        ),
+        (
+            "tools/Cargo.toml",
+            "[package]\nname = \"tools\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[[bin]]\nname = \"dev-server\"\npath = \"src/main.rs\"\n",
+        ),
+        ("tools/src/main.rs", "fn main() {}\n"),
+        (
+            "api/Cargo.toml",
+            "[package]\nname = \"api\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        ("api/src/lib.rs", ""),
+        ("api/tests/api-tests.rs", ""),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    Workspace::load(Some(&dir.join("Cargo.toml"))).expect("cargo metadata reads the fixture")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyphenated_bins_and_hashed_test_binaries_name_their_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = fixture(dir.path());
+        let target = workspace.target_dir.clone();
+        let of = |relative: &str| workspace.package_of_binary(&target.join(relative));
+        assert_eq!(
+            of("debug/dev-server"),
+            Some("tools"),
+            "a bin target with a hyphen"
+        );
+        assert_eq!(of("debug/dev-server.exe"), Some("tools"));
+        assert_eq!(of("debug/deps/api_tests-0123456789abcdef"), Some("api"));
+        assert_eq!(
+            of("debug/deps/dev_server-fedcba9876543210 (deleted)"),
+            Some("tools")
+        );
+        assert_eq!(of("debug/deps/api-0123456789abcdef"), Some("api"));
+        // Only cargo's hash goes: `dev-server` under deps is not `dev`.
+        assert_eq!(of("debug/deps/dev-server"), Some("tools"));
+        assert_eq!(
+            of("debug/dev-0123456789abcdef"),
+            None,
+            "outside deps, no hash is cut"
+        );
+        assert_eq!(
+            workspace
+                .describe_binary(&target.join("debug/dev-server"))
+                .as_deref(),
+            Some("the workspace's binary `dev-server` of `tools`")
+        );
+        assert_eq!(
+            workspace
+                .describe_binary(&target.join("debug/deps/api_tests-0123456789abcdef"))
+                .as_deref(),
+            Some("test binary of `api`")
+        );
     }
 }

@@ -73,11 +73,11 @@ impl Zombie {
         f
     }
 
-    /// Its findings: LC002, and LC011 when it listens on a wildcard address, which exposes
-    /// its port beyond loopback.
+    /// Its findings: LC002, and LC011 for each wildcard address it listens on, which exposes
+    /// that port beyond loopback.
     pub fn findings(&self) -> Vec<Finding> {
         let mut findings = vec![self.finding()];
-        if let Some(wildcard) = self.addrs.iter().find(|a| a.ip().is_unspecified()) {
+        for wildcard in self.addrs.iter().filter(|a| a.ip().is_unspecified()) {
             let mut f = Finding::new(
                 Code::WildcardBind,
                 format!(
@@ -190,10 +190,14 @@ pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
     Ok(zombies)
 }
 
-/// What `reap` did to one zombie.
+/// How long a process being ended gets to exit after SIGTERM before SIGKILL: `reap`,
+/// `test --reap` and the teardown of a run's leftovers all wait this long.
+pub const END_GRACE: Duration = Duration::from_secs(3);
+
+/// What ending one process came to (`reap`, `test --reap`, a run's teardown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum EndOutcome {
     /// Dry run: it would be ended.
     WouldEnd,
     /// It exited after SIGTERM.
@@ -211,7 +215,7 @@ pub enum Outcome {
 /// Ends `zombie`: SIGTERM, up to `grace` to exit, then SIGKILL. Before each signal the process
 /// is read again, and left alone unless it is still the same process (same start time), still
 /// this user's and still orphaned.
-pub fn end(zombie: &Zombie, grace: Duration) -> Outcome {
+pub fn end(zombie: &Zombie, grace: Duration) -> EndOutcome {
     end_process(&zombie.process, grace, &|now| {
         matches!(
             loopcheck::diagnose::classify(now),
@@ -228,10 +232,10 @@ pub(crate) fn end_process(
     process: &ProcessInfo,
     grace: Duration,
     still_ours: &dyn Fn(&ProcessInfo) -> bool,
-) -> Outcome {
+) -> EndOutcome {
     end_processes(std::slice::from_ref(process), grace, still_ours)
         .pop()
-        .unwrap_or(Outcome::Gone)
+        .unwrap_or(EndOutcome::Gone)
 }
 
 /// Ends each of `processes` as [`end_process`] does, all at once: SIGTERM to every one, one
@@ -242,8 +246,8 @@ pub(crate) fn end_processes(
     processes: &[ProcessInfo],
     grace: Duration,
     still_ours: &dyn Fn(&ProcessInfo) -> bool,
-) -> Vec<Outcome> {
-    let mut outcomes = vec![Outcome::Gone; processes.len()];
+) -> Vec<EndOutcome> {
+    let mut outcomes = vec![EndOutcome::Gone; processes.len()];
     let mut handles: Vec<Option<Handle>> = Vec::with_capacity(processes.len());
     for (process, outcome) in processes.iter().zip(&mut outcomes) {
         // The handle is taken before the check, so the check and the signals concern one
@@ -251,7 +255,7 @@ pub(crate) fn end_processes(
         let handle = Handle::open(process.pid).and_then(|handle| match identity(process, still_ours) {
             Identity::Same => Some(handle),
             Identity::Foreign => {
-                *outcome = Outcome::Foreign;
+                *outcome = EndOutcome::Foreign;
                 None
             }
             Identity::Changed => None,
@@ -265,7 +269,13 @@ pub(crate) fn end_processes(
         });
         handles.push(handle);
     }
-    wait_all(processes, &mut handles, &mut outcomes, grace, Outcome::Terminated);
+    wait_all(
+        processes,
+        &mut handles,
+        &mut outcomes,
+        grace,
+        EndOutcome::Terminated,
+    );
     for ((process, handle), outcome) in processes.iter().zip(&mut handles).zip(&mut outcomes) {
         let Some(live) = handle.as_ref() else {
             continue;
@@ -274,9 +284,9 @@ pub(crate) fn end_processes(
         // and still ours; if it changed meanwhile, it is left alone and was not ended.
         let result = match identity(process, still_ours) {
             Identity::Same => live.signal(libc::SIGKILL).map_err(|err| failed_signal(&err)),
-            Identity::Foreign => Err(Outcome::Foreign),
-            Identity::Changed if !alive(process) => Err(Outcome::Terminated),
-            Identity::Changed => Err(Outcome::Failed),
+            Identity::Foreign => Err(EndOutcome::Foreign),
+            Identity::Changed if !alive(process) => Err(EndOutcome::Terminated),
+            Identity::Changed => Err(EndOutcome::Failed),
         };
         if let Err(done) = result {
             *outcome = done;
@@ -288,11 +298,11 @@ pub(crate) fn end_processes(
         &mut handles,
         &mut outcomes,
         Duration::from_secs(5),
-        Outcome::Killed,
+        EndOutcome::Killed,
     );
     for (handle, outcome) in handles.iter().zip(&mut outcomes) {
         if handle.is_some() {
-            *outcome = Outcome::Failed;
+            *outcome = EndOutcome::Failed;
         }
     }
     outcomes
@@ -304,9 +314,9 @@ pub(crate) fn end_processes(
 fn wait_all(
     processes: &[ProcessInfo],
     handles: &mut [Option<Handle>],
-    outcomes: &mut [Outcome],
+    outcomes: &mut [EndOutcome],
     limit: Duration,
-    exited: Outcome,
+    exited: EndOutcome,
 ) {
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -420,11 +430,11 @@ impl Handle {
 
 /// The outcome of a `kill` that failed: `Gone` when the process had already exited.
 #[cfg(unix)]
-fn failed_signal(err: &std::io::Error) -> Outcome {
+fn failed_signal(err: &std::io::Error) -> EndOutcome {
     if err.raw_os_error() == Some(libc::ESRCH) {
-        Outcome::Gone
+        EndOutcome::Gone
     } else {
-        Outcome::Failed
+        EndOutcome::Failed
     }
 }
 
@@ -434,8 +444,8 @@ pub(crate) fn end_processes(
     processes: &[ProcessInfo],
     _grace: Duration,
     _still_ours: &dyn Fn(&ProcessInfo) -> bool,
-) -> Vec<Outcome> {
-    vec![Outcome::Failed; processes.len()]
+) -> Vec<EndOutcome> {
+    vec![EndOutcome::Failed; processes.len()]
 }
 
 /// Whether the process of the snapshot still runs (not exited, not a defunct entry, its pid
@@ -460,16 +470,21 @@ fn current_uid() -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// A zombie as [`find`] builds it for the workspace's bin target `dev-server`, listening on
+    /// `addrs`.
     fn zombie(addrs: &[&str]) -> Zombie {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = crate::workspace::fixture(dir.path());
+        let exe = workspace.target_dir.join("debug").join("dev-server");
         let process = ProcessInfo::read(std::process::id()).expect("this process");
         Zombie {
             pid: 4242,
-            command: "dev-server --listen".into(),
-            exe: None,
+            command: format!("{} --listen", exe.display()),
+            package: workspace.package_of_binary(&exe).map(str::to_owned),
+            built: workspace.describe_binary(&exe),
+            exe: Some(exe),
             user: None,
             test: None,
-            package: None,
-            built: Some("the workspace's binary `dev-server` of `demo`".into()),
             age_secs: Some(5),
             reason: "its parent is gone".into(),
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
@@ -478,11 +493,16 @@ mod tests {
     }
 
     #[test]
-    fn a_wildcard_zombie_also_gets_lc011() {
+    fn a_wildcard_zombie_also_gets_lc011_for_each_wildcard_address() {
         // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
-        let findings = zombie(&["127.0.0.1:8080", "0.0.0.0:9090"]).findings();
+        let exposed = zombie(&["127.0.0.1:8080", "0.0.0.0:9090", "[::]:9091"]);
+        assert_eq!(exposed.package.as_deref(), Some("tools"));
+        let findings = exposed.findings();
         let codes: Vec<Code> = findings.iter().map(|f| f.code).collect();
-        assert_eq!(codes, [Code::ZombieListener, Code::WildcardBind]);
+        assert_eq!(
+            codes,
+            [Code::ZombieListener, Code::WildcardBind, Code::WildcardBind]
+        );
         assert_eq!(findings[1].port, Some(9090));
         assert_eq!(findings[1].pid, Some(4242));
         assert!(
@@ -491,10 +511,17 @@ mod tests {
             "{}",
             findings[1].message
         );
+        assert_eq!(findings[2].port, Some(9091));
+        assert!(
+            // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
+            findings[2].message.contains("[::]:9091"),
+            "{}",
+            findings[2].message
+        );
         assert!(
             findings[0]
                 .message
-                .contains("(the workspace's binary `dev-server` of `demo`)"),
+                .contains("(the workspace's binary `dev-server` of `tools`)"),
             "{}",
             findings[0].message
         );
@@ -536,7 +563,7 @@ mod tests {
         });
         let stubborn_status = stubborn.wait().unwrap();
         let polite_status = polite.wait().unwrap();
-        assert_eq!(outcomes, [Outcome::Killed, Outcome::Terminated]);
+        assert_eq!(outcomes, [EndOutcome::Killed, EndOutcome::Terminated]);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(stubborn_status.signal(), Some(libc::SIGKILL));
         assert_eq!(polite_status.signal(), Some(libc::SIGTERM));
@@ -551,6 +578,10 @@ mod tests {
         }
         let Ok(setpriv) = which("setpriv") else {
             eprintln!("skipped: setpriv is not installed");
+            assert!(
+                std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
+                "LOOPCHECK_REQUIRE_TOOLS is set and setpriv is missing"
+            );
             return;
         };
         let (mut child, info) = spawned(
@@ -568,7 +599,7 @@ mod tests {
         let still_alive = alive(&info);
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(outcome, Outcome::Foreign);
+        assert_eq!(outcome, EndOutcome::Foreign);
         assert!(still_alive, "another user's process was signalled");
     }
 

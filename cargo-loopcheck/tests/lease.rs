@@ -1,5 +1,5 @@
 //! `cargo loopcheck lease`, run for real: commands, their environment, their exit status,
-//! signals, and leases that live exactly as long as the command.
+//! signals, and leases that live as long as the command and what it leaves holding them.
 //!
 //! Each test gets a private registry (`LOOPCHECK_DIR`) and a small range of its own
 //! (`LOOPCHECK_PORT_RANGE`), a block that this test process leases in the user's registry, so
@@ -197,9 +197,18 @@ fn json_names_the_ports_on_one_line_before_the_command_runs() {
 fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     let sandbox = Sandbox::new(3);
     let mut running: Vec<Running> = (0..3)
-        .map(|_| sandbox.start(&[], "echo $LOOPCHECK_PORT; exec sleep 60"))
+        .map(|_| sandbox.start(&[], "echo $LOOPCHECK_PORT $$; exec sleep 60"))
         .collect();
-    let mut ports: Vec<u16> = running.iter_mut().map(|r| r.line().parse().unwrap()).collect();
+    // Each line: the port, and the command's pid, which holds it and which the records name.
+    let lines: Vec<(u16, u32)> = running
+        .iter_mut()
+        .map(|r| {
+            let line = r.line();
+            let (port, pid) = line.split_once(' ').unwrap();
+            (port.parse().unwrap(), pid.parse().unwrap())
+        })
+        .collect();
+    let mut ports: Vec<u16> = lines.iter().map(|l| l.0).collect();
     ports.sort_unstable();
     let all: Vec<u16> = sandbox.block.ports().collect();
     assert_eq!(ports, all, "three commands, three distinct ports of the range");
@@ -209,11 +218,11 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     let text = stderr(&output);
     assert!(text.contains("cannot lease a port for `true`"), "{text}");
     assert!(text.contains(&format!("held in {}", sandbox.range())), "{text}");
-    for r in &running {
-        assert!(text.contains(&format!("pid {}", r.child.id())), "{text}");
+    for (_, command) in &lines {
+        assert!(text.contains(&format!("pid {command}")), "{text}");
     }
     assert!(
-        text.contains("(`sh -c 'echo $LOOPCHECK_PORT; exec sleep 60'`)"),
+        text.contains("(`sh -c 'echo $LOOPCHECK_PORT $$; exec sleep 60'`)"),
         "{text}"
     );
 
@@ -231,8 +240,10 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     let first = sandbox.block.first();
     // A program that does not lease holds the second port: blocks of 3 fit only after it.
     let _foreign = std::net::TcpListener::bind(("127.0.0.1", first + 1)).unwrap();
-    let mut running = sandbox.start(&["--block", "3"], "echo $LOOPCHECK_PORTS; exec sleep 60");
-    let ports: Vec<u16> = running.line().split(',').map(|p| p.parse().unwrap()).collect();
+    let mut running = sandbox.start(&["--block", "3"], "echo $LOOPCHECK_PORTS $$; exec sleep 60");
+    let line = running.line();
+    let (ports, command) = line.split_once(' ').unwrap();
+    let ports: Vec<u16> = ports.split(',').map(|p| p.parse().unwrap()).collect();
     assert!(
         ports == [first + 2, first + 3, first + 4] || ports == [first + 3, first + 4, first + 5],
         "{ports:?} in {}",
@@ -247,7 +258,7 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
             && text.contains("no 2 contiguous free ports"),
         "{text}"
     );
-    let held = format!("ports {}-{} by pid {}", ports[0], ports[2], running.child.id());
+    let held = format!("ports {}-{} by pid {command}", ports[0], ports[2]);
     assert!(text.contains(&held), "{text}");
 
     let output = sandbox.output(&["--block", "7", "--", "true"]);
@@ -329,4 +340,108 @@ fn without_a_command_it_is_a_usage_error() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn a_nested_lease_sees_only_its_own_ports() {
+    let sandbox = Sandbox::new(8);
+    // The outer lease has 3 ports; the inner one, run inside it, leases 1 and must not show
+    // the outer `LOOPCHECK_PORT_1` and `LOOPCHECK_PORT_2` as if they were its own.
+    let tool = env!("CARGO_BIN_EXE_cargo-loopcheck");
+    let script = format!(
+        "echo outer $LOOPCHECK_PORT; exec {tool} loopcheck lease -- sh -c 'echo inner $LOOPCHECK_PORT ${{LOOPCHECK_PORT_0}} ${{LOOPCHECK_PORT_1:-none}} ${{LOOPCHECK_PORT_2:-none}} ${{LOOPCHECK_PORT_7:-none}} $LOOPCHECK_PORTS'"
+    );
+    let output = sandbox
+        .lease(&["--count", "3", "--", "sh", "-c", &script])
+        .env("LOOPCHECK_PORT_7", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let inner: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("inner "))
+        .unwrap_or_else(|| panic!("no inner line: {text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(inner.len(), 6, "{text}");
+    assert_eq!(inner[0], inner[1], "{text}");
+    assert_eq!(&inner[2..5], ["none", "none", "none"], "{text}");
+    assert_eq!(inner[5], inner[0], "only the inner port: {text}");
+}
+
+#[test]
+fn the_command_is_the_holder_and_its_background_child_keeps_the_lease() {
+    let sandbox = Sandbox::new(1);
+
+    // The tool killed: the records name the command, which holds the lock, not the dead tool.
+    let mut running = sandbox.start(&[], "echo $$; exec sleep 60");
+    let command: u32 = running.line().parse().unwrap();
+    let tool = running.child.id();
+    // The tool names the command in the records just after starting it: the command may print
+    // its line first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let named = |text: &str| text.contains(&format!("by pid {command}"));
+    while !named(&stderr(&sandbox.output(&["--", "true"]))) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(tool, libc::SIGKILL);
+    running.child.wait().unwrap();
+    let output = sandbox.output(&["--", "true"]);
+    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    let text = stderr(&output);
+    assert!(named(&text), "{text}");
+    assert!(!text.contains(&format!("by pid {tool}")), "{text}");
+    signal(command, libc::SIGKILL);
+    wait_gone(command);
+    drop(running);
+
+    // The command exits and leaves a server in the background, which inherited the lock: the
+    // port stays leased until that server ends too.
+    let mut running = sandbox.start(&[], "sleep 60 & echo $!; exit 0");
+    let background: u32 = running.line().parse().unwrap();
+    assert_eq!(running.code(), 0);
+    let output = sandbox.output(&["--", "true"]);
+    assert_eq!(
+        output.status.code(),
+        Some(ExitCode::COULD_NOT_RUN.into()),
+        "the background child of the command holds the lease: {}",
+        stderr(&output)
+    );
+    signal(background, libc::SIGKILL);
+    wait_gone(background);
+    let output = sandbox.output(&["--", "true"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn a_second_signal_kills_the_command_and_the_tool_dies_of_it() {
+    let sandbox = Sandbox::new(1);
+    // A command that ignores SIGTERM (an ignored signal stays ignored across `exec`): the
+    // first is passed on and changes nothing.
+    let mut running = sandbox.start(&[], "trap '' TERM; echo $$; exec sleep 60");
+    let command: u32 = running.line().parse().unwrap();
+    signal(running.child.id(), libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the command ignores SIGTERM"
+    );
+    signal(running.child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tool outlived a second SIGTERM by 30s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    wait_gone(command);
+    let output = sandbox.output(&["--", "true"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }

@@ -428,6 +428,16 @@ fn sigterm_leaves_a_report_and_junit(runner: &str, package: &str) {
         "{text}"
     );
     assert!(text.contains("Summary"), "{text}");
+    // The slow test was ended by the signal that stopped the run: it did not finish, and did
+    // not fail (nextest calls it a `test abort`; cargo test never reports it).
+    let slow_binary = format!("{}::slow", fixture.package);
+    assert!(!text.contains(&format!("FAIL {slow_binary}")), "{text}");
+    assert!(
+        text.contains("the report covers the 2 test(s) that had finished"),
+        "{text}"
+    );
+    let written = std::fs::read_to_string(&junit).expect("the JUnit report is written");
+    assert!(!written.contains("outlasts_the_run"), "{written}");
     let (_, failure) = junit_case(&junit, &quick, "fails");
     let (_, description) = failure.expect("`fails` failed");
     assert!(description.contains("arithmetic"), "{description}");

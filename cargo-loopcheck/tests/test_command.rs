@@ -185,6 +185,10 @@ fn nextest_installed() -> bool {
         .is_ok_and(|s| s.success());
     if !installed {
         eprintln!("skipped: cargo-nextest is not installed");
+        assert!(
+            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
+            "LOOPCHECK_REQUIRE_TOOLS is set and cargo-nextest is missing"
+        );
     }
     installed
 }

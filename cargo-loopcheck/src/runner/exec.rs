@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use loopcheck::lease::{RUN_DIR_VAR, TEST_VAR};
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 const ECHO_INTERVAL: Duration = signals::POLL;
 
 /// What a finished runner printed and how it exited.
-pub(crate) struct Finished {
+pub(crate) struct RunOutput {
     pub(crate) status: ExitStatus,
     /// stdout and stderr, interleaved as written.
     pub(crate) output: String,
@@ -157,7 +156,7 @@ impl Invocation {
 /// A file rather than a pipe: the runner never waits for this process to read, nothing is
 /// woken for each line a test prints, and a process a test leaked with the runner's output as
 /// its own cannot keep the run from ending.
-pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finished> {
+pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<RunOutput> {
     let program = command.get_program().to_string_lossy().into_owned();
     let spawn_error = |source| Error::Spawn {
         program: program.clone(),
@@ -200,34 +199,28 @@ pub(crate) fn run(mut command: Command, echo: bool, log: &Path) -> Result<Finish
         Ok(())
     };
     // The wait wakes every ECHO_INTERVAL, to copy the output and to pass a SIGTERM or
-    // SIGINT on to the runner's group.
+    // SIGINT on to the runner's group, which is signalled only while its leader is not reaped:
+    // it is reaped here, after the loop.
     let pid = child.id();
-    let (done, exited) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = done.send(());
-        status
-    });
-    let mut stopper = signals::Stopper::default();
+    let mut exit = signals::Exit::watch(pid);
+    let mut stopper = signals::Stopper::new(signals::Reach::Group);
     let mut stopped = None;
     loop {
-        let finished = !matches!(
-            exited.recv_timeout(ECHO_INTERVAL),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
-        if echo || finished {
-            copy_new(&mut output, finished).map_err(|e| io_error("read", e))?;
+        let finished = exit.wait(ECHO_INTERVAL);
+        if (echo || finished)
+            && let Err(e) = copy_new(&mut output, finished)
+        {
+            // Reaped all the same, once it ends, as nothing signals it any more.
+            std::thread::spawn(move || child.wait());
+            return Err(io_error("read", e));
         }
         if finished {
             break;
         }
         stopped = stopper.check(pid).or(stopped);
     }
-    let status = waiter
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        .map_err(spawn_error)?;
-    Ok(Finished {
+    let status = child.wait().map_err(spawn_error)?;
+    Ok(RunOutput {
         status,
         output: String::from_utf8_lossy(&output).into_owned(),
         stopped: stopped.or_else(signals::received),

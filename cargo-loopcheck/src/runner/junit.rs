@@ -47,6 +47,31 @@ pub(crate) fn read(xml: &str) -> Result<Vec<Execution>, quick_junit::Deserialize
     Ok(executions)
 }
 
+/// The tests (binary, name) of a nextest JUnit report that were aborted by `signal` (`SIGTERM`):
+/// nextest writes them as failures of type `test abort`, `process aborted with signal 15
+/// (SIGTERM)`. When this tool passed that signal on to stop the run, they were interrupted,
+/// not failed.
+pub(crate) fn aborted_by(
+    xml: &str,
+    signal: &str,
+) -> Result<Vec<(String, String)>, quick_junit::DeserializeError> {
+    let report = Report::deserialize_from_str(xml)?;
+    let named = format!("({signal})");
+    Ok(report
+        .test_suites
+        .iter()
+        .flat_map(|suite| suite.test_cases.iter().map(move |case| (suite, case)))
+        .filter(|(_, case)| match &case.status {
+            TestCaseStatus::NonSuccess { ty, message, .. } => {
+                ty.as_ref().is_some_and(|t| t.as_str() == "test abort")
+                    && message.as_ref().is_some_and(|m| m.as_str().ends_with(&named))
+            }
+            _ => false,
+        })
+        .map(|(suite, case)| (suite.name.as_str().to_owned(), case.name.as_str().to_owned()))
+        .collect())
+}
+
 /// What nextest kept of a failed attempt.
 struct Failure<'a> {
     message: Option<&'a XmlString>,
@@ -350,6 +375,37 @@ Failed to wait for server to be ready: Canceled
         </testcase>
     </testsuite>
 </testsuites>"#;
+
+    #[test]
+    fn tests_aborted_by_the_stopping_signal_are_told_from_failures() {
+        // As nextest 0.9.143 writes a run stopped by SIGTERM: `slow` was ended by the signal,
+        // `bad` failed before it, `crashed` died of another signal.
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="nextest-run" tests="4" skipped="0" failures="3" errors="0">
+    <testsuite name="nx::slow" tests="4" skipped="0" errors="0" failures="3">
+        <testcase name="quick" classname="nx::slow" time="0.044"/>
+        <testcase name="slow" classname="nx::slow" time="2.653">
+            <failure message="process aborted with signal 15 (SIGTERM)" type="test abort">process aborted with signal 15 (SIGTERM)</failure>
+            <system-out>
+running 1 test
+</system-out>
+            <system-err></system-err>
+        </testcase>
+        <testcase name="bad" classname="nx::slow" time="0.01">
+            <failure message="thread &apos;bad&apos; (7) panicked at tests/slow.rs:2:5" type="test failure with exit code 101">thread &apos;bad&apos; (7) panicked at tests/slow.rs:2:5:
+boom</failure>
+        </testcase>
+        <testcase name="crashed" classname="nx::slow" time="0.01">
+            <failure message="process aborted with signal 11 (SIGSEGV)" type="test abort">process aborted with signal 11 (SIGSEGV)</failure>
+        </testcase>
+    </testsuite>
+</testsuites>"#;
+        assert_eq!(
+            aborted_by(xml, "SIGTERM").unwrap(),
+            [("nx::slow".to_owned(), "slow".to_owned())]
+        );
+        assert!(aborted_by(xml, "SIGINT").unwrap().is_empty());
+    }
 
     #[test]
     fn reads_nextest_reports() {

@@ -16,20 +16,30 @@
 //! 5. the report: human text on stderr, or JSON or GitHub annotations on stdout, and JUnit
 //!    with `--junit FILE`.
 
+mod attach;
 mod blame;
+mod copy;
 mod exec;
 mod exposure;
+mod failure;
 mod junit;
+mod leftovers;
 mod libtest;
 mod model;
 mod output;
 mod panics;
-mod signals;
+mod prepare;
+mod records;
+mod runs;
+pub(crate) mod signals;
+mod targets;
 mod teardown;
 mod timeline;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use loopcheck::report::Diagnosis;
 
 pub use model::{
     Counts, Execution, Flake, RunnerKind, Status, TestReport, TestRun, TimelineSummary, ZombieReport,
@@ -39,18 +49,16 @@ use crate::ExitCode;
 use crate::cli::{Common, TestArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, Term};
-use crate::workspace::Workspace;
-use crate::zombies;
-use blame::{Blamer, Targets};
-#[cfg(target_os = "linux")]
-pub(crate) use blame::{Record, failure_message, mentioned_addrs};
+use blame::Blamer;
+use copy::{FinishedCopy, run_copy};
 use exec::Invocation;
-
-/// How long a zombie gets after SIGTERM before SIGKILL, with `--reap`.
-const REAP_GRACE: Duration = Duration::from_secs(3);
-
-/// How many runs are kept under the registry's `runs` directory.
-const KEEP_RUNS: usize = 10;
+#[cfg(target_os = "linux")]
+pub(crate) use failure::{failure_message, mentioned_addrs};
+use prepare::{Prepared, Setup};
+#[cfg(target_os = "linux")]
+pub(crate) use records::Record;
+use runs::{create_private_dir, new_run_id};
+use targets::Targets;
 
 /// Runs `cargo loopcheck test`.
 pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
@@ -67,7 +75,7 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         args.concurrent,
     )?;
     // From here on, SIGTERM and SIGINT stop the runner and leave a report.
-    signals::install();
+    signals::install(signals::STOPPING);
     let invocation = Invocation {
         cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
         runner,
@@ -77,62 +85,38 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         env: isolation.as_ref().map(|i| i.env.clone()).unwrap_or_default(),
     };
     let run_id = new_run_id();
-    // Absolute: the tests and nextest resolve it from directories of their own.
-    let registry = loopcheck::lease::checked_registry_dir()?;
-    let runs = std::path::absolute(&registry)
-        .map_err(|source| Error::Io {
-            action: "read",
-            path: registry.clone(),
-            source,
-        })?
-        .join("runs");
+    let runs = runs_dir()?;
     let run_root = runs.join(&run_id);
     create_private_dir(&run_root)?;
-    let setup = Setup {
-        common,
+    let run = Run {
+        args,
         term,
-        human: format == Format::Human,
-        runs: &runs,
-        run_id: &run_id,
+        invocation,
+        setup: Setup {
+            common,
+            term,
+            human: format == Format::Human,
+            runs: &runs,
+            run_id: &run_id,
+        },
+        run_root: &run_root,
+        single: args.repeat == 1 && args.concurrent == 1,
     };
 
     // Zombies are ended before the run; otherwise the workspace is read, and zombies looked
     // for, while the first round runs: `cargo metadata` costs as much as a small suite.
     let mut prepared: Option<Prepared> = if args.reap {
-        Some(setup.prepare(true, &[])?)
+        Some(run.setup.prepare(true, &[])?)
     } else {
         None
     };
-
     // Copies that start together race for ports together: build first, so that none of them
     // waits for another's build.
     if runner == RunnerKind::CargoTest && args.concurrent > 1 {
-        let build = exec::run(invocation.command(true, &[]), true, &run_root.join("build.log"))?;
-        if let Some(stop) = build.stopped {
-            return Err(Error::Interrupted {
-                signal: stop.name(),
-                finished: 0,
-            });
-        }
-        if !build.status.success() {
-            return Err(Error::BuildFailed {
-                command: invocation.shown(true),
-                status: exec::describe(build.status),
-            });
-        }
+        build_first(&run.invocation, &run_root)?;
     }
-
-    let single = args.repeat == 1 && args.concurrent == 1;
-    let mut executions = Vec::new();
-    let mut unattributed = Vec::new();
-    let mut copies_run = 0;
-    let mut skipped_unlisted = 0;
-    let mut timeline_summary = TimelineSummary::default();
-    // A round that cannot run ends the hunt, but the rounds before it are still reported.
-    let mut stopped: Option<Error> = None;
-    // A SIGTERM or SIGINT ends the run too; the tests that finished are reported.
-    let mut interrupted: Option<signals::Stop> = None;
-    'rounds: for round in 0..args.repeat {
+    let mut found = Found::default();
+    for round in 0..args.repeat {
         if let Some(stop) = signals::received() {
             // Before the first round, nothing ran and the workspace is not read yet.
             if round == 0 {
@@ -141,11 +125,164 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                     finished: 0,
                 });
             }
-            interrupted = Some(stop);
+            found.interrupted = Some(stop);
             break;
         }
-        let copies: Vec<PathBuf> = (0..args.concurrent)
-            .map(|copy| run_root.join(format!("{run_id}.{round}.{copy}")))
+        run.round(round, &mut prepared, &mut found)?;
+        if found.stopped.is_some() || found.interrupted.is_some() {
+            break;
+        }
+    }
+    let Some((_, _, zombies)) = prepared else {
+        unreachable!("the workspace is read during the first round")
+    };
+    let (report, stopped, interrupted) = found.report(run_id.clone(), runner, zombies);
+    write_report(format, term, &report, &run_root, args.junit.as_deref())?;
+    exit_code(term, &report, stopped, interrupted)
+}
+
+/// The `runs` directory of the lease registry, absolute: the tests and nextest resolve it
+/// from directories of their own.
+fn runs_dir() -> Result<PathBuf> {
+    let registry = loopcheck::lease::checked_registry_dir()?;
+    Ok(std::path::absolute(&registry)
+        .map_err(|source| Error::Io {
+            action: "read",
+            path: registry.clone(),
+            source,
+        })?
+        .join("runs"))
+}
+
+/// `cargo test --no-run`, before copies that start together.
+fn build_first(invocation: &Invocation, run_root: &Path) -> Result<()> {
+    let build = exec::run(invocation.command(true, &[]), true, &run_root.join("build.log"))?;
+    if let Some(stop) = build.stopped {
+        return Err(Error::Interrupted {
+            signal: stop.name(),
+            finished: 0,
+        });
+    }
+    if !build.status.success() {
+        return Err(Error::BuildFailed {
+            command: invocation.shown(true),
+            status: exec::describe(build.status),
+        });
+    }
+    Ok(())
+}
+
+/// What every round of a run shares.
+struct Run<'a> {
+    args: &'a TestArgs,
+    term: &'a Term,
+    invocation: Invocation,
+    setup: Setup<'a>,
+    run_root: &'a Path,
+    /// One round of one copy: its output is echoed, and no progress lines are printed.
+    single: bool,
+}
+
+/// What the rounds found so far.
+#[derive(Default)]
+struct Found {
+    executions: Vec<Execution>,
+    /// Leaks that no test of the run is known to have left.
+    unattributed: Vec<Diagnosis>,
+    copies_run: u32,
+    skipped_unlisted: u32,
+    timeline: TimelineSummary,
+    /// A round that cannot run ends the hunt, but the rounds before it are still reported.
+    stopped: Option<Error>,
+    /// A SIGTERM or SIGINT ends the run too; the tests that finished are reported.
+    interrupted: Option<signals::Stop>,
+}
+
+impl Run<'_> {
+    /// Runs round `round`: its copies at once, with the socket timeline sampling and, in the
+    /// first round, the workspace read meanwhile; then reads and explains each copy. An error
+    /// only when a copy cannot be read and nothing was found before it; otherwise such a copy
+    /// sets [`Found::stopped`].
+    fn round(&self, round: u32, prepared: &mut Option<Prepared>, found: &mut Found) -> Result<()> {
+        let copies = self.copy_dirs(round)?;
+        // The socket timeline of the round: who held which port while the tests ran.
+        let sampler = timeline::Sampler::start();
+        let (results, fresh) = std::thread::scope(|scope| {
+            let handles: Vec<_> = copies
+                .iter()
+                .map(|dir| {
+                    let invocation = &self.invocation;
+                    let single = self.single;
+                    scope.spawn(move || run_copy(invocation, dir, single))
+                })
+                .collect();
+            let fresh = prepared.is_none().then(|| self.setup.prepare(false, &copies));
+            let results: Vec<Result<FinishedCopy>> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect();
+            (results, fresh)
+        });
+        let round_timeline = sampler.stop();
+        round_timeline.add_to(&mut found.timeline, round == 0);
+        if let Some(fresh) = fresh {
+            *prepared = Some(fresh?);
+        }
+        let Some((workspace, targets, _)) = prepared.as_ref() else {
+            unreachable!("the workspace is read during the first round")
+        };
+        // Holders of a failure's port are looked for while the round's leftovers live.
+        let runner = self.invocation.runner;
+        let mut blamer = Blamer::new(workspace, targets, self.args.concurrent, &round_timeline, runner);
+        for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
+            let mut runner_skipped = None;
+            if let Ok(finished) = &result {
+                found.interrupted = found.interrupted.or(finished.run.stopped);
+                if runner == RunnerKind::Nextest {
+                    runner_skipped = junit::skipped_in_summary(&finished.run.output);
+                }
+            }
+            let read = result.and_then(|finished| finished.executions(&self.invocation, targets, workspace));
+            let mut round_executions = match read {
+                Ok(executions) => executions,
+                Err(error) => {
+                    teardown::after_failed_round(self.term, dir, self.args.keep_leftovers);
+                    if found.executions.is_empty() {
+                        return Err(error);
+                    }
+                    found.stopped = Some(error);
+                    return Ok(());
+                }
+            };
+            found.copies_run += 1;
+            if let Some(count) = runner_skipped {
+                let listed = round_executions
+                    .iter()
+                    .filter(|e| e.status == Status::Skipped)
+                    .count();
+                let listed = u32::try_from(listed).unwrap_or(u32::MAX);
+                found.skipped_unlisted = found.skipped_unlisted.max(count.saturating_sub(listed));
+            }
+            self.explain_copy(&mut round_executions, dir, targets, &mut blamer, found);
+            if !self.single {
+                let copy = u32::try_from(copy).unwrap_or(u32::MAX);
+                output::progress(
+                    self.term,
+                    (round, self.args.repeat),
+                    (copy, self.args.concurrent),
+                    &round_executions,
+                );
+            }
+            found.executions.extend(round_executions);
+        }
+        Ok(())
+    }
+
+    /// The run directories of the round's copies, created, each with its records file.
+    fn copy_dirs(&self, round: u32) -> Result<Vec<PathBuf>> {
+        let run_id = self.setup.run_id;
+        let copies: Vec<PathBuf> = (0..self.args.concurrent)
+            .map(|copy| self.run_root.join(format!("{run_id}.{round}.{copy}")))
             .collect();
         for dir in &copies {
             create_private_dir(dir)?;
@@ -157,149 +294,119 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
                 source,
             })?;
         }
-        // The socket timeline of the round: who held which port while the tests ran.
-        let sampler = timeline::Sampler::start();
-        let (results, fresh) = std::thread::scope(|scope| {
-            let handles: Vec<_> = copies
-                .iter()
-                .map(|dir| {
-                    let invocation = &invocation;
-                    scope.spawn(move || run_copy(invocation, dir, single))
-                })
-                .collect();
-            let fresh = prepared.is_none().then(|| setup.prepare(false, &copies));
-            let results: Vec<Result<Finished>> = handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect();
-            (results, fresh)
-        });
-        let round_timeline = sampler.stop();
-        round_timeline.add_to(&mut timeline_summary, round == 0);
-        if let Some(fresh) = fresh {
-            prepared = Some(fresh?);
+        Ok(copies)
+    }
+
+    /// Attaches the copy's records, explains its failures, and ends (or keeps) the processes
+    /// it left, attributed to their tests.
+    fn explain_copy(
+        &self,
+        round_executions: &mut [Execution],
+        dir: &Path,
+        targets: &Targets,
+        blamer: &mut Blamer<'_>,
+        found: &mut Found,
+    ) {
+        found.unattributed.extend(attach::attach_records(
+            round_executions,
+            targets,
+            records::read_records(dir),
+        ));
+        // The leftovers are the evidence: they are ended only once the failures that
+        // their sockets explain have been explained.
+        let leftovers = leftovers::leftovers(dir);
+        for execution in round_executions.iter_mut() {
+            blamer.explain(execution, dir);
         }
-        let Some((workspace, targets, _)) = prepared.as_ref() else {
-            unreachable!("the workspace is read during the first round")
-        };
-        // Holders of a failure's port are looked for while the round's leftovers live.
-        let mut blamer = Blamer::new(workspace, targets, args.concurrent, &round_timeline, runner);
-        for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
-            let mut runner_skipped = None;
-            if let Ok(finished) = &result {
-                interrupted = interrupted.or(finished.run.stopped);
-                if runner == RunnerKind::Nextest {
-                    runner_skipped = junit::skipped_in_summary(&finished.run.output);
-                }
+        exposure::flag_wildcard_holders(round_executions);
+        for (leftover, diagnosis) in teardown::end(leftovers, self.args.keep_leftovers) {
+            let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
+            let full = leftover.process.loopcheck_test.as_deref();
+            match attach::find_execution(round_executions, targets, full, nextest) {
+                Some(execution) => model::merge(&mut execution.leaks, &[diagnosis]),
+                None => model::merge(&mut found.unattributed, &[diagnosis]),
             }
-            let read = result.and_then(|finished| finished.executions(&invocation, targets, workspace));
-            let mut round_executions = match read {
-                Ok(found) => found,
-                Err(error) => {
-                    teardown::after_failed_round(term, dir, args.keep_leftovers);
-                    if executions.is_empty() {
-                        return Err(error);
-                    }
-                    stopped = Some(error);
-                    break 'rounds;
-                }
-            };
-            copies_run += 1;
-            if let Some(count) = runner_skipped {
-                let listed = round_executions
-                    .iter()
-                    .filter(|e| e.status == Status::Skipped)
-                    .count();
-                let listed = u32::try_from(listed).unwrap_or(u32::MAX);
-                skipped_unlisted = skipped_unlisted.max(count.saturating_sub(listed));
-            }
-            unattributed.extend(blame::attach_records(
-                &mut round_executions,
-                targets,
-                blame::read_records(dir),
-            ));
-            // The leftovers are the evidence: they are ended only once the failures that
-            // their sockets explain have been explained.
-            let leftovers = blame::leftovers(dir);
-            for execution in &mut round_executions {
-                blamer.explain(execution, dir);
-            }
-            exposure::flag_wildcard_holders(&mut round_executions);
-            for (leftover, diagnosis) in teardown::end(leftovers, args.keep_leftovers) {
-                let nextest = leftover.binary_id.as_deref().zip(leftover.test_name.as_deref());
-                let full = leftover.process.loopcheck_test.as_deref();
-                match blame::find_execution(&mut round_executions, targets, full, nextest) {
-                    Some(execution) => model::merge(&mut execution.leaks, &[diagnosis]),
-                    None => model::merge(&mut unattributed, &[diagnosis]),
-                }
-            }
-            if !single {
-                let copy = u32::try_from(copy).unwrap_or(u32::MAX);
-                output::progress(
-                    term,
-                    (round, args.repeat),
-                    (copy, args.concurrent),
-                    &round_executions,
-                );
-            }
-            executions.extend(round_executions);
-        }
-        if interrupted.is_some() {
-            break;
         }
     }
-    let Some((_, _, zombies)) = prepared else {
-        unreachable!("the workspace is read during the first round")
-    };
+}
 
-    let tests = sort_tests(model::aggregate(&executions));
-    let flaky = tests
-        .iter()
-        .filter(|t| t.status == Status::Flaky)
-        .map(|t| Flake {
-            name: t.name.clone(),
-            binary: t.binary.clone(),
-            runs: t.runs,
-            failures: t.failures,
-            codes: t.diagnoses.iter().map(|d| d.code.to_string()).collect(),
-        })
-        .collect();
-    let report = TestRun {
-        run_id,
-        runner,
-        tests,
-        zombies,
-        flaky,
-        leaks: unattributed,
-        runs: copies_run,
-        skipped_unlisted,
-        timeline: timeline_summary,
-    };
+impl Found {
+    /// The run's report, and what ended it early, if anything.
+    fn report(
+        self,
+        run_id: String,
+        runner: RunnerKind,
+        zombies: Vec<ZombieReport>,
+    ) -> (TestRun, Option<Error>, Option<signals::Stop>) {
+        let tests = sort_tests(model::aggregate(&self.executions));
+        let flaky = tests
+            .iter()
+            .filter(|t| t.status == Status::Flaky)
+            .map(|t| Flake {
+                name: t.name.clone(),
+                binary: t.binary.clone(),
+                runs: t.runs,
+                failures: t.failures,
+                codes: t.diagnoses.iter().map(|d| d.code.to_string()).collect(),
+            })
+            .collect();
+        let report = TestRun {
+            run_id,
+            runner,
+            tests,
+            zombies,
+            flaky,
+            leaks: self.unattributed,
+            runs: self.copies_run,
+            skipped_unlisted: self.skipped_unlisted,
+            timeline: self.timeline,
+        };
+        (report, self.stopped, self.interrupted)
+    }
+}
 
+/// The report in `format`, the job summary, and JUnit with `--junit`.
+fn write_report(
+    format: Format,
+    term: &Term,
+    report: &TestRun,
+    run_root: &Path,
+    junit_path: Option<&Path>,
+) -> Result<()> {
     match format {
-        Format::Json => crate::term::print_json(&report)?,
-        Format::Github => output::github(&report)?,
+        Format::Json => crate::term::print_json(report)?,
+        Format::Github => output::github(report)?,
         _ => {
-            output::human(term, &report, &run_root).map_err(Error::Output)?;
+            output::human(term, report, run_root).map_err(Error::Output)?;
             if let Some(note) = &report.timeline.note {
                 eprintln!("note: {note}");
             }
         }
     }
-    crate::summary::append(term, || crate::summary::test_run(&report));
+    crate::summary::append(term, || crate::summary::test_run(report));
     // Written after the report is out, so a bad path loses nothing else.
-    if let Some(path) = &args.junit {
-        let written = junit::write(&report)
+    if let Some(path) = junit_path {
+        let written = junit::write(report)
             .map_err(std::io::Error::other)
             .and_then(|xml| std::fs::write(path, xml));
         if let Err(source) = written {
             return Err(Error::Io {
                 action: "write",
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             });
         }
     }
+    Ok(())
+}
+
+/// The run's exit code, or the error that ended it early.
+fn exit_code(
+    term: &Term,
+    report: &TestRun,
+    stopped: Option<Error>,
+    interrupted: Option<signals::Stop>,
+) -> Result<u8> {
     if let Some(error) = stopped {
         return Err(error);
     }
@@ -367,334 +474,6 @@ fn pick_runner(nextest: bool, cargo_test: bool, installed: impl FnOnce() -> bool
     }
 }
 
-/// One copy of the suite, run to its end.
-struct Finished {
-    dir: PathBuf,
-    echoed: bool,
-    /// The nextest profile the user chose, whose JUnit settings may win over ours.
-    user_profile: Option<String>,
-    started: std::time::SystemTime,
-    run: exec::Finished,
-}
-
-/// The nextest profile of a run, when the user chose none: the user's `default` settings,
-/// plus a JUnit report where this run reads it. A repository's configuration cannot move the
-/// report of a profile it does not know. (No `tool:` prefix: nextest makes a directory of the
-/// name, and Windows allows no colon in one.)
-const NEXTEST_PROFILE: &str = "loopcheck-run";
-
-/// Runs one copy of the suite with `LOOPCHECK_RUN_DIR=dir`.
-fn run_copy(invocation: &Invocation, dir: &Path, echo: bool) -> Result<Finished> {
-    let user_profile = match invocation.runner {
-        RunnerKind::Nextest => invocation.user_profile(),
-        RunnerKind::CargoTest => None,
-    };
-    let mut own = Vec::new();
-    if invocation.runner == RunnerKind::Nextest {
-        let profile = user_profile.as_deref().unwrap_or(NEXTEST_PROFILE);
-        let config = dir.join("nextest.toml");
-        // The store too is the copy's: where a repository's own `junit.path` puts the report
-        // of the user's profile, copies running at once do not overwrite each other's.
-        let text = format!(
-            "# Written by cargo-loopcheck for one run: where nextest puts its JUnit report.\n[store]\ndir = {}\n\n[profile.{}.junit]\npath = {}\nstore-success-output = false\nstore-failure-output = true\n",
-            toml_string(&dir.join("store").to_string_lossy()),
-            toml_string(profile),
-            toml_string(&dir.join("junit.xml").to_string_lossy())
-        );
-        std::fs::write(&config, text).map_err(|source| Error::Io {
-            action: "write",
-            path: config.clone(),
-            source,
-        })?;
-        let mut flag = std::ffi::OsString::from("loopcheck:");
-        flag.push(&config);
-        own.push("--tool-config-file".into());
-        own.push(flag);
-        if user_profile.is_none() {
-            own.push("--profile".into());
-            own.push(NEXTEST_PROFILE.into());
-        }
-    }
-    let mut command = invocation.command(false, &own);
-    command.env(loopcheck::lease::RUN_DIR_VAR, dir);
-    let started = std::time::SystemTime::now();
-    let run = exec::run(command, echo, &dir.join("output.log"))?;
-    Ok(Finished {
-        dir: dir.to_path_buf(),
-        echoed: echo,
-        user_profile,
-        started,
-        run,
-    })
-}
-
-impl Finished {
-    /// The copy's results: nextest's JUnit report, or cargo test's output; an error when the
-    /// runner did not run the tests.
-    fn executions(
-        self,
-        invocation: &Invocation,
-        targets: &Targets,
-        workspace: &Workspace,
-    ) -> Result<Vec<Execution>> {
-        let status = self.run.status;
-        // A run stopped by a signal is read for whatever it finished.
-        let stopped = self.run.stopped.is_some();
-        let failed_to_run = |detail: String| Error::RunnerFailed {
-            command: invocation.shown(false),
-            status: exec::describe(status),
-            detail,
-        };
-        let build_failed = || Error::BuildFailed {
-            command: invocation.shown(false),
-            status: exec::describe(status),
-        };
-        let not_echoed = |output: &str| {
-            if self.echoed {
-                String::new()
-            } else {
-                format!("; its last lines:\n{}", exec::tail(output, 15))
-            }
-        };
-        match invocation.runner {
-            RunnerKind::Nextest => {
-                match status.code() {
-                    _ if stopped => {}
-                    Some(0 | 100) => {}
-                    Some(101) => return Err(build_failed()),
-                    Some(4) => return Err(failed_to_run(": no test matched the filters".into())),
-                    _ => return Err(failed_to_run(not_echoed(&self.run.output))),
-                }
-                let ours = self.dir.join("junit.xml");
-                // A repository configuration that sets the JUnit path of the user's profile
-                // wins over ours: then the report is the one nextest just wrote there, under
-                // its store directory (`target/nextest` of the workspace by default).
-                let profile = self.user_profile.as_deref().unwrap_or(NEXTEST_PROFILE);
-                let stores = [
-                    self.dir.join("store").join(profile),
-                    workspace.root.join("target").join("nextest").join(profile),
-                    workspace.target_dir.join("nextest").join(profile),
-                ];
-                let found = if ours.exists() {
-                    Some(ours.clone())
-                } else {
-                    stores.iter().find_map(|store| fresh_xml(store, self.started))
-                };
-                let path = match found {
-                    Some(path) => path,
-                    None if stopped => return Ok(Vec::new()),
-                    None => {
-                        return Err(failed_to_run(format!(
-                            ", and wrote no JUnit report, neither at {} nor under {}",
-                            ours.display(),
-                            stores[0].display()
-                        )));
-                    }
-                };
-                let xml = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                    action: "read",
-                    path: path.clone(),
-                    source,
-                })?;
-                let executions = junit::read(&xml).map_err(|e| {
-                    failed_to_run(format!(
-                        ", and its JUnit report {} is unreadable: {e}",
-                        path.display()
-                    ))
-                })?;
-                let failed = executions
-                    .iter()
-                    .any(|e| matches!(e.status, Status::Failed | Status::Flaky));
-                if status.code() == Some(100) && !failed && !stopped {
-                    return Err(failed_to_run(format!(
-                        ", a failure, but its JUnit report {} shows none: another run may have written over it",
-                        path.display()
-                    )));
-                }
-                Ok(executions)
-            }
-            RunnerKind::CargoTest => {
-                let executions = libtest::parse(&self.run.output, &|line| targets.id_of(line));
-                let failed = executions.iter().any(|e| e.status == Status::Failed);
-                let compile_error = self.run.output.contains("error: could not compile")
-                    || self.run.output.contains("error[E");
-                match status.code() {
-                    _ if stopped => Ok(executions),
-                    // cargo says every test passed: a "failure" read off the output is a test
-                    // printing libtest output of its own.
-                    Some(0) => Ok(executions
-                        .into_iter()
-                        .filter(|e| e.status != Status::Failed)
-                        .collect()),
-                    Some(101) if failed => Ok(executions),
-                    // cargo builds every test binary before it runs the first one.
-                    Some(101) if compile_error && !libtest::any_binary_ran(&self.run.output) => {
-                        Err(build_failed())
-                    }
-                    _ => Err(failed_to_run(not_echoed(&self.run.output))),
-                }
-            }
-        }
-    }
-}
-
-/// The newest `.xml` file under `dir` (three levels at most) written since `since`.
-fn fresh_xml(dir: &Path, since: std::time::SystemTime) -> Option<PathBuf> {
-    fn walk(
-        dir: &Path,
-        depth: u32,
-        since: std::time::SystemTime,
-        best: &mut Option<(std::time::SystemTime, PathBuf)>,
-    ) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() && depth > 0 {
-                walk(&path, depth - 1, since, best);
-            } else if path.extension().is_some_and(|e| e == "xml")
-                && let Ok(modified) = meta.modified()
-                && modified >= since
-                && best.as_ref().is_none_or(|(newest, _)| modified > *newest)
-            {
-                *best = Some((modified, path));
-            }
-        }
-    }
-    let mut best = None;
-    walk(dir, 3, since, &mut best);
-    best.map(|(_, path)| path)
-}
-
-type Prepared = (Workspace, Targets, Vec<ZombieReport>);
-
-/// What reading the workspace needs.
-struct Setup<'a> {
-    common: &'a Common,
-    term: &'a Term,
-    human: bool,
-    runs: &'a Path,
-    run_id: &'a str,
-}
-
-impl Setup<'_> {
-    /// The workspace, its test targets and its zombies (with `reap`, ended), which are shown
-    /// at once (human output); old runs are pruned meanwhile. Processes of this run's `copies`
-    /// are no zombies, even orphaned.
-    fn prepare(&self, reap: bool, copies: &[PathBuf]) -> Result<Prepared> {
-        let workspace = Workspace::load(self.common.manifest_path.as_deref())?;
-        let targets = Targets::new(&workspace);
-        let ours: Vec<u32> = copies
-            .iter()
-            .flat_map(|dir| loopcheck::scan::processes_of_run(dir))
-            .map(|p| p.process.pid)
-            .collect();
-        let mut zombies = find_zombies(&workspace, reap);
-        zombies.retain(|z| !ours.contains(&z.zombie.pid));
-        if self.human {
-            output::zombies(self.term, &zombies);
-        }
-        prune_runs(self.runs, self.run_id);
-        Ok((workspace, targets, zombies))
-    }
-}
-
-/// The zombies of the workspace, left alone or, with `reap`, ended.
-fn find_zombies(workspace: &Workspace, reap: bool) -> Vec<ZombieReport> {
-    match zombies::find(workspace) {
-        Ok(found) => found
-            .into_iter()
-            .map(|zombie| {
-                let outcome = reap.then(|| zombies::end(&zombie, REAP_GRACE));
-                ZombieReport { zombie, outcome }
-            })
-            .collect(),
-        // The run goes on: zombies are a hint, not a precondition.
-        Err(error) => {
-            eprintln!("warning: cannot look for zombie listeners: {error}");
-            Vec::new()
-        }
-    }
-}
-
-/// `YYYYMMDDTHHMMSS-PID`: sortable, and unique on a host at one time.
-fn new_run_id() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}-{}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        std::process::id()
-    )
-}
-
-fn create_private_dir(path: &Path) -> Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(|source| Error::Io {
-        action: "create",
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Removes all but the newest [`KEEP_RUNS`] run directories (their names sort by time), never
-/// `current`, nor one whose `cargo loopcheck test` still runs (its pid ends the name).
-fn prune_runs(runs: &Path, current: &str) {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return;
-    };
-    let mut dirs: Vec<(PathBuf, String)> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != current)
-        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    dirs.sort();
-    let excess = dirs.len().saturating_sub(KEEP_RUNS - 1);
-    for (dir, name) in &dirs[..excess] {
-        let pid = name.rsplit_once('-').and_then(|(_, pid)| pid.parse::<u32>().ok());
-        if !pid.is_some_and(running) {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Whether a process with this pid runs (a reused pid errs on the side of keeping).
-fn running(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: signal 0 only checks that the process exists and may be signalled.
-        let sent = unsafe { libc::kill(pid, 0) } == 0;
-        sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        false
-    }
-}
-
 /// Failed and flaky tests first, then the rest, each group in run order.
 fn sort_tests(mut tests: Vec<TestReport>) -> Vec<TestReport> {
     tests.sort_by_key(|t| match t.status {
@@ -706,34 +485,9 @@ fn sort_tests(mut tests: Vec<TestReport>) -> Vec<TestReport> {
     tests
 }
 
-/// A TOML basic string.
-fn toml_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_ids_sort_by_time() {
-        let id = new_run_id();
-        let (stamp, pid) = id.split_once('-').unwrap();
-        assert_eq!(stamp.len(), 15, "{id}");
-        assert_eq!(&stamp[8..9], "T");
-        assert!(stamp.starts_with("20"), "{id}");
-        assert_eq!(pid, std::process::id().to_string());
-    }
 
     #[test]
     fn nextest_when_installed_cargo_test_otherwise() {
@@ -744,37 +498,5 @@ mod tests {
         assert!(matches!(pick(true, false, false), Err(Error::NoNextest)));
         assert_eq!(pick(false, true, true).unwrap(), RunnerKind::CargoTest);
         assert_eq!(pick(false, true, false).unwrap(), RunnerKind::CargoTest);
-    }
-
-    #[test]
-    fn pruning_keeps_the_newest_runs_and_those_still_running() {
-        let runs = tempfile::tempdir().unwrap();
-        let me = std::process::id();
-        let gone = 999_999_999;
-        let names: Vec<String> = (0..14)
-            .map(|i| format!("20260101T0000{i:02}-{}", if i < 2 { me } else { gone }))
-            .collect();
-        for name in &names {
-            std::fs::create_dir(runs.path().join(name)).unwrap();
-        }
-        let current = names.last().unwrap();
-        prune_runs(runs.path(), current);
-        let mut left: Vec<String> = std::fs::read_dir(runs.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        let mut expected: Vec<String> = names[..2].to_vec();
-        expected.extend_from_slice(&names[names.len() - KEEP_RUNS..]);
-        assert_eq!(
-            left, expected,
-            "running ones, the current one and the nine newest before it"
-        );
-    }
-
-    #[test]
-    fn toml_strings_escape() {
-        assert_eq!(toml_string(r#"C:\a "b""#), r#""C:\\a \"b\"""#);
-        assert_eq!(toml_string("a\nb"), "\"a\\u000Ab\"");
     }
 }

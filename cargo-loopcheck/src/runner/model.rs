@@ -205,7 +205,7 @@ pub struct ZombieReport {
     #[serde(flatten)]
     pub zombie: Zombie,
     /// With `--reap`, what ending it did; `null` when it was left alone.
-    pub outcome: Option<crate::zombies::Outcome>,
+    pub outcome: Option<crate::zombies::EndOutcome>,
 }
 
 impl TestRun {

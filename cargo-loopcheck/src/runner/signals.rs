@@ -1,16 +1,25 @@
-//! SIGTERM and SIGINT during `cargo loopcheck test`: a CI job's timeout, or Ctrl-C.
+//! SIGTERM and SIGINT (and, for `lease`, SIGHUP) while this tool waits for a child: the
+//! runner of `cargo loopcheck test`, or the command of `cargo loopcheck lease`.
 //!
-//! The runner runs in a process group of its own, so that a signal reaches this process
-//! first: it then stops the runner's whole group (cargo, nextest or the test binaries, and
-//! what the tests started), waits for it to end, and reports the tests that had finished,
-//! with JUnit. The handler only records the signal in an atomic; the runner's wait loop,
-//! which wakes every [`POLL`], acts on it.
+//! The handler only records the signal in atomics; the wait loop, which wakes every [`POLL`],
+//! acts on it. `test` starts its runner in a process group of its own, so that a signal
+//! reaches this process first: it then stops the runner's whole group (cargo, nextest or the
+//! test binaries, and what the tests started), waits for it to end, and reports the tests that
+//! had finished. `lease`'s command shares this process's group: a signal a process sent is
+//! passed on to it, one from the terminal reached it already.
+//!
+//! A child is signalled only while it is known not to be reaped: [`Exit`] waits for it with
+//! `waitid(WNOWAIT)`, which leaves it a zombie whose pid (and group id) no other process can
+//! take, and the caller reaps it only after the loop has ended. At a second signal the child
+//! (with `test`, its group) is killed with SIGKILL, the signal's default disposition restored
+//! and the signal raised again: the tool dies of it, the way the user asked.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// How often a wait for the runner looks for a signal.
+/// How often a wait for the child looks for a signal.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// How long the runner's group gets to end after the signal is passed on, before SIGKILL:
@@ -19,6 +28,10 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// The first signal received, 0 before any.
 static FIRST: AtomicI32 = AtomicI32::new(0);
+/// Whether the first one was sent by a process (`kill`), not by the terminal.
+static FIRST_FROM_PROCESS: AtomicBool = AtomicBool::new(false);
+/// The last signal received, 0 before any.
+static LAST: AtomicI32 = AtomicI32::new(0);
 /// How many were received.
 static COUNT: AtomicU32 = AtomicU32::new(0);
 
@@ -27,13 +40,14 @@ static COUNT: AtomicU32 = AtomicU32::new(0);
 pub(crate) struct Stop(i32);
 
 impl Stop {
-    /// `SIGTERM`, `SIGINT`.
+    /// `SIGTERM`, `SIGINT`, `SIGHUP`.
     pub(crate) fn name(self) -> &'static str {
         #[cfg(unix)]
         {
             match self.0 {
                 libc::SIGTERM => "SIGTERM",
                 libc::SIGINT => "SIGINT",
+                libc::SIGHUP => "SIGHUP",
                 _ => "a signal",
             }
         }
@@ -44,30 +58,53 @@ impl Stop {
     }
 }
 
-/// Records SIGTERM and SIGINT from now on instead of dying of them. Elsewhere than Unix,
-/// nothing changes: Ctrl-C ends the run as before, without a report.
-pub(crate) fn install() {
+/// The signals `test` stops its runner at.
+#[cfg(unix)]
+pub(crate) const STOPPING: &[i32] = &[libc::SIGTERM, libc::SIGINT];
+#[cfg(not(unix))]
+pub(crate) const STOPPING: &[i32] = &[];
+
+/// The signals `lease` passes on to its command.
+#[cfg(unix)]
+pub(crate) const PASSED_ON: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+#[cfg(not(unix))]
+pub(crate) const PASSED_ON: &[i32] = &[];
+
+/// Records `signals` from now on instead of dying of them. Elsewhere than Unix, nothing
+/// changes: Ctrl-C reaches every process of the console, and ends the run without a report.
+pub(crate) fn install(signals: &[i32]) {
     #[cfg(unix)]
-    for signal in [libc::SIGTERM, libc::SIGINT] {
+    for &signal in signals {
         // SAFETY: a zeroed sigaction with a handler that only touches atomics, which is
         // async-signal-safe; SA_RESTART keeps the waits of other threads going.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = record as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
+            action.sa_sigaction = record as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
     }
+    #[cfg(not(unix))]
+    let _ = signals;
 }
 
 #[cfg(unix)]
-extern "C" fn record(signal: libc::c_int) {
-    let _ = FIRST.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+extern "C" fn record(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; a code of 0 or less
+    // is a signal a process sent (`kill`, `sigqueue`), above it one of the kernel's (a terminal).
+    let from_process = info.is_null() || unsafe { (*info).si_code } <= 0;
+    if FIRST
+        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        FIRST_FROM_PROCESS.store(from_process, Ordering::SeqCst);
+    }
+    LAST.store(signal, Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::SeqCst);
 }
 
-/// The first SIGTERM or SIGINT received since [`install`], if any.
+/// The first signal received since [`install`], if any.
 pub(crate) fn received() -> Option<Stop> {
     match FIRST.load(Ordering::SeqCst) {
         0 => None,
@@ -84,47 +121,179 @@ pub(crate) fn own_group(command: &mut Command) {
     let _ = command;
 }
 
-/// Stops a runner started with [`own_group`] once a signal came: the signal is passed on to
-/// its group, and SIGKILL follows after [`GRACE`] or at a second signal.
-#[derive(Debug, Default)]
+/// The end of a child, watched without reaping it: until the caller waits for it, its pid
+/// names it and nothing else, so signalling it is safe.
+pub(crate) struct Exit {
+    exited: mpsc::Receiver<()>,
+    done: bool,
+}
+
+impl Exit {
+    /// Watches the child `pid`, which the caller waits for (reaps) once it has exited.
+    pub(crate) fn watch(pid: u32) -> Exit {
+        let (send, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            wait_exited(pid);
+            let _ = send.send(());
+        });
+        Exit { exited, done: false }
+    }
+
+    /// Waits up to `timeout`; whether the child has exited.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> bool {
+        if !self.done {
+            self.done = !matches!(
+                self.exited.recv_timeout(timeout),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+        }
+        self.done
+    }
+}
+
+/// Blocks until the child `pid` has exited, leaving it to be reaped.
+fn wait_exited(pid: u32) {
+    #[cfg(unix)]
+    loop {
+        // SAFETY: a zeroed siginfo for waitid to fill; WNOWAIT leaves the child to wait().
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Without waitid the child is only reaped by its `Child`; nothing is signalled here.
+        let _ = pid;
+    }
+}
+
+/// Whom a signal is passed on to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The child's process group ([`own_group`]), whatever sent the signal; SIGKILL follows
+    /// after [`GRACE`]. `test`'s runner.
+    Group,
+    /// The child alone, and only a signal a process sent: the terminal's reached it already,
+    /// through the group it shares with this process. `lease`'s command.
+    Child,
+}
+
+/// What to do at a wake of the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Nothing came, or nothing more to do.
+    Wait,
+    /// A signal came; the first is passed on.
+    Stopped(Stop),
+    /// A second one came: the child was killed, and this process dies of the signal.
+    Die(i32),
+}
+
+/// Passes a signal on to a child while it is not reaped ([`Exit`]).
+#[derive(Debug)]
 pub(crate) struct Stopper {
+    reach: Reach,
     /// When the signal was passed on.
     passed_on: Option<Instant>,
     killed: bool,
 }
 
 impl Stopper {
-    /// Called at each wake of the wait for the runner `pid`; returns the signal once one came.
-    pub(crate) fn check(&mut self, pid: u32) -> Option<Stop> {
-        self.step(pid, received(), COUNT.load(Ordering::SeqCst))
+    pub(crate) fn new(reach: Reach) -> Stopper {
+        Stopper {
+            reach,
+            passed_on: None,
+            killed: false,
+        }
     }
 
-    /// [`check`](Stopper::check) with the signal and how many came.
-    fn step(&mut self, pid: u32, stop: Option<Stop>, count: u32) -> Option<Stop> {
-        let stop = stop?;
+    /// Called at each wake of the wait for the child `pid`, which must not be reaped yet;
+    /// returns the signal once one came. At a second signal this process dies of it.
+    pub(crate) fn check(&mut self, pid: u32) -> Option<Stop> {
+        let from_process = FIRST_FROM_PROCESS.load(Ordering::SeqCst);
+        let count = COUNT.load(Ordering::SeqCst);
+        match self.step(pid, received(), from_process, count, LAST.load(Ordering::SeqCst)) {
+            Action::Wait => received(),
+            Action::Stopped(stop) => Some(stop),
+            Action::Die(signal) => die_of(signal),
+        }
+    }
+
+    /// [`check`](Stopper::check) with the first signal, whether a process sent it, how many
+    /// came and the last one.
+    fn step(&mut self, pid: u32, stop: Option<Stop>, from_process: bool, count: u32, last: i32) -> Action {
+        let Some(stop) = stop else {
+            return Action::Wait;
+        };
+        if count > 1 {
+            #[cfg(unix)]
+            self.kill(pid);
+            return Action::Die(last);
+        }
         match self.passed_on {
             None => {
-                signal_group(pid, stop.0);
+                match self.reach {
+                    Reach::Group => signal_group(pid, stop.0),
+                    Reach::Child if from_process => signal_process(pid, stop.0),
+                    Reach::Child => {}
+                }
                 self.passed_on = Some(Instant::now());
             }
-            Some(at) if !self.killed && (at.elapsed() >= GRACE || count > 1) => {
+            Some(at) if self.reach == Reach::Group && !self.killed && at.elapsed() >= GRACE => {
                 #[cfg(unix)]
-                signal_group(pid, libc::SIGKILL);
-                self.killed = true;
+                self.kill(pid);
             }
             Some(_) => {}
         }
-        Some(stop)
+        Action::Stopped(stop)
+    }
+
+    #[cfg(unix)]
+    fn kill(&mut self, pid: u32) {
+        if !self.killed {
+            match self.reach {
+                Reach::Group => signal_group(pid, libc::SIGKILL),
+                Reach::Child => signal_process(pid, libc::SIGKILL),
+            }
+            self.killed = true;
+        }
     }
 }
 
+/// Restores the default disposition of `signal` and raises it: this process ends as the user
+/// asked. Returns only if the signal does not end a process (it always does here).
+fn die_of(signal: i32) -> Option<Stop> {
+    #[cfg(unix)]
+    // SAFETY: SIG_DFL for a signal this module handles, then raise; no memory is involved.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+    Some(Stop(signal))
+}
+
 /// Sends `signal` to the process group `pid` leads: the runner this run started, never
-/// anything else (the group id is the runner's own pid, alive until it is waited for).
+/// anything else (the group id is the runner's own pid, taken until it is reaped).
 fn signal_group(pid: u32, signal: i32) {
     #[cfg(unix)]
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(-pid, signal) };
+    }
+    #[cfg(not(unix))]
+    let _ = (pid, signal);
+}
+
+/// Sends `signal` to the child `pid`, not reaped yet.
+fn signal_process(pid: u32, signal: i32) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid, signal) };
     }
     #[cfg(not(unix))]
     let _ = (pid, signal);
@@ -151,13 +320,19 @@ mod tests {
         let mut child = command.spawn().expect("sh runs");
         let pid = child.id();
         std::thread::sleep(Duration::from_millis(200));
-        let mut stopper = Stopper::default();
-        assert_eq!(stopper.step(pid, None, 0), None, "no signal yet");
+        let mut stopper = Stopper::new(Reach::Group);
+        assert_eq!(stopper.step(pid, None, true, 0, 0), Action::Wait, "no signal yet");
         let term = Some(Stop(libc::SIGTERM));
-        assert_eq!(stopper.step(pid, term, 1).map(Stop::name), Some("SIGTERM"));
+        assert_eq!(
+            stopper.step(pid, term, true, 1, libc::SIGTERM),
+            Action::Stopped(Stop(libc::SIGTERM))
+        );
         std::thread::sleep(Duration::from_millis(300));
         assert!(child.try_wait().unwrap().is_none(), "the shell ignores SIGTERM");
-        stopper.step(pid, term, 2);
+        assert_eq!(
+            stopper.step(pid, term, true, 2, libc::SIGTERM),
+            Action::Die(libc::SIGTERM)
+        );
         let started = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -181,5 +356,43 @@ mod tests {
         });
         assert!(ended, "the shell's child {sleep} outlived its group");
         assert_eq!(Stop(libc::SIGINT).name(), "SIGINT");
+    }
+
+    #[test]
+    fn an_exited_child_stays_unreaped_until_its_waiter_reaps_it() {
+        let mut child = Command::new("true").spawn().expect("true runs");
+        let pid = child.id();
+        let mut exit = Exit::watch(pid);
+        let started = Instant::now();
+        while !exit.wait(POLL) {
+            assert!(started.elapsed() < Duration::from_secs(10), "`true` did not exit");
+        }
+        // Its pid is still its own, a zombie: no other process can take it, or its group.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        assert_eq!(state, Some('Z'), "the watcher reaped it: {stat:?}");
+        assert!(child.wait().unwrap().success());
+        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "reaped now");
+    }
+
+    #[test]
+    fn a_terminal_signal_is_not_passed_on_to_a_child_of_this_group() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let pid = child.id();
+        let mut stopper = Stopper::new(Reach::Child);
+        let int = Some(Stop(libc::SIGINT));
+        assert_eq!(
+            stopper.step(pid, int, false, 1, libc::SIGINT),
+            Action::Stopped(Stop(libc::SIGINT))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the terminal's signal was sent twice"
+        );
+        let mut stopper = Stopper::new(Reach::Child);
+        stopper.step(pid, int, true, 1, libc::SIGINT);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGINT));
     }
 }

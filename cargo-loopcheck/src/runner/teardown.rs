@@ -3,27 +3,22 @@
 //! `reap` (same process by start time and pidfd, this user's). `--keep-leftovers` keeps them.
 //! Either way each diagnosis says what became of its process.
 
-use std::time::Duration;
-
 use loopcheck::Diagnosis;
 use loopcheck::scan::RunProcess;
 
 use crate::term::Term;
-use crate::zombies::{self, Outcome};
-
-/// How long a leftover gets to exit after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(3);
+use crate::zombies::{self, EndOutcome};
 
 /// Ends each leftover unless `keep`, and records in its diagnosis what was done. They are
 /// ended all at once, so that a few that ignore SIGTERM cost one grace period, not one each.
 pub(crate) fn end(leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) -> Vec<(RunProcess, Diagnosis)> {
     let outcomes = if keep {
-        vec![Outcome::WouldEnd; leftovers.len()]
+        vec![EndOutcome::WouldEnd; leftovers.len()]
     } else {
         let processes: Vec<_> = leftovers.iter().map(|(l, _)| l.process.clone()).collect();
         // Each carries this run's marker and was found alive after the run; it is ended only
         // while it is still that process and this user's.
-        zombies::end_processes(&processes, GRACE, &|_| true)
+        zombies::end_processes(&processes, zombies::END_GRACE, &|_| true)
     };
     leftovers
         .into_iter()
@@ -35,26 +30,26 @@ pub(crate) fn end(leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) -> Vec<(R
 fn record(
     (leftover, mut diagnosis): (RunProcess, Diagnosis),
     keep: bool,
-    outcome: Outcome,
+    outcome: EndOutcome,
 ) -> (RunProcess, Diagnosis) {
     let pid = leftover.process.pid;
     let done = if keep {
         format!("left running after the run, as --keep-leftovers asks; `kill {pid}` ends it")
     } else {
         match outcome {
-            Outcome::Terminated => "after the run, cargo loopcheck ended it with SIGTERM".to_owned(),
-            Outcome::Killed => format!(
+            EndOutcome::Terminated => "after the run, cargo loopcheck ended it with SIGTERM".to_owned(),
+            EndOutcome::Killed => format!(
                 "after the run, cargo loopcheck ended it with SIGKILL: it outlived SIGTERM by {}s",
-                GRACE.as_secs()
+                zombies::END_GRACE.as_secs()
             ),
-            Outcome::Gone => "it exited by itself after the run".to_owned(),
-            Outcome::Foreign => "owned by another user; left running".to_owned(),
-            Outcome::Failed | Outcome::WouldEnd => {
+            EndOutcome::Gone => "it exited by itself after the run".to_owned(),
+            EndOutcome::Foreign => "owned by another user; left running".to_owned(),
+            EndOutcome::Failed | EndOutcome::WouldEnd => {
                 format!("cargo loopcheck could not end it after the run; `kill {pid}` ends it")
             }
         }
     };
-    if !keep && outcome != Outcome::Foreign {
+    if !keep && outcome != EndOutcome::Foreign {
         // The hint to end it by hand is void once it is ended, and in `done` otherwise.
         diagnosis.fix = diagnosis
             .fix
@@ -69,7 +64,7 @@ fn record(
 /// have left processes: they are ended (or kept) all the same, and shown on stderr, since the
 /// run ends with its error instead of a report.
 pub(crate) fn after_failed_round(term: &Term, run_dir: &std::path::Path, keep: bool) {
-    for (_, diagnosis) in end(super::blame::leftovers(run_dir), keep) {
+    for (_, diagnosis) in end(super::leftovers::leftovers(run_dir), keep) {
         term.diagnosis(&diagnosis);
     }
 }
