@@ -2,16 +2,14 @@
 //! methods whose parameters carry a port or an address, and the constants and statics that hold
 //! one. The rules of each file look calls and names up here, so that a port handed to a helper
 //! in another file, to the crate's own API or taken from a constant in library code is seen.
+//! Each file's facts are taken by `extract`; here they are merged and calls between them followed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::addr::{self, HostKind};
-use super::eval::strip;
+use super::addr::HostKind;
 use super::imports::Imports;
-use super::items::{items, signature};
-use super::reach::{self, Edge, Reach};
-use super::tokens::{Tok, int_value, path_end, pos, segments, skip_angle, split_commas, string_text};
+use super::reach::{Edge, Reach};
 
 /// A parameter of a function, and what the function does with it.
 #[derive(Debug, Clone)]
@@ -27,7 +25,8 @@ pub(crate) struct ParamFact {
     pub(crate) reach: Reach,
     /// Stored in a field named like a port, here or in a function it is passed to.
     pub(crate) port_field: bool,
-    edges: Vec<Edge>,
+    /// The calls it is handed to, followed once every file's facts are known.
+    pub(super) edges: Vec<Edge>,
 }
 
 impl ParamFact {
@@ -70,12 +69,14 @@ pub(crate) struct ConstFact {
 /// The facts of one file, to be merged into [`WorkspaceFacts`].
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FileFacts {
-    fns: Vec<FnFact>,
-    consts: Vec<ConstFact>,
+    pub(super) fns: Vec<FnFact>,
+    pub(super) consts: Vec<ConstFact>,
     /// `#[path = ".."] mod name;`: the file it names, and the module path it gets there.
-    aliases: Vec<(String, Vec<String>)>,
+    pub(super) aliases: Vec<(String, Vec<String>)>,
     /// The module path of the file itself, which may define nothing but re-exports.
-    module: Vec<String>,
+    pub(super) module: Vec<String>,
+    /// `pub use a::A as B;`: the path the item gets (`[.., "B"]`) and the one it has.
+    pub(super) renames: Vec<(Vec<String>, Vec<String>)>,
 }
 
 impl FileFacts {
@@ -121,8 +122,10 @@ impl WorkspaceFacts {
             ..WorkspaceFacts::default()
         };
         let mut aliases = Vec::new();
+        let mut renames = Vec::new();
         for file in files {
             facts.modules.extend(file.module);
+            renames.extend(file.renames);
             facts.fns.extend(file.fns);
             facts.consts.extend(file.consts);
             for (_, module) in &file.aliases {
@@ -158,6 +161,21 @@ impl WorkspaceFacts {
                     path: renamed(&c.path),
                     ..c.clone()
                 })
+                .collect();
+            facts.fns.extend(fns);
+            facts.consts.extend(consts);
+        }
+        // A re-export under another name: its items are known under that name too.
+        for (alias, target) in renames {
+            let renamed = |path: &[String]| -> Option<Vec<String>> {
+                (path.len() >= target.len() && path.starts_with(&target))
+                    .then(|| alias.iter().chain(&path[target.len()..]).cloned().collect())
+            };
+            let fns: Vec<FnFact> = (facts.fns.iter())
+                .filter_map(|f| renamed(&f.path).map(|path| FnFact { path, ..f.clone() }))
+                .collect();
+            let consts: Vec<ConstFact> = (facts.consts.iter())
+                .filter_map(|c| renamed(&c.path).map(|path| ConstFact { path, ..c.clone() }))
                 .collect();
             facts.fns.extend(fns);
             facts.consts.extend(consts);
@@ -387,220 +405,10 @@ pub(crate) fn module_path(relative: &str) -> Vec<String> {
     path
 }
 
-/// The facts of a file's token trees. `test`: whether all of the file is test code.
-pub(crate) fn extract(toks: &[Tok], file: &str, test: bool, crates: &[String]) -> FileFacts {
-    let imports = Imports::of_items(toks);
-    let mut walker = Extractor {
-        file: Arc::from(file),
-        imports,
-        crates,
-        out: FileFacts::default(),
-    };
-    let mut module = module_path(file);
-    walker.out.module.clone_from(&module);
-    walker.items(toks, &mut module, None, test);
-    walker.out
-}
-
-struct Extractor<'a> {
-    file: Arc<str>,
-    imports: Imports,
-    crates: &'a [String],
-    out: FileFacts,
-}
-
-impl Extractor<'_> {
-    fn items(&mut self, toks: &[Tok], module: &mut Vec<String>, ty: Option<&str>, test: bool) {
-        for item in items(toks) {
-            let Some((keyword, k)) = &item.keyword else {
-                continue;
-            };
-            let test = test || item.cfg_test();
-            let body = item.toks.last().and_then(Tok::brace);
-            match keyword.as_str() {
-                "mod" => {
-                    let Some(name) = item.toks.get(k + 1).and_then(Tok::ident) else {
-                        continue;
-                    };
-                    let name = name.to_string().trim_start_matches("r#").to_owned();
-                    if let Some(body) = body {
-                        module.push(name);
-                        self.items(body, module, None, test);
-                        module.pop();
-                    } else if let Some(path) = item.attrs.iter().find_map(|attr| path_attr(attr)) {
-                        let mut target = module.clone();
-                        target.push(name);
-                        self.out.aliases.push((beside(&self.file, &path), target));
-                    }
-                }
-                "impl" | "trait" => {
-                    if let (Some(name), Some(body)) = (impl_type(&item.toks[k + 1..]), body) {
-                        self.items(body, module, Some(&name), test);
-                    }
-                }
-                "fn" => self.function(item.toks, *k, module, ty),
-                "const" | "static" => self.constant(item.toks, *k, module, test),
-                _ => {}
-            }
-        }
-    }
-
-    fn function(&mut self, toks: &[Tok], k: usize, module: &[String], ty: Option<&str>) {
-        let Some(sig) = signature(toks, k) else {
-            return;
-        };
-        let line = toks.get(k + 1).map_or(0, |t| pos(t.span()).line);
-        let mut method = false;
-        let mut params = Vec::new();
-        for param in split_commas(sig.params) {
-            if param.iter().take(3).any(|t| t.is("self")) {
-                method = true;
-                continue;
-            }
-            let index = params.len();
-            let names: Vec<&Tok> = param.iter().filter(|t| !t.is("mut")).collect();
-            let (name, rest) = match names.as_slice() {
-                [Tok::Ident(name), colon, rest @ ..] if colon.lone(':') => (name.to_string(), rest),
-                _ => {
-                    params.push(None);
-                    continue;
-                }
-            };
-            let int = rest.iter().any(|t| {
-                ["u16", "u32", "u64", "usize", "i32", "i64", "NonZeroU16"]
-                    .iter()
-                    .any(|n| t.is(n))
-            });
-            let flow = reach::flow(sig.body, &name);
-            let edges = flow
-                .edges
-                .iter()
-                .map(|edge| Edge {
-                    callee: if edge.method {
-                        edge.callee.clone()
-                    } else {
-                        self.imports
-                            .expand(&edge.callee, &|c| self.crates.iter().any(|k| k == c))
-                    },
-                    ..edge.clone()
-                })
-                .collect();
-            params.push(Some(ParamFact {
-                index,
-                by_name: super::names::is_port_name(&name),
-                name,
-                int,
-                reach: flow.own(),
-                port_field: flow.port_field,
-                edges,
-            }));
-        }
-        let mut path = module.to_vec();
-        path.extend(ty.map(str::to_owned));
-        path.push(sig.name);
-        self.out.fns.push(FnFact {
-            path,
-            file: self.file.clone(),
-            line,
-            method,
-            params: params.into_iter().flatten().collect(),
-        });
-    }
-
-    fn constant(&mut self, toks: &[Tok], k: usize, module: &[String], test: bool) {
-        let mut i = k + 1;
-        if toks.get(i).is_some_and(|t| t.is("mut")) {
-            i += 1;
-        }
-        let Some(name) = toks.get(i).and_then(Tok::ident) else {
-            return;
-        };
-        let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
-            return;
-        };
-        let end = toks[eq..]
-            .iter()
-            .position(|t| t.punct(';'))
-            .map_or(toks.len(), |p| p + eq);
-        let (port, host) = match strip(&toks[eq + 1..end]) {
-            [Tok::Lit(lit)] => {
-                let repr = lit.to_string();
-                match string_text(&repr) {
-                    Some(text) => match addr::addresses(text).first() {
-                        Some(found) => (found.port, Some(found.kind)),
-                        None => return,
-                    },
-                    None => match int_value(&repr).and_then(|v| u16::try_from(v).ok()) {
-                        Some(port) => (port, None),
-                        None => return,
-                    },
-                }
-            }
-            _ => return,
-        };
-        if port == 0 {
-            return;
-        }
-        let mut path = module.to_vec();
-        path.push(name.to_string());
-        self.out.consts.push(ConstFact {
-            path,
-            file: self.file.clone(),
-            line: pos(name.span()).line,
-            port,
-            host,
-            test,
-        });
-    }
-}
-
-/// The value of `#[path = ".."]`.
-fn path_attr(attr: &[Tok]) -> Option<String> {
-    match attr {
-        [path, eq, Tok::Lit(lit)] if path.is("path") && eq.lone('=') => {
-            string_text(&lit.to_string()).map(str::to_owned)
-        }
-        _ => None,
-    }
-}
-
-/// `relative`, a path written in `file`, as a path from the workspace root: `a/b.rs` beside
-/// `tests/x.rs` is `tests/a/b.rs`.
-fn beside(file: &str, relative: &str) -> String {
-    let mut parts: Vec<&str> = file.split('/').collect();
-    parts.pop();
-    for part in relative.split('/') {
-        match part {
-            "." | "" => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    parts.join("/")
-}
-
-/// The type an `impl` block is for: `Broker` in `impl<T> Trait for Broker<T> where .. {`.
-fn impl_type(toks: &[Tok]) -> Option<String> {
-    let mut i = 0;
-    if toks.first().is_some_and(|t| t.punct('<')) {
-        i = skip_angle(toks, 0);
-    }
-    let body = toks.iter().position(|t| t.brace().is_some() || t.is("where"))?;
-    let head = &toks[i..body];
-    let ty = head
-        .iter()
-        .rposition(|t| t.is("for"))
-        .map_or(head, |f| &head[f + 1..]);
-    let start = ty.iter().position(|t| t.ident().is_some())?;
-    let end = path_end(ty, start);
-    segments(&ty[start..end.max(start + 1)]).pop()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lint::extract::extract;
     use crate::lint::tokens::tree;
 
     fn facts(files: &[(&str, &str)]) -> WorkspaceFacts {
@@ -684,6 +492,21 @@ mod tests {
                 .function(&path("api::Options::new"), false, "tests/a.rs", false)
                 .is_some()
         );
+        // A re-export under another name is known under it.
+        let renamed = self::facts(&[
+            (
+                "src/options.rs",
+                "pub struct Options; impl Options { pub fn new(port: u16) -> Self { let _ = std::net::TcpStream::connect((\"127.0.0.1\", port)); Options } }",
+            ),
+            (
+                "src/lib.rs",
+                "pub mod options; pub use crate::options::Options as Opts;",
+            ),
+        ]);
+        let new = renamed
+            .function(&path("Opts::new"), false, "tests/a.rs", false)
+            .unwrap();
+        assert_eq!(&*new.file, "src/options.rs");
         // ...a path of a crate the workspace does not define is not.
         assert!(
             facts

@@ -42,6 +42,7 @@ mod calls;
 mod config;
 mod config_files;
 mod eval;
+mod extract;
 mod facts;
 mod files;
 mod hard_coded;

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use loopcheck::report::Finding;
 use proc_macro2::TokenStream;
 
-use super::facts::{FileFacts, WorkspaceFacts, extract};
+use super::extract::extract;
+use super::facts::{FileFacts, WorkspaceFacts};
 use super::tokens::tree;
 use super::walk::{Linted, ParseError, first_look, lexable};
 use super::{

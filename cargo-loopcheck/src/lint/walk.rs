@@ -72,7 +72,7 @@ pub(crate) fn lint_with(
     let result = lex(source).map(|toks| match workspace {
         Some(workspace) => lint_tokens(&toks, test, file, workspace),
         None => {
-            let own = WorkspaceFacts::new(vec![super::facts::extract(&toks, file, test, &[])], Vec::new());
+            let own = WorkspaceFacts::new(vec![super::extract::extract(&toks, file, test, &[])], Vec::new());
             lint_tokens(&toks, test, file, &own)
         }
     });
@@ -91,7 +91,7 @@ pub(crate) fn first_look(
 ) -> (FileFacts, Option<Result<Linted, ParseError>>) {
     let result = match lex(source) {
         Ok(toks) => {
-            let facts = super::facts::extract(&toks, file, test, crates);
+            let facts = super::extract::extract(&toks, file, test, crates);
             let linted = lint.then(|| {
                 let own = WorkspaceFacts::new(vec![facts.clone()], crates.to_vec());
                 Ok(lint_tokens(&toks, test, file, &own))
