@@ -151,7 +151,7 @@ fn belongs(zombie: &ZombieListener, workspace: &Workspace) -> bool {
 /// The zombie listeners of `workspace`, one entry per process, owned by this user.
 pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
     let table = loopcheck::scan::scan_with(&ScanOptions::listeners()).map_err(Error::Scan)?;
-    let me = current_uid();
+    let me = loopcheck::sys::current_uid();
     let mut zombies: Vec<Zombie> = Vec::new();
     for found in zombie_listeners(&table) {
         // Never a process of another user, whatever it is.
@@ -352,7 +352,7 @@ fn identity(process: &ProcessInfo, still_ours: &dyn Fn(&ProcessInfo) -> bool) ->
     if now.start_time != process.start_time || now.state == Some('Z') {
         return Identity::Changed;
     }
-    if now.uid.is_none() || now.uid != current_uid() || now.uid != process.uid {
+    if now.uid.is_none() || now.uid != loopcheck::sys::current_uid() || now.uid != process.uid {
         return Identity::Foreign;
     }
     if still_ours(&now) {
@@ -453,17 +453,6 @@ pub(crate) fn end_processes(
 #[cfg(unix)]
 fn alive(process: &ProcessInfo) -> bool {
     ProcessInfo::read(process.pid).is_some_and(|p| p.start_time == process.start_time && p.state != Some('Z'))
-}
-
-#[cfg(unix)]
-fn current_uid() -> Option<u32> {
-    // SAFETY: geteuid has no preconditions.
-    Some(unsafe { libc::geteuid() })
-}
-
-#[cfg(not(unix))]
-fn current_uid() -> Option<u32> {
-    None
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -25,7 +25,7 @@ use super::namespace::{self, Entered, Unavailable};
 use super::record;
 use super::settings::{CONFIG_VAR, Config};
 use crate::ExitCode;
-use crate::runner::Record;
+use loopcheck::run::RunRecord as Record;
 
 /// How much of a test's output is kept for its diagnosis: the end, where the panic is.
 const KEPT_OUTPUT: usize = 256 * 1024;
@@ -410,6 +410,7 @@ fn records(
                 name: record::record_name(exe, test),
                 diagnoses,
                 leaks,
+                ..Record::default()
             });
         }
         return records;
@@ -423,6 +424,7 @@ fn records(
                     name: record::record_name(exe, &execution.name),
                     diagnoses,
                     leaks: Vec::new(),
+                    ..Record::default()
                 });
             }
         }
@@ -441,6 +443,7 @@ fn records(
                 name,
                 diagnoses: Vec::new(),
                 leaks: vec![leak],
+                ..Record::default()
             }),
         }
     }

@@ -29,7 +29,6 @@ mod model;
 mod output;
 mod panics;
 mod prepare;
-mod records;
 mod runs;
 pub(crate) mod signals;
 mod targets;
@@ -56,7 +55,6 @@ use exec::Invocation;
 pub(crate) use failure::{failure_message, mentioned_addrs};
 use prepare::{Prepared, Setup};
 #[cfg(target_os = "linux")]
-pub(crate) use records::Record;
 use runs::{create_private_dir, new_run_id};
 use targets::Targets;
 
@@ -310,7 +308,7 @@ impl Run<'_> {
         found.unattributed.extend(attach::attach_records(
             round_executions,
             targets,
-            records::read_records(dir),
+            loopcheck::run::read_records(dir),
         ));
         // The leftovers are the evidence: they are ended only once the failures that
         // their sockets explain have been explained.
