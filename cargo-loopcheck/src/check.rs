@@ -2,7 +2,7 @@
 
 use loopcheck::report::{Code, Finding};
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::Common;
 use crate::doctor::{self, Check};
 use crate::error::Result;
@@ -14,7 +14,7 @@ use crate::zombies;
 /// LC015: reclaims the leases whose holders died without returning them, and reports them in
 /// one finding (a killed test binary leaves all of its leases at once). Each is reported once:
 /// reclaiming marks its record free.
-pub fn stale_leases() -> Vec<Finding> {
+pub fn reclaim_stale_leases() -> Vec<Finding> {
     let stale = loopcheck::lease::reclaim_stale().unwrap_or_default();
     let Some(first) = stale.first() else {
         return Vec::new();
@@ -80,7 +80,7 @@ pub fn report(workspace: &Workspace) -> Result<Report> {
         .iter()
         .flat_map(zombies::Zombie::findings)
         .collect();
-    findings.extend(stale_leases());
+    findings.extend(reclaim_stale_leases());
     let checks = doctor::checks();
     findings.extend(doctor_findings(&checks));
     let (lint_findings, errors) = crate::lint::lint_workspace(workspace, &crate::lint::config(workspace)?);
@@ -99,9 +99,9 @@ pub fn run_lint(common: &Common, term: &Term) -> Result<u8> {
     report.errors = crate::lint::file_errors(&workspace, errors);
     report.render(common.format, term)?;
     Ok(if report.has_errors() {
-        ExitCode::FOUND
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
 }
 
@@ -112,8 +112,8 @@ pub fn run(common: &Common, term: &Term) -> Result<u8> {
     report.render(common.format, term)?;
     crate::summary::append(term, || crate::summary::check(&report));
     Ok(if report.has_errors() {
-        ExitCode::FOUND
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
 }

@@ -1,6 +1,7 @@
 //! The command line, as clap sees it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -205,7 +206,7 @@ pub struct ProbeArgs {
     #[arg(value_name = "ADDR")]
     pub addr: String,
     /// How long to wait for the connection, such as `500ms`, `2s`.
-    #[arg(long, default_value = "1s", value_parser = crate::probe::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
 }
 
@@ -226,4 +227,32 @@ pub struct CompletionsArgs {
     /// The shell to complete in.
     #[arg(value_name = "SHELL", value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// Parses a duration such as `250ms`, `2s` or `1m`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cargo_loopcheck::cli::parse_duration;
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+/// assert!(parse_duration("2 weeks").is_err());
+/// assert!(parse_duration("0s").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as `500ms`, `2s` or `1m`"))?;
+    if number == 0 {
+        return Err(format!("`{text}` is no time to wait: give at least `1ms`"));
+    }
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!("`{text}` has no unit: write `500ms`, `2s` or `1m`")),
+    }
 }

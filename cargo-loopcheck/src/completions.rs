@@ -16,7 +16,7 @@ use std::io::Write;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Cargo, Common, CompletionsArgs, Loopcheck};
 use crate::error::{Error, Result};
 use crate::term::Format;
@@ -62,7 +62,7 @@ pub fn run(common: &Common, args: &CompletionsArgs) -> Result<u8> {
         .and_then(|()| out.flush())
     {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output(err)),
-        _ => Ok(ExitCode::OK),
+        _ => Ok(Exit::OK),
     }
 }
 

@@ -7,7 +7,7 @@ use loopcheck::policy::{self, PortPolicy};
 use loopcheck::report::{Code, Severity};
 use serde::Serialize;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::Common;
 use crate::error::Result;
 use crate::term::{Format, Term, print_json};
@@ -483,9 +483,9 @@ pub fn run(common: &Common, term: &Term) -> Result<u8> {
         _ => print_checks(term, &checks),
     }
     Ok(if checks.iter().any(Check::is_error) {
-        ExitCode::FOUND
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
 }
 

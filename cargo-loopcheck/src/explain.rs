@@ -3,7 +3,7 @@
 use loopcheck::report::Code;
 use serde::Serialize;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, ExplainArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, print_json};
@@ -66,7 +66,7 @@ pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
         })?,
         _ => println!("{text}"),
     }
-    Ok(ExitCode::OK)
+    Ok(Exit::OK)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use std::ffi::OsString;
 use clap::Parser;
 
 pub use error::{Error, Result};
-pub use exit::ExitCode;
+pub use exit::Exit;
 
 use crate::cli::{Cargo, Command};
 use crate::term::Term;
@@ -43,10 +43,10 @@ pub fn main() -> std::process::ExitCode {
 /// Runs `cargo loopcheck` with `args` (the program name first) and returns its exit code.
 ///
 /// ```
-/// use cargo_loopcheck::{ExitCode, run};
+/// use cargo_loopcheck::{Exit, run};
 ///
-/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC001"]), ExitCode::OK);
-/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC999"]), ExitCode::USAGE);
+/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC001"]), Exit::OK);
+/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC999"]), Exit::USAGE);
 /// ```
 pub fn run<I, T>(args: I) -> u8
 where
@@ -68,11 +68,7 @@ where
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::USAGE
-            } else {
-                ExitCode::OK
-            };
+            return if err.use_stderr() { Exit::USAGE } else { Exit::OK };
         }
     };
     let term = Term::new(args.common.color);

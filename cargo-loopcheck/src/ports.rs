@@ -10,7 +10,7 @@ use loopcheck::lease::{LeaseInfo, LeaseStatus};
 use loopcheck::scan::{ScanOptions, SocketEntry, SocketTable};
 use serde::Serialize;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, PortsArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, Term, print_json};
@@ -180,7 +180,7 @@ pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
         })?,
         _ => print_table(term, &rows, &table.limitations).map_err(Error::Output)?,
     }
-    Ok(ExitCode::OK)
+    Ok(Exit::OK)
 }
 
 fn print_table(term: &Term, rows: &[PortRow], limitations: &[String]) -> std::io::Result<()> {

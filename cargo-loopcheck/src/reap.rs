@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, ReapArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, Term, print_json};
@@ -53,7 +53,7 @@ pub fn run(common: &Common, args: &ReapArgs, term: &Term) -> Result<u8> {
     let left = results
         .iter()
         .any(|r| matches!(r.outcome, Outcome::WouldEnd | Outcome::Failed | Outcome::Foreign));
-    Ok(if left { ExitCode::FOUND } else { ExitCode::OK })
+    Ok(if left { Exit::FOUND } else { Exit::OK })
 }
 
 fn print_human(term: &Term, results: &[Reaped<'_>], yes: bool) -> std::io::Result<()> {

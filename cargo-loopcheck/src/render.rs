@@ -65,7 +65,7 @@ impl Report {
         }
     }
 
-    /// Whether the run should exit with [`ExitCode::FOUND`](crate::ExitCode::FOUND).
+    /// Whether the run should exit with [`Exit::FOUND`](crate::Exit::FOUND).
     pub fn has_errors(&self) -> bool {
         self.summary.errors > 0 || self.doctor.iter().any(Check::is_error)
     }

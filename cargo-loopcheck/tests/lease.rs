@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 
 /// A private registry and range for one test.
 struct Sandbox {
@@ -205,7 +205,7 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     assert_eq!(ports, all, "three commands, three distinct ports of the range");
 
     let output = sandbox.output(&["--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(text.contains("cannot lease a port for `true`"), "{text}");
     assert!(text.contains(&format!("held in {}", sandbox.range())), "{text}");
@@ -240,7 +240,7 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     );
 
     let output = sandbox.output(&["--block", "2", "--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(
         text.contains("cannot lease a block of 2 contiguous ports")
@@ -251,7 +251,7 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     assert!(text.contains(&held), "{text}");
 
     let output = sandbox.output(&["--block", "7", "--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     assert!(
         stderr(&output).contains("7 contiguous ports cannot fit"),
         "{}",
@@ -279,7 +279,7 @@ fn leases_end_with_the_command_also_when_it_or_the_tool_is_killed() {
     let output = sandbox.output(&["--", "true"]);
     assert_eq!(
         output.status.code(),
-        Some(ExitCode::COULD_NOT_RUN.into()),
+        Some(Exit::COULD_NOT_RUN.into()),
         "the command outlived the tool and keeps its lease: {}",
         stderr(&output)
     );
@@ -317,13 +317,13 @@ fn without_a_command_it_is_a_usage_error() {
         let output = sandbox.output(args);
         assert_eq!(
             output.status.code(),
-            Some(ExitCode::USAGE.into()),
+            Some(Exit::USAGE.into()),
             "{args:?}: {}",
             stderr(&output)
         );
     }
     let output = sandbox.output(&["--", "/nonexistent/command"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     assert!(
         stderr(&output).contains("cannot run `/nonexistent/command`"),
         "{}",

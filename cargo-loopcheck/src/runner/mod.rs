@@ -35,7 +35,7 @@ pub use model::{
     Counts, Execution, Flake, RunnerKind, Status, TestReport, TestRun, TimelineSummary, ZombieReport,
 };
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, TestArgs};
 use crate::error::{Error, Result};
 use crate::term::{Format, Term};
@@ -316,9 +316,9 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         term.message(loopcheck::report::Severity::Error, &error.to_string());
     }
     Ok(if report.bad().next().is_some() {
-        ExitCode::FOUND
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
 }
 
