@@ -4,9 +4,10 @@ use loopcheck::report::{Code, Finding};
 
 use crate::Exit;
 use crate::cli::Common;
-use crate::doctor::{self, Check};
+use crate::doctor;
 use crate::error::Result;
-use crate::render::Report;
+use crate::report::findings::Report;
+use crate::report::host::Check;
 use crate::term::Term;
 use crate::workspace::Workspace;
 use crate::zombies;
@@ -110,7 +111,7 @@ pub fn run(common: &Common, term: &Term) -> Result<u8> {
     let workspace = Workspace::load(common.manifest_path.as_deref())?;
     let report = report(&workspace)?;
     report.render(common.format, term)?;
-    crate::summary::append(term, || crate::summary::check(&report));
+    crate::report::summary::append(term, || crate::report::summary::check(&report));
     Ok(if report.has_errors() {
         Exit::FOUND
     } else {

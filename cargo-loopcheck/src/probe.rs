@@ -7,7 +7,8 @@ use loopcheck::report::Severity;
 use crate::Exit;
 use crate::cli::{Common, ProbeArgs};
 use crate::error::{Error, Result};
-use crate::term::{Format, Term, print_json};
+use crate::report;
+use crate::term::{Format, Term};
 
 /// The addresses `text` stands for, in the order a client tries them.
 fn resolve(text: &str) -> Result<Vec<SocketAddr>> {
@@ -62,10 +63,7 @@ pub fn run(common: &Common, args: &ProbeArgs, term: &Term) -> Result<u8> {
             list.join(", ")
         ));
     }
-    match format {
-        Format::Json => print_json(&diagnosis)?,
-        _ => term.diagnosis(&diagnosis),
-    }
+    report::emit(&diagnosis, format, term)?;
     Ok(if diagnosis.severity == Severity::Info {
         Exit::OK
     } else {

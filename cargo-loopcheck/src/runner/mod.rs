@@ -22,7 +22,6 @@ mod exposure;
 mod junit;
 mod libtest;
 mod model;
-mod output;
 mod panics;
 mod signals;
 mod teardown;
@@ -38,6 +37,7 @@ pub use model::{
 use crate::Exit;
 use crate::cli::{Common, TestArgs};
 use crate::error::{Error, Result};
+use crate::report::test_human as output;
 use crate::term::{Format, Term};
 use crate::workspace::Workspace;
 use crate::zombies;
@@ -276,20 +276,11 @@ pub fn run(common: &Common, args: &TestArgs, term: &Term) -> Result<u8> {
         timeline: timeline_summary,
     };
 
-    match format {
-        Format::Json => crate::term::print_json(&report)?,
-        Format::Github => output::github(&report)?,
-        _ => {
-            output::human(term, &report, &run_root).map_err(Error::Output)?;
-            if let Some(note) = &report.timeline.note {
-                eprintln!("note: {note}");
-            }
-        }
-    }
-    crate::summary::append(term, || crate::summary::test_run(&report));
+    crate::report::emit_test_run(&report, format, term, &run_root)?;
+    crate::report::summary::append(term, || crate::report::summary::test_run(&report));
     // Written after the report is out, so a bad path loses nothing else.
     if let Some(path) = &args.junit {
-        let written = junit::write(&report)
+        let written = crate::report::junit::write(&report, panics::trim_backtraces)
             .map_err(std::io::Error::other)
             .and_then(|xml| std::fs::write(path, xml));
         if let Err(source) = written {

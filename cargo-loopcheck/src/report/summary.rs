@@ -7,8 +7,8 @@ use std::io::Write as _;
 
 use loopcheck::report::{Diagnosis, Finding, Severity};
 
-use crate::render::Report;
-use crate::runner::{Counts, Status, TestReport, TestRun};
+use super::findings::Report;
+use super::test_run::{Counts, Status, TestReport, TestRun};
 use crate::term::Term;
 
 /// The variable GitHub Actions sets to the job summary's file.
@@ -40,13 +40,13 @@ pub fn append(term: &Term, markdown: impl FnOnce() -> String) {
 /// tests with the diagnosis of each (code, holder, fix), then leaks and zombie listeners.
 ///
 /// ```
-/// # use cargo_loopcheck::runner::{RunnerKind, TestRun};
+/// # use cargo_loopcheck::report::test_run::{RunnerKind, TestRun};
 /// let run = TestRun {
 ///     run_id: "r1".into(), runner: RunnerKind::Nextest, tests: vec![],
 ///     zombies: vec![], flaky: vec![], leaks: vec![], runs: 1, skipped_unlisted: 0,
 ///     timeline: Default::default(),
 /// };
-/// assert!(cargo_loopcheck::summary::test_run(&run).starts_with("## cargo loopcheck test\n"));
+/// assert!(cargo_loopcheck::report::summary::test_run(&run).starts_with("## cargo loopcheck test\n"));
 /// ```
 pub fn test_run(run: &TestRun) -> String {
     let mut md = String::from("## cargo loopcheck test\n\n");
@@ -123,7 +123,7 @@ pub fn test_run(run: &TestRun) -> String {
             let addrs: Vec<String> = zombie.addrs.iter().map(ToString::to_string).collect();
             let outcome = report.outcome.map_or_else(
                 || "left running (`--reap` ends it)".to_owned(),
-                |o| format!("{o:?}").to_lowercase(),
+                |o| super::reap::outcome_words(o).to_owned(),
             );
             let _ = writeln!(
                 md,
@@ -278,7 +278,7 @@ mod tests {
     use loopcheck::report::{Code, ProcessRef};
 
     use super::*;
-    use crate::runner::{Flake, RunnerKind};
+    use crate::report::test_run::{Flake, RunnerKind};
 
     fn test_report(name: &str, status: Status) -> TestReport {
         TestReport {
