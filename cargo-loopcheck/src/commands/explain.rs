@@ -11,14 +11,14 @@ use crate::term::Format;
 /// `docs/diagnostics.md`, embedded so that `explain` works without the source tree. The crate's
 /// `docs/diagnostics.md` is a symlink to the workspace's, so that the crate's tarball carries the
 /// file (cargo packages a symlink as the file it points to).
-const DIAGNOSTICS: &str = include_str!("../docs/diagnostics.md");
+const DIAGNOSTICS: &str = include_str!("../../docs/diagnostics.md");
 
 /// The section of `docs/diagnostics.md` about `code`: from its `## LC001 name` heading to the
 /// next level-2 heading.
 ///
 /// ```
 /// use loopcheck::report::Code;
-/// let text = cargo_loopcheck::explain::section(Code::PortInUse).expect("documented");
+/// let text = cargo_loopcheck::commands::explain::section(Code::PortInUse).expect("documented");
 /// assert!(text.starts_with("## LC001 port-in-use"));
 /// ```
 pub fn section(code: Code) -> Option<&'static str> {

@@ -4,7 +4,7 @@ use loopcheck::report::{Code, Finding};
 
 use crate::Exit;
 use crate::cli::Common;
-use crate::doctor;
+use crate::commands::doctor;
 use crate::error::Result;
 use crate::report::findings::Report;
 use crate::report::host::Check;
@@ -90,20 +90,6 @@ pub fn report(workspace: &Workspace) -> Result<Report> {
     report.doctor = checks;
     report.errors = crate::lint::file_errors(workspace, errors);
     Ok(report)
-}
-
-/// Runs `lint`. Exit code 1 when it found an error.
-pub fn run_lint(common: &Common, term: &Term) -> Result<u8> {
-    let workspace = Workspace::load(common.manifest_path.as_deref())?;
-    let (findings, errors) = crate::lint::lint_workspace(&workspace, &crate::lint::config(&workspace)?);
-    let mut report = Report::new(findings);
-    report.errors = crate::lint::file_errors(&workspace, errors);
-    report.render(common.format, term)?;
-    Ok(if report.has_errors() {
-        Exit::FOUND
-    } else {
-        Exit::OK
-    })
 }
 
 /// Runs `check`. Exit code 1 when it found an error.

@@ -25,7 +25,7 @@ use crate::term::Format;
 ///
 /// ```
 /// use clap_complete::Shell;
-/// let script = cargo_loopcheck::completions::script(Shell::Bash);
+/// let script = cargo_loopcheck::commands::completions::script(Shell::Bash);
 /// assert!(script.contains("cargo-loopcheck"));
 /// ```
 pub fn script(shell: Shell) -> String {
