@@ -71,7 +71,7 @@ where
     {
         return isolate::run_hidden(false, false, command);
     }
-    let Cargo::Loopcheck(args) = match Cargo::try_parse_from(args) {
+    let Cargo::Loopcheck(mut args) = match Cargo::try_parse_from(args) {
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();
@@ -79,6 +79,10 @@ where
         }
     };
     let term = Term::new(args.common.color);
+    if let Err(err) = args.common.resolve_format() {
+        term.error_chain(&err);
+        return err.exit_code();
+    }
     let result = match args.command.as_ref().unwrap_or(&Command::Check) {
         Command::Check => commands::check::run(&args.common, &term),
         Command::Lint => commands::lint::run(&args.common, &term),

@@ -20,9 +20,10 @@ pub enum ColorWhen {
 }
 
 /// `--message-format` (alias `--format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Text for people, on stderr.
+    #[default]
     Human,
     /// JSON, on stdout.
     Json,

@@ -88,6 +88,27 @@ fn usage_errors_exit_with_2() {
 }
 
 #[test]
+fn message_format_repeats_as_cargo_allows_and_two_kinds_are_a_usage_error() {
+    // cargo collects every `--message-format` and its comma-separated values, and refuses two
+    // kinds of output; clap's "cannot be used multiple times" is not what cargo users see.
+    for args in [
+        &["explain", "LC001", "--message-format", "json", "--format", "json"][..],
+        &["explain", "LC001", "--message-format", "json,human"],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), Exit::USAGE, "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            stderr(&output).trim(),
+            "error: cannot specify two kinds of `message-format` arguments",
+            "{args:?}"
+        );
+    }
+    let one = run(&["explain", "LC001", "--message-format", "json"]);
+    assert_eq!(code(&one), Exit::OK, "{}", stderr(&one));
+    assert!(String::from_utf8_lossy(&one.stdout).contains("\"format_version\": 1"));
+}
+
+#[test]
 fn a_bad_manifest_path_could_not_run() {
     let output = run(&["ports", "--manifest-path", "/nonexistent/Cargo.toml"]);
     assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));

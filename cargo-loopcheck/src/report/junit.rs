@@ -97,3 +97,46 @@ fn case(test: &TestReport, trim_output: fn(&str) -> String) -> TestCase {
     }
     case
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::test_run::RunnerKind;
+
+    fn report(name: &str, status: Status) -> TestReport {
+        TestReport {
+            name: name.into(),
+            binary: "demo::net".into(),
+            status,
+            diagnoses: Vec::new(),
+            leaks: Vec::new(),
+            runs: 1,
+            failures: 0,
+            message: None,
+            file: None,
+            line: None,
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_totals_are_the_runs_counts_unlisted_skips_included() {
+        let run = TestRun {
+            run_id: "r".into(),
+            runner: RunnerKind::CargoTest,
+            tests: vec![report("adds", Status::Passed), report("ignored", Status::Skipped)],
+            zombies: Vec::new(),
+            flaky: Vec::new(),
+            leaks: Vec::new(),
+            runs: 1,
+            skipped_unlisted: 3,
+            timeline: Default::default(),
+        };
+        let xml = write(&run, str::to_owned).expect("serializes");
+        let counts = run.counts();
+        assert_eq!((counts.tests, counts.skipped), (5, 4));
+        let parsed = Report::deserialize_from_str(&xml).expect("valid JUnit");
+        assert_eq!(parsed.tests, counts.tests, "{xml}");
+        assert_eq!(parsed.skipped, counts.skipped, "{xml}");
+    }
+}

@@ -80,3 +80,19 @@ impl Document for ReapReport<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_read_as_words() {
+        // Not their `Debug` names lower-cased ("wouldend", "foreign").
+        assert_eq!(outcome_words(Outcome::WouldEnd), "would be ended");
+        assert_eq!(outcome_words(Outcome::Foreign), "left running (another user's)");
+        assert_eq!(outcome_words(Outcome::Terminated), "terminated");
+        assert_eq!(outcome_words(Outcome::Killed), "killed");
+        assert_eq!(outcome_words(Outcome::Gone), "gone");
+        assert_eq!(outcome_words(Outcome::Failed), "failed");
+    }
+}
