@@ -1,6 +1,6 @@
 //! The report layer: every command's result is a value, and this folder renders it. Each
-//! format is written once: human text (on stderr) beside each model, JSON in [`json`], GitHub
-//! annotations in [`github`], SARIF in [`sarif`], JUnit in [`junit`], the job summary in
+//! format is written once: human text (on stderr) beside each model, JSON in `json`, GitHub
+//! annotations in `github`, SARIF in `sarif`, JUnit in `junit`, the job summary in
 //! [`summary`]. Renderers import the models and the terminal, never a command or an engine.
 
 pub(crate) mod explain;
