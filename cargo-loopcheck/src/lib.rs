@@ -24,8 +24,6 @@ pub mod report;
 #[doc(hidden)]
 pub mod isolate;
 #[doc(hidden)]
-pub mod lease_cmd;
-#[doc(hidden)]
 pub mod lint;
 #[doc(hidden)]
 pub mod runner;
@@ -92,7 +90,7 @@ where
         Command::Probe(probe) => commands::probe::run(&args.common, probe, &term),
         Command::Test(test) => commands::test::run(&args.common, test, &term),
         Command::Explain(explain) => commands::explain::run(&args.common, explain),
-        Command::Lease(lease) => lease_cmd::run(&args.common, lease, &term),
+        Command::Lease(lease) => commands::lease::run(&args.common, lease, &term),
         Command::Completions(completions) => commands::completions::run(&args.common, completions),
         Command::Isolate(hidden) => Ok(isolate::run_hidden(hidden.check, hidden.hold, &hidden.command)),
     };

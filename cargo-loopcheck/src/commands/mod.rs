@@ -5,6 +5,7 @@ pub mod check;
 pub mod completions;
 pub mod doctor;
 pub mod explain;
+pub mod lease;
 pub mod lint;
 pub mod ports;
 pub mod probe;
