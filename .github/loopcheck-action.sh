@@ -8,7 +8,10 @@
 #                                 their exit codes (0 clean, 1 problems, 2 usage, 3 could not run)
 #
 # Inputs are INPUT_* variables, set by action.yml from the action's inputs. They are never
-# evaluated as shell code: INPUT_TEST_ARGS and INPUT_INSTALL_ARGS are split on whitespace only.
+# evaluated as shell code: INPUT_TEST_ARGS and INPUT_INSTALL_ARGS hold one argument per line.
+# The script runs on the bash of every GitHub runner, macOS's 3.2 included: no `${x,,}`, no
+# `mapfile`, and no bare `"${array[@]}"` of an array that may be empty (an error under `set -u`
+# before bash 4.4).
 set -euo pipefail
 
 die() {
@@ -18,7 +21,7 @@ die() {
 
 # true or false, as GitHub passes booleans.
 flag() {
-    case "${1,,}" in
+    case "$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')" in
     true | yes | on | 1) return 0 ;;
     false | no | off | 0) return 1 ;;
     *) die "\`$2\` must be true or false, not \`$1\`" ;;
@@ -35,6 +38,25 @@ binary() {
     printf '%s\n' "$bin"
 }
 
+# Prints each non-empty line of $1 as one argument, NUL-terminated, for `read -d ''`.
+arguments() {
+    local line
+    while IFS= read -r line || [ -n "$line" ]; do
+        line=${line%$'\r'}
+        [ -n "$line" ] && printf '%s\0' "$line"
+    done <<<"$1"
+    return 0
+}
+
+# The installed binary under $1/bin: `cargo-loopcheck`, or `cargo-loopcheck.exe` on Windows.
+installed() {
+    if [ -f "$1/bin/cargo-loopcheck.exe" ] && [ ! -f "$1/bin/cargo-loopcheck" ]; then
+        printf '%s\n' "$1/bin/cargo-loopcheck.exe"
+    else
+        printf '%s\n' "$1/bin/cargo-loopcheck"
+    fi
+}
+
 install() {
     local bin
     if [ -n "${INPUT_CARGO_LOOPCHECK:-}" ]; then
@@ -42,12 +64,12 @@ install() {
     else
         local source=${INPUT_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
         local root=${INPUT_INSTALL_ROOT:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}/cargo-loopcheck}
-        local extra=()
-        read -ra extra <<<"${INPUT_INSTALL_ARGS:-}"
+        local extra=() arg
+        while IFS= read -r -d '' arg; do extra+=("$arg"); done < <(arguments "${INPUT_INSTALL_ARGS:-}")
         echo "::group::cargo install cargo-loopcheck from $source"
-        cargo install --locked --path "$source/cargo-loopcheck" --root "$root" "${extra[@]}"
+        cargo install --locked --path "$source/cargo-loopcheck" --root "$root" ${extra[@]+"${extra[@]}"}
         echo "::endgroup::"
-        bin=$root/bin/cargo-loopcheck
+        bin=$(installed "$root")
     fi
     "$bin" loopcheck --version
     # Later steps, the action's and the job's own, find it: `cargo loopcheck` works after this.
@@ -78,9 +100,9 @@ run() {
         code=0
         if [ -n "${INPUT_SARIF:-}" ]; then
             # Code scanning shows the findings, from the uploaded SARIF.
-            "$bin" loopcheck check "${common[@]}" --message-format sarif >"$INPUT_SARIF" || code=$?
+            "$bin" loopcheck check ${common[@]+"${common[@]}"} --message-format sarif >"$INPUT_SARIF" || code=$?
         else
-            "$bin" loopcheck check "${common[@]}" --message-format github || code=$?
+            "$bin" loopcheck check ${common[@]+"${common[@]}"} --message-format github || code=$?
         fi
         echo "::endgroup::"
         echo "cargo loopcheck check: exit code $code"
@@ -88,8 +110,8 @@ run() {
     fi
 
     if $test; then
-        local args=() junit=()
-        read -ra args <<<"${INPUT_TEST_ARGS:-}"
+        local args=() junit=() arg
+        while IFS= read -r -d '' arg; do args+=("$arg"); done < <(arguments "${INPUT_TEST_ARGS:-}")
         if [ -n "${INPUT_JUNIT:-}" ]; then
             junit=(--junit "$INPUT_JUNIT")
         fi
@@ -97,7 +119,8 @@ run() {
             args=(-- "${args[@]}")
         fi
         code=0
-        "$bin" loopcheck test "${common[@]}" --message-format github "${junit[@]}" "${args[@]}" || code=$?
+        "$bin" loopcheck test ${common[@]+"${common[@]}"} --message-format github \
+            ${junit[@]+"${junit[@]}"} ${args[@]+"${args[@]}"} || code=$?
         echo "cargo loopcheck test: exit code $code"
         ((code > status)) && status=$code
     fi

@@ -9,7 +9,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::lease::{Attempt, Lease, Registry};
-use crate::policy::{self, PortPolicy, WINDOW, WINDOW_START};
+use crate::policy::{self, PortPolicy};
 
 /// A leased port: no other thread or process using loopcheck gets it until this is dropped
 /// or its holder exits.
@@ -52,11 +52,7 @@ impl PortLease {
     /// listener is open.
     pub fn into_listener(self) -> Result<TcpListener> {
         let addr = self.addr();
-        let listener = TcpListener::bind(addr).map_err(|source| Error::Socket {
-            action: "bind",
-            addr,
-            source,
-        })?;
+        let listener = TcpListener::bind(addr).map_err(|source| Error::socket("bind", addr, source))?;
         hold_while_open(self.lease, &listener);
         Ok(listener)
     }
@@ -65,11 +61,7 @@ impl PortLease {
     /// socket is open.
     pub fn into_udp_socket(self) -> Result<UdpSocket> {
         let addr = self.addr();
-        let socket = UdpSocket::bind(addr).map_err(|source| Error::Socket {
-            action: "bind",
-            addr,
-            source,
-        })?;
+        let socket = UdpSocket::bind(addr).map_err(|source| Error::socket("bind", addr, source))?;
         hold_while_open(self.lease, &socket);
         Ok(socket)
     }
@@ -349,9 +341,7 @@ pub(crate) fn allocator() -> Result<&'static Allocator> {
     }
     let policy = PortPolicy::current()?;
     let registry = Registry::get()?;
-    let len = policy.allocation_len();
-    let window_base = policy.index_of_first_at_or_above(WINDOW_START).unwrap_or(0);
-    let window = WINDOW.min(len);
+    let (window_base, window) = policy.allocation_window();
     // Spreads processes over the window; any value works, so no random source is needed.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -424,6 +414,12 @@ fn allocate<T>(reuse: Reuse, mut bind: impl FnMut(u16) -> io::Result<T>) -> Resu
                 unusable += 1;
                 continue;
             }
+            Attempt::OutOfFiles(source) => {
+                return Err(Error::TooManyOpenFiles {
+                    action: "open a lease file",
+                    source,
+                });
+            }
         };
         match bind(port) {
             Ok(socket) => return Ok((lease, socket)),
@@ -438,11 +434,7 @@ fn allocate<T>(reuse: Reuse, mut bind: impl FnMut(u16) -> io::Result<T>) -> Resu
             }
             Err(source) => {
                 let addr = SocketAddr::new(loopback_ip(), port);
-                return Err(Error::Socket {
-                    action: "bind",
-                    addr,
-                    source,
-                });
+                return Err(Error::socket("bind", addr, source));
             }
         }
     }

@@ -150,6 +150,12 @@ pub fn reserve_port_block(n: usize) -> Result<PortBlock> {
                     failed = Some(k);
                     break;
                 }
+                Attempt::OutOfFiles(source) => {
+                    return Err(Error::TooManyOpenFiles {
+                        action: "open a lease file",
+                        source,
+                    });
+                }
             };
             match probe(port, Protocols::Tcp) {
                 Ok(()) => leases.push(PortLease { ip, lease }),
@@ -164,11 +170,7 @@ pub fn reserve_port_block(n: usize) -> Result<PortBlock> {
                     break;
                 }
                 Err(source) => {
-                    return Err(Error::Socket {
-                        action: "bind",
-                        addr: SocketAddr::new(ip, port),
-                        source,
-                    });
+                    return Err(Error::socket("bind", SocketAddr::new(ip, port), source));
                 }
             }
         }

@@ -113,9 +113,34 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// This process, or the whole system, has no file descriptor left for a lease file or a
+    /// socket (`EMFILE`, `ENFILE`).
+    #[error(
+        "cannot {action}: too many open files; raise the limit of open files with `ulimit -n` (for example `ulimit -n 4096`), or close the files and sockets the tests keep open"
+    )]
+    TooManyOpenFiles {
+        /// What was being done, such as `open a lease file`.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+
     /// `reserve_ports(0)` or a similar request that cannot be met by its shape.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+}
+
+impl Error {
+    /// [`Error::Socket`], or [`Error::TooManyOpenFiles`] when the cause is running out of file
+    /// descriptors: then the address is not at fault, and the limit is what to change.
+    pub(crate) fn socket(action: &'static str, addr: std::net::SocketAddr, source: io::Error) -> Error {
+        if crate::sys::is_out_of_files(&source) {
+            Error::TooManyOpenFiles { action, source }
+        } else {
+            Error::Socket { action, addr, source }
+        }
+    }
 }
 
 /// `Result` with [`Error`] as its error type.

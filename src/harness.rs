@@ -5,7 +5,6 @@
 //! is made here, so it is tested without the macro.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::fmt::Debug;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -13,22 +12,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::PortLease;
 use crate::diagnose::Diagnoser;
-use crate::lease::{RECORDS_FILE, RUN_DIR_VAR, TEST_VAR, own_pid};
-use crate::report::{Code, Diagnosis};
+use crate::lease::own_pid;
+use crate::report::{Code, Diagnosis, Protocol};
+use crate::run::{GivenSocket as Given, RunRecord, TEST_VAR};
 use crate::scan::{ProcessInfo, ScanOptions};
-
-thread_local! {
-    static CURRENT: Cell<Option<&'static str>> = const { Cell::new(None) };
-}
-
-/// The `#[loopback_test]` running on this thread, if any.
-pub(crate) fn current() -> Option<&'static str> {
-    CURRENT.with(Cell::get)
-}
 
 /// What `leaks = "..."` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,21 +41,6 @@ pub struct Test {
     pub should_panic: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Protocol {
-    Tcp,
-    Udp,
-}
-
-/// One argument handed to the test.
-#[derive(Debug, Clone, Serialize)]
-struct Given {
-    protocol: Protocol,
-    port: u16,
-    addrs: Vec<SocketAddr>,
-}
-
 /// The state of one running test: what it was given and the leases it holds.
 #[derive(Debug)]
 pub struct Context {
@@ -77,7 +51,7 @@ pub struct Context {
 
 impl Context {
     fn new(test: Test) -> Context {
-        CURRENT.with(|c| c.set(Some(test.name)));
+        crate::run::set_current(Some(test.name));
         if one_test_per_process() {
             // SAFETY: nextest runs exactly one test per process, and this runs before the test
             // body starts any thread; libtest's own thread only waits for the result.
@@ -116,7 +90,7 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.set(None));
+        crate::run::set_current(None);
     }
 }
 
@@ -230,7 +204,7 @@ impl Arg for tokio::net::UdpSocket {
 }
 
 /// What a test body returns: `()` or any `Result<_, E: Debug>`.
-pub trait Outcome: Sized {
+pub trait TestReturn: Sized {
     /// The failure message, as libtest would print it, or `None` on success.
     fn failure(&self) -> Option<String>;
 
@@ -241,7 +215,7 @@ pub trait Outcome: Sized {
     }
 }
 
-impl Outcome for () {
+impl TestReturn for () {
     fn failure(&self) -> Option<String> {
         None
     }
@@ -251,14 +225,14 @@ impl Outcome for () {
     }
 }
 
-impl<T, E: Debug> Outcome for Result<T, E> {
+impl<T, E: Debug> TestReturn for Result<T, E> {
     fn failure(&self) -> Option<String> {
         self.as_ref().err().map(|e| format!("{e:?}"))
     }
 }
 
 /// Runs a test on this thread: `setup` allocates the arguments and returns the body.
-pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R {
+pub fn run<R: TestReturn, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R {
     let mut cx = Context::new(test);
     let body = setup(&mut cx);
     let started = Instant::now();
@@ -272,7 +246,7 @@ pub fn run<R: Outcome, B: FnOnce() -> R>(test: Test, setup: impl FnOnce(&mut Con
 /// when it has not returned in time (the thread is left to finish by itself).
 pub fn run_with_timeout<R, B>(test: Test, setup: impl FnOnce(&mut Context) -> B) -> R
 where
-    R: Outcome + Send + 'static,
+    R: TestReturn + Send + 'static,
     B: FnOnce() -> R + Send + 'static,
 {
     let timeout = test.timeout.unwrap_or(Duration::MAX);
@@ -285,7 +259,7 @@ where
     let (checked, wait_for_check) = std::sync::mpsc::channel::<()>();
     let name = test.name;
     let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-        CURRENT.with(|c| c.set(Some(name)));
+        crate::run::set_current(Some(name));
         let _ = sender.send(Message::Tid(thread_id()));
         let result = catch_unwind(AssertUnwindSafe(body));
         let _ = sender.send(Message::Done(result));
@@ -381,7 +355,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 impl Context {
     /// Diagnoses, checks for leaks and records; then hands back the body's result, or fails
     /// the test when it leaked with `leaks = "fail"`.
-    fn finish<R: Outcome>(&self, result: std::thread::Result<R>, tids: Threads<'_>, elapsed: Duration) -> R {
+    fn finish<R: TestReturn>(
+        &self,
+        result: std::thread::Result<R>,
+        tids: Threads<'_>,
+        elapsed: Duration,
+    ) -> R {
         let failure = match &result {
             Err(payload) if !self.test.should_panic => {
                 Some(Failure::Panicked(panic_message(payload.as_ref())))
@@ -519,22 +498,22 @@ impl Context {
         leaks: &[Diagnosis],
         elapsed: Duration,
     ) {
-        let Some(dir) = std::env::var_os(RUN_DIR_VAR).map(PathBuf::from) else {
+        let Some(dir) = crate::run::run_dir() else {
             return;
         };
-        let record = Record {
-            name: self.test.name,
-            outcome,
-            message,
+        let record = RunRecord {
+            name: self.test.name.to_owned(),
+            outcome: Some(outcome.to_owned()),
+            message: message.map(str::to_owned),
             ports: self.given.iter().map(|g| g.port).collect(),
-            given: &self.given,
-            diagnoses,
-            leaks,
-            duration_ms: elapsed.as_millis() as u64,
-            pid: own_pid(),
-            binary: test_binary(),
+            given: self.given.clone(),
+            diagnoses: diagnoses.to_vec(),
+            leaks: leaks.to_vec(),
+            duration_ms: Some(elapsed.as_millis() as u64),
+            pid: Some(own_pid()),
+            binary: test_binary().map(std::path::Path::to_path_buf),
         };
-        if let Err(err) = write_record(&dir, &record) {
+        if let Err(err) = crate::run::append_record(&dir, &record) {
             eprintln!(
                 "loopcheck: cannot write the run record of `{}` into {}: {err}",
                 self.test.name,
@@ -544,47 +523,10 @@ impl Context {
     }
 }
 
-/// One test's record in `LOOPCHECK_RUN_DIR`.
-#[derive(Serialize)]
-struct Record<'a> {
-    name: &'a str,
-    outcome: &'a str,
-    message: Option<&'a str>,
-    ports: Vec<u16>,
-    given: &'a [Given],
-    diagnoses: &'a [Diagnosis],
-    leaks: &'a [Diagnosis],
-    duration_ms: u64,
-    pid: u32,
-    binary: Option<&'static std::path::Path>,
-}
-
 /// This test binary's path, read once per process (`current_exe` is a `readlink`).
 fn test_binary() -> Option<&'static std::path::Path> {
     static BINARY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     BINARY.get_or_init(|| std::env::current_exe().ok()).as_deref()
-}
-
-/// Appends `record` as one line to `records.jsonl` in `dir`, in one `write` to a file opened
-/// once per process in append mode: a record costs one system call rather than a file creation
-/// (about 0.2 ms on ext4), and appends of whole lines from several processes do not interleave.
-fn write_record(dir: &std::path::Path, record: &Record<'_>) -> io::Result<()> {
-    use std::io::Write;
-    use std::sync::Mutex;
-
-    static FILE: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
-    let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-    line.push(b'\n');
-    let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
-    if file.as_ref().is_none_or(|(open, _)| open != dir) {
-        let path = dir.join(RECORDS_FILE);
-        let opened = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        *file = Some((dir.to_path_buf(), opened));
-    }
-    match file.as_mut() {
-        Some((_, opened)) => opened.write_all(&line),
-        None => Ok(()),
-    }
 }
 
 /// Whether something still listens on (TCP) or is bound to (UDP) `addr`. One question to

@@ -20,19 +20,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::run::{current_test, run_id};
 
 /// The environment variable that overrides the registry directory.
 pub const DIR_VAR: &str = "LOOPCHECK_DIR";
 
-/// The environment variable naming the test a process works for (set by the harness).
-pub const TEST_VAR: &str = "LOOPCHECK_TEST";
-
-/// The environment variable naming the run directory of `cargo loopcheck test`.
-pub const RUN_DIR_VAR: &str = "LOOPCHECK_RUN_DIR";
-
-/// The file of a run directory that `#[loopback_test]`s append their records to: one JSON
-/// object per line.
-pub const RECORDS_FILE: &str = "records.jsonl";
+// The run contract is defined in `crate::run`; re-exported here where it has always been
+// public.
+/// Only `cargo loopcheck` reads the records file; hidden from the docs for that reason, kept
+/// at this path for it.
+#[doc(hidden)]
+pub use crate::run::RECORDS_FILE;
+pub use crate::run::{RUN_DIR_VAR, TEST_VAR};
 
 /// Records are padded to this size so that rewriting one never needs a truncate.
 const RECORD_SIZE: usize = 512;
@@ -127,6 +126,8 @@ impl Registry {
         let path = self.path_of(port);
         let file = match open_lease_file(&path) {
             Ok(file) => file,
+            // No other port's file would open either: the limit is at fault, not the file.
+            Err(err) if crate::sys::is_out_of_files(&err) => return Attempt::OutOfFiles(err),
             // Only debris is repaired; a failure such as EMFILE says nothing about the file.
             Err(err) if is_debris(&err) => match repair(&path) {
                 Ok(file) => file,
@@ -252,6 +253,8 @@ pub(crate) enum Attempt {
     Held,
     /// The lease file could not be opened, repaired or locked.
     Unusable,
+    /// The lease file could not be opened: no file descriptor is left (`EMFILE`, `ENFILE`).
+    OutOfFiles(io::Error),
 }
 
 /// How many released lease files a process keeps open (unlocked) for reuse: few enough to
@@ -367,25 +370,6 @@ impl Drop for Lease {
     }
 }
 
-/// The test this process or thread works for: the harness's context, `LOOPCHECK_TEST`, or the
-/// name libtest gives the thread running a test.
-pub(crate) fn current_test() -> Option<String> {
-    if let Some(test) = crate::harness::current() {
-        return Some(test.to_owned());
-    }
-    if let Some(name) = HOLDER_NAME.get() {
-        return Some(name.clone());
-    }
-    static FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
-    if let Some(test) = FROM_ENV.get_or_init(|| std::env::var(TEST_VAR).ok().filter(|t| !t.is_empty())) {
-        return Some(test.clone());
-    }
-    let thread = std::thread::current();
-    thread.name().filter(|name| *name != "main").map(str::to_owned)
-}
-
-static HOLDER_NAME: OnceLock<String> = OnceLock::new();
-
 /// Names the leases this process takes from now on, where no test is running: what `ports`
 /// and diagnoses show as their test. `cargo loopcheck lease` names them after its command.
 /// The first name set stays; returns `false` if a name was set before.
@@ -398,24 +382,13 @@ static HOLDER_NAME: OnceLock<String> = OnceLock::new();
 /// # Ok::<(), loopcheck::Error>(())
 /// ```
 pub fn set_holder_name(name: impl Into<String>) -> bool {
-    HOLDER_NAME.set(name.into()).is_ok()
+    crate::run::set_holder_name(name.into())
 }
 
 /// This process's id, asked of the kernel once: `getpid` is a real syscall on Linux.
 pub(crate) fn own_pid() -> u32 {
     static PID: OnceLock<u32> = OnceLock::new();
     *PID.get_or_init(std::process::id)
-}
-
-/// The run id of `cargo loopcheck test`: the name of `LOOPCHECK_RUN_DIR`.
-pub(crate) fn run_id() -> Option<&'static str> {
-    static RUN_ID: OnceLock<Option<String>> = OnceLock::new();
-    RUN_ID
-        .get_or_init(|| {
-            let dir = PathBuf::from(std::env::var_os(RUN_DIR_VAR)?);
-            Some(dir.file_name()?.to_str()?.to_owned())
-        })
-        .as_deref()
 }
 
 /// What a lease file says about its holder.
@@ -541,20 +514,11 @@ fn read_record(file: &File) -> Option<LeaseRecord> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    match builder.create(dir) {
-        Ok(()) => Ok(()),
-        // Another process created it first; it is checked like any existing directory.
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(Error::Registry {
-            action: "create directory",
-            path: dir.to_path_buf(),
-            source,
-        }),
-    }
+    crate::sys::create_private_dir(dir).map_err(|source| Error::Registry {
+        action: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Refuses `dir` unless it is a private directory of this user. `own`: whether it is the

@@ -89,7 +89,14 @@ mod alloc;
 mod block;
 mod error;
 mod harness;
-mod sys;
+/// The run contract with `cargo loopcheck test`. Hidden from the docs: only the CLI reads the
+/// records; users see the variables as `loopcheck::lease::{TEST_VAR, RUN_DIR_VAR}`.
+#[doc(hidden)]
+pub mod run;
+/// Facts about this process and user that `cargo loopcheck` needs too. Hidden from the docs:
+/// not an API for users of the library.
+#[doc(hidden)]
+pub mod sys;
 
 #[cfg(unix)]
 pub mod activation;
@@ -177,5 +184,5 @@ pub use scan::{SocketTable, scan};
 /// What `#[loopback_test]` expands into. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{Arg, Context, Leaks, Outcome, Test, port_block, run, run_with_timeout};
+    pub use crate::harness::{Arg, Context, Leaks, Test, TestReturn, port_block, run, run_with_timeout};
 }

@@ -194,9 +194,9 @@ impl PortPolicy {
     /// ```
     pub fn tried_first(&self) -> Vec<PortRange> {
         let len = self.allocation_len();
-        let base = self.index_of_first_at_or_above(WINDOW_START).unwrap_or(0);
+        let (base, window) = self.allocation_window();
         let mut ranges: Vec<PortRange> = Vec::new();
-        for index in (base..base + WINDOW.min(len)).map(|i| i % len) {
+        for index in (base..base + window).map(|i| i % len) {
             let port = self.nth_port(index);
             match ranges.last_mut() {
                 Some(last) if last.end.checked_add(1) == Some(port) => last.end = port,
@@ -205,6 +205,14 @@ impl PortPolicy {
         }
         ranges.sort();
         ranges
+    }
+
+    /// The window allocations try first, as (index of its first port in the allocation
+    /// range, number of ports): [`WINDOW`] ports from the first allocatable port at or above
+    /// [`WINDOW_START`], wrapping around the end of the range.
+    pub(crate) fn allocation_window(&self) -> (usize, usize) {
+        let base = self.index_of_first_at_or_above(WINDOW_START).unwrap_or(0);
+        (base, WINDOW.min(self.allocation_len()))
     }
 
     /// Whether loopcheck may hand out `port`.

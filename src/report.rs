@@ -302,6 +302,42 @@ impl fmt::Display for Diagnosis {
     }
 }
 
+/// A transport protocol.
+///
+/// ```
+/// use loopcheck::scan::Protocol;
+///
+/// assert_eq!(Protocol::Tcp.to_string(), "tcp");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// The lower-case name, as serialized: `"tcp"` or `"udp"`.
+    ///
+    /// ```
+    /// assert_eq!(loopcheck::scan::Protocol::Udp.as_str(), "udp");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +388,9 @@ mod tests {
 
 /// One finding of `cargo loopcheck check` or `lint`: a diagnosis tied to a place in the
 /// code or to a process.
+// Hidden from the docs: only `cargo loopcheck` makes and renders findings; it lives here with
+// the other report types the CLI's JSON is made of.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// The diagnostic code.

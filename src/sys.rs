@@ -1,15 +1,18 @@
 //! Small facts about this process and user that several modules need.
+//!
+//! Public but hidden from the docs: `cargo loopcheck` needs the same facts, and one definition
+//! serves both crates. Not an API for users of the library.
 
 /// The effective user id, on platforms that have one.
 #[cfg(unix)]
-pub(crate) fn current_uid() -> Option<u32> {
+pub fn current_uid() -> Option<u32> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     Some(unsafe { libc::geteuid() })
 }
 
 /// The effective user id, on platforms that have one.
 #[cfg(not(unix))]
-pub(crate) fn current_uid() -> Option<u32> {
+pub fn current_uid() -> Option<u32> {
     None
 }
 
@@ -26,4 +29,49 @@ pub(crate) fn read_small(path: impl AsRef<std::path::Path>) -> Option<String> {
         return std::fs::read_to_string(path).ok();
     }
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (on Unix). A directory that exists
+/// already, or that another process created first, is no error; the caller checks it like
+/// any existing directory.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether `err` says that this process (`EMFILE`) or the system (`ENFILE`) has no file
+/// descriptor left.
+#[cfg(unix)]
+pub(crate) fn is_out_of_files(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Whether `err` says that no socket is left (`WSAEMFILE`).
+#[cfg(windows)]
+pub(crate) fn is_out_of_files(err: &std::io::Error) -> bool {
+    err.raw_os_error() == Some(10024)
+}
+
+/// Whether `err` says that no file descriptor is left: never known here.
+#[cfg(not(any(unix, windows)))]
+pub(crate) fn is_out_of_files(_err: &std::io::Error) -> bool {
+    false
+}
+
+/// For a unit test that cannot run its real check here: prints why on stderr, and fails when
+/// `LOOPCHECK_REQUIRE_TOOLS=1` (CI sets it), so that a skip is never silent there.
+#[cfg(test)]
+pub(crate) fn skip_test(reason: &str) {
+    eprintln!("skipped: {reason}");
+    assert!(
+        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
+        "LOOPCHECK_REQUIRE_TOOLS=1 and this test cannot run: {reason}"
+    );
 }

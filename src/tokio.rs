@@ -25,7 +25,7 @@ fn convert<S, T>(socket: S, addr: SocketAddr, from_std: impl FnOnce(S) -> io::Re
 where
     for<'s> SockRef<'s>: From<&'s S>,
 {
-    let failed = |action, source| Error::Socket { action, addr, source };
+    let failed = |action, source| Error::socket(action, addr, source);
     SockRef::from(&socket)
         .set_nonblocking(true)
         .map_err(|e| failed("make non-blocking", e))?;

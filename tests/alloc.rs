@@ -22,6 +22,7 @@ fn child_entry() {
         "report" => report(),
         "serve-inherited" => serve_inherited(),
         "no-ipv6" => no_ipv6(),
+        "out-of-files" => out_of_files(),
         "one-after-another" => {
             // What a suite of tests in one thread does: a listener each, closed at its end.
             let ports: Vec<String> = (0..100)
@@ -122,6 +123,34 @@ fn no_ipv6() {
     }
     say(format!("ipv6 {}", loopcheck::policy::ipv6_available()));
     report();
+}
+
+/// Runs with a low limit of open files: allocates once, opens files until the limit refuses
+/// one, then allocates again and prints what each allocation says.
+fn out_of_files() {
+    drop(loopcheck::reserve_port().unwrap());
+    let mut files = Vec::new();
+    let refused = loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) if files.len() < 4096 => files.push(file),
+            Ok(_) => break "the limit of open files was not reached".to_owned(),
+            Err(err) => break err.to_string(),
+        }
+    };
+    say(format!("refused {refused}"));
+    for result in [
+        loopcheck::reserve_port().map(drop),
+        loopcheck::tcp_listener().map(drop),
+    ] {
+        match result {
+            Ok(()) => say("ok"),
+            Err(err) => {
+                let source = std::error::Error::source(&err).map(ToString::to_string);
+                say(format!("err {err} | {}", source.unwrap_or_default()));
+            }
+        }
+    }
+    drop(files);
 }
 
 /// A range of 200 allocatable ports away from the window where every other process of this
@@ -422,7 +451,7 @@ fn a_host_without_ipv6_still_allocates() {
                 .is_ok_and(|o| o.status.success())
         });
     if !(root.unwrap_or(false) && tools) {
-        eprintln!("skipped: needs root, `unshare` and `ip` (iproute2) to build a host without IPv6");
+        support::skip("needs root, `unshare` and `ip` (iproute2) to build a host without IPv6");
         return;
     }
     let mut command = std::process::Command::new("unshare");
@@ -443,11 +472,56 @@ fn a_host_without_ipv6_still_allocates() {
     let mut child = support::start(command);
     let first = child.line(CHILD_TIMEOUT);
     if let Some(reason) = first.strip_prefix("skip ") {
-        eprintln!("skipped: {reason}");
+        support::skip(reason);
         return;
     }
     assert_eq!(first, "ipv6 false");
     assert!(child.line(CHILD_TIMEOUT).starts_with("ok "));
     assert!(child.line(CHILD_TIMEOUT).starts_with("ok 127."));
+    assert!(child.wait(CHILD_TIMEOUT).success());
+}
+
+/// A process out of file descriptors is told so, and how to raise the limit, rather than that
+/// the range is exhausted: a child run under `ulimit -n 64` uses up its descriptors and
+/// allocates.
+#[cfg(unix)]
+#[test]
+fn running_out_of_file_descriptors_says_so_and_names_ulimit() {
+    if std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64")
+        .status()
+        .is_err()
+    {
+        support::skip("needs `sh` to lower the limit of open files of a child");
+        return;
+    }
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(support::ROLE_VAR, "out-of-files")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = support::start(command);
+    let refused = child.line(CHILD_TIMEOUT);
+    assert!(refused.contains("Too many open files"), "{refused}");
+    for _ in 0..2 {
+        let line = child.line(CHILD_TIMEOUT);
+        assert!(
+            line.starts_with("err cannot open a lease file: too many open files;")
+                && line.contains("`ulimit -n`"),
+            "{line}"
+        );
+        assert!(line.ends_with("| Too many open files (os error 24)"), "{line}");
+    }
     assert!(child.wait(CHILD_TIMEOUT).success());
 }

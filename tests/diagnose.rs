@@ -217,7 +217,7 @@ fn time_wait_leftovers_are_told_apart() {
 #[test]
 fn a_server_on_the_other_family_is_pointed_out() {
     if !loopcheck::policy::ipv6_available() {
-        eprintln!("skipped: no IPv6 loopback on this host");
+        support::skip("no IPv6 loopback on this host");
         return;
     }
     let lease = loopcheck::reserve_port().unwrap();
@@ -373,7 +373,7 @@ fn a_socket_whose_owner_is_hidden_is_reported_not_dropped() {
         .filter(|s| s.protocol == loopcheck::scan::Protocol::Tcp && s.is_listener() && s.pids.is_empty())
         .find(|s| s.local.ip().is_unspecified() && s.local.is_ipv4());
     let Some(hidden) = hidden else {
-        eprintln!("skipped: no listener with a hidden owner on this host");
+        support::skip("no listener with a hidden owner on this host");
         return;
     };
     let addr = SocketAddr::new(LOCALHOST, hidden.local.port());

@@ -2,6 +2,8 @@
 //! `cargo nextest run` (skipped with the reason where cargo-nextest is absent).
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -167,6 +169,15 @@ fn check_run_records() {
             "forms::leaky_listener_and_child"
         ]
     );
+    // The library's reader (what `cargo loopcheck test` reads them with) gives back every field
+    // the harness wrote.
+    let mut read = loopcheck::run::read_records(&run_dir);
+    read.sort_by(|a, b| a.name.cmp(&b.name));
+    let reread: Vec<serde_json::Value> = read.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
+    assert_eq!(reread, records);
+    assert_eq!(read[0].outcome.as_deref(), Some("failed"));
+    assert_eq!(read[1].given.len(), 1);
+    assert_eq!(read[1].given[0].port, read[1].ports[0]);
     let (failing, passing, leaky) = (&records[0], &records[1], &records[2]);
     assert_eq!(passing["outcome"], "passed");
     assert_eq!(passing["ports"].as_array().unwrap().len(), 1);
@@ -229,7 +240,7 @@ fn every_form_works_under_cargo_test_and_nextest() {
 
     let nextest = cargo(&["nextest", "--version"]);
     if !nextest.status.success() {
-        eprintln!("skipped the nextest half: cargo-nextest is not installed");
+        support::skip("the nextest half: cargo-nextest is not installed");
         return;
     }
     let passing = cargo(&[

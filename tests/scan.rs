@@ -5,6 +5,8 @@
 //! killed by pid.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +34,7 @@ fn scan_ports(backend: Backend, ports: &[u16]) -> Option<SocketTable> {
             Some(table)
         }
         Err(ScanError::ProgramNotFound { program }) => {
-            eprintln!("skipped {backend}: `{program}` is not installed");
+            support::skip(&format!("{backend}: `{program}` is not installed"));
             None
         }
         Err(ScanError::SockDiag(err))
@@ -41,7 +43,7 @@ fn scan_ports(backend: Backend, ports: &[u16]) -> Option<SocketTable> {
                 Some(libc::EPERM | libc::EACCES | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT)
             ) =>
         {
-            eprintln!("skipped {backend}: netlink is refused in this sandbox: {err}");
+            support::skip(&format!("{backend}: netlink is refused in this sandbox: {err}"));
             None
         }
         Err(err) => panic!("{backend} scan failed: {err} ({err:?})"),
@@ -236,7 +238,7 @@ fn ipv6_loopback_listener() {
     let listener = match TcpListener::bind("[::1]:0") {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("skipped: no IPv6 loopback here: {err}");
+            support::skip(&format!("no IPv6 loopback here: {err}"));
             return;
         }
     };
@@ -451,16 +453,16 @@ fn child_listener_is_attributed_to_the_child() {
 #[test]
 fn pid_1_hidden_listener_has_no_owner() {
     let Ok(ss) = Command::new("ss").args(["-ltnpH", "sport = :2024"]).output() else {
-        eprintln!("skipped: `ss` is not installed");
+        support::skip("`ss` is not installed");
         return;
     };
     let text = String::from_utf8_lossy(&ss.stdout);
     let Some(line) = text.lines().find(|line| line.contains(":2024 ")) else {
-        eprintln!("skipped: nothing listens on port 2024 here");
+        support::skip("nothing listens on port 2024 here");
         return;
     };
     if line.contains("users:") {
-        eprintln!("skipped: the owner of port 2024 is visible here: {line}");
+        support::skip(&format!("the owner of port 2024 is visible here: {line}"));
         return;
     }
     for backend in KERNEL_BACKENDS {

@@ -192,6 +192,56 @@ fn every_schema_is_valid_and_names_its_file() {
     );
 }
 
+/// A program that reads a key the contract promises fails validation when the key is renamed
+/// or missing: the schemas hold the contract, not only the types.
+#[test]
+fn a_renamed_or_missing_key_breaks_the_schema() {
+    let check = document("check", &["check", "--manifest-path", &demo()], ExitCode::FOUND);
+    let renamed = |document: &Value, pointer: &str, from: &str, to: &str| {
+        let mut document = document.clone();
+        let object = document.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
+        let value = object
+            .remove(from)
+            .unwrap_or_else(|| panic!("no `{from}` at {pointer}"));
+        if !to.is_empty() {
+            object.insert(to.to_owned(), value);
+        }
+        document
+    };
+    for (pointer, from, to) in [
+        ("/findings/0", "line", "lineno"),
+        ("/findings/0", "column", "col"),
+        ("/findings/0", "suggestion", ""),
+        ("/findings/0", "code", "id"),
+        ("", "summary", ""),
+        ("/summary", "errors", "error_count"),
+    ] {
+        let broken = renamed(&check, pointer, from, to);
+        assert!(
+            !schema::violations("check", &broken).is_empty(),
+            "`{from}` at `{pointer}` renamed to `{to}` still matches the schema"
+        );
+    }
+
+    let listener = loopcheck::tcp_listener().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = listener.try_clone().unwrap();
+    let accepting = std::thread::spawn(move || server.accept().map(drop));
+    let probe = document("probe", &["probe", &addr.to_string()], ExitCode::OK);
+    accepting.join().unwrap().unwrap();
+    for (pointer, from, to) in [("/processes/0", "pid", "process_id"), ("", "code", "")] {
+        let broken = renamed(&probe, pointer, from, to);
+        assert!(
+            !schema::violations("probe", &broken).is_empty(),
+            "`{from}` at `{pointer}` renamed to `{to}` still matches the schema"
+        );
+    }
+    // A line or column counts from 1.
+    let mut zero = check.clone();
+    zero["findings"][0]["line"] = 0.into();
+    assert!(!schema::violations("check", &zero).is_empty());
+}
+
 /// A copy of tests/fixtures/summary with a port this process holds written in.
 struct Fixture {
     dir: tempfile::TempDir,

@@ -10,6 +10,8 @@ use crate::report::{Code, Diagnosis, Severity};
 /// Whether `ip` is an address of this host: loopback, a wildcard, or one of its interfaces'
 /// (`getifaddrs` on Unix; elsewhere, whether a UDP socket binds to it). Nothing is sent.
 pub(crate) fn is_local(ip: IpAddr) -> bool {
+    // `::ffff:127.0.0.1` is 127.0.0.1 as an IPv6 socket sees it: judged as that address.
+    let ip = ip.to_canonical();
     if ip.is_loopback() || ip.is_unspecified() {
         return true;
     }
@@ -120,6 +122,14 @@ mod tests {
         assert!(is_local("::".parse().unwrap()));
         assert!(!is_local(remote().ip()));
         assert!(!is_local("192.0.2.1".parse().unwrap()), "TEST-NET-1 is nobody's");
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_judged_as_their_v4_address() {
+        assert!(is_local("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(is_local("::ffff:127.3.2.1".parse().unwrap()));
+        assert!(is_local("::ffff:0.0.0.0".parse().unwrap()));
+        assert!(!is_local("::ffff:10.255.254.253".parse().unwrap()));
     }
 
     #[cfg(unix)]

@@ -79,9 +79,16 @@ pub(crate) use sock_diag::tcp_listening;
 use std::collections::BTreeMap;
 
 pub use error::ScanError;
-pub use process::{ProcessInfo, RunProcess, processes_of_run};
+pub use process::ProcessInfo;
+/// Only `cargo loopcheck` reports a run's leftover processes and shows command lines on one
+/// line as the scanner does; hidden from the docs for that reason.
+#[doc(hidden)]
+pub use process::{RunProcess, one_line, processes_of_run};
 pub use table::{Backend, Protocol, SocketEntry, SocketState, SocketTable};
+/// Only `cargo loopcheck test` samples sockets (its socket timeline); hidden from the docs for
+/// that reason.
 #[cfg(target_os = "linux")]
+#[doc(hidden)]
 pub use watch::Watch;
 
 /// What [`scan_with`] collects.

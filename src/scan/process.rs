@@ -205,7 +205,7 @@ pub fn processes_of_run(run_dir: &std::path::Path) -> Vec<RunProcess> {
             }
             // Bytes, not text: a directory name need not be UTF-8.
             let in_run = environ.split(|&b| b == 0).any(|var| {
-                var.strip_prefix(crate::lease::RUN_DIR_VAR.as_bytes())
+                var.strip_prefix(crate::run::RUN_DIR_VAR.as_bytes())
                     .and_then(|value| value.strip_prefix(b"="))
                     == Some(wanted)
             });
@@ -384,7 +384,7 @@ impl<'p> ProcessReader<'p> {
 }
 
 /// `text` with its control characters escaped as Rust writes them: `\n`, `\t`, `\u{1b}`.
-fn one_line(text: &str) -> String {
+pub fn one_line(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::ProcessInfo;
+// Defined with the report types: run records (`crate::run`) carry it too, and the run
+// contract must not import the scanner.
+pub use crate::report::Protocol;
 
 /// A snapshot of the host's TCP and UDP sockets, with the processes that hold them.
 ///
@@ -159,42 +162,6 @@ impl SocketEntry {
             Protocol::Tcp => self.state == SocketState::Listen,
             Protocol::Udp => self.state == SocketState::Close && self.remote.is_none(),
         }
-    }
-}
-
-/// A transport protocol.
-///
-/// ```
-/// use loopcheck::scan::Protocol;
-///
-/// assert_eq!(Protocol::Tcp.to_string(), "tcp");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Protocol {
-    /// The lower-case name, as serialized: `"tcp"` or `"udp"`.
-    ///
-    /// ```
-    /// assert_eq!(loopcheck::scan::Protocol::Udp.as_str(), "udp");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

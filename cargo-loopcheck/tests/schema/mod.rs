@@ -15,6 +15,16 @@ pub(crate) fn dir() -> PathBuf {
 /// Panics, naming every violation, unless `document` is valid against
 /// `docs/schema/SHAPE.schema.json`.
 pub(crate) fn assert_valid(shape: &str, document: &Value) {
+    let errors = violations(shape, document);
+    assert!(
+        errors.is_empty(),
+        "`{shape}` output does not match docs/schema/{shape}.schema.json:\n{}\n{document:#}",
+        errors.join("\n")
+    );
+}
+
+/// Every way `document` breaks `docs/schema/SHAPE.schema.json`, one line each.
+pub(crate) fn violations(shape: &str, document: &Value) -> Vec<String> {
     let path = std::path::absolute(dir().join(format!("{shape}.schema.json"))).unwrap();
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -25,14 +35,8 @@ pub(crate) fn assert_valid(shape: &str, document: &Value) {
         .with_base_uri(format!("file://{}", path.display()))
         .build(&schema)
         .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()));
-    let errors: Vec<String> = validator
+    validator
         .iter_errors(document)
         .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "`{shape}` output does not match {}:\n{}\n{document:#}",
-        path.display(),
-        errors.join("\n")
-    );
+        .collect()
 }
