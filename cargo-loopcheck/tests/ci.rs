@@ -196,7 +196,7 @@ fn every_schema_is_valid_and_names_its_file() {
 /// or missing: the schemas hold the contract, not only the types.
 #[test]
 fn a_renamed_or_missing_key_breaks_the_schema() {
-    let check = document("check", &["check", "--manifest-path", &demo()], ExitCode::FOUND);
+    let check = document("check", &["check", "--manifest-path", &demo()], Exit::FOUND);
     let renamed = |document: &Value, pointer: &str, from: &str, to: &str| {
         let mut document = document.clone();
         let object = document.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
@@ -227,7 +227,7 @@ fn a_renamed_or_missing_key_breaks_the_schema() {
     let addr = listener.local_addr().unwrap();
     let server = listener.try_clone().unwrap();
     let accepting = std::thread::spawn(move || server.accept().map(drop));
-    let probe = document("probe", &["probe", &addr.to_string()], ExitCode::OK);
+    let probe = document("probe", &["probe", &addr.to_string()], Exit::OK);
     accepting.join().unwrap().unwrap();
     for (pointer, from, to) in [("/processes/0", "pid", "process_id"), ("", "code", "")] {
         let broken = renamed(&probe, pointer, from, to);
