@@ -265,7 +265,7 @@ pub fn run_hidden(check: bool, hold: bool, command: &[OsString]) -> u8 {
             eprintln!("error: {unavailable}");
         }
         let _ = (check, hold);
-        crate::ExitCode::COULD_NOT_RUN
+        crate::Exit::COULD_NOT_RUN
     }
 }
 

@@ -21,24 +21,7 @@ impl fmt::Display for Entered {
     }
 }
 
-/// Why isolation cannot be had here, and what would make it possible: one line each.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("network isolation is unavailable: {why}; {fix}")]
-pub struct Unavailable {
-    /// The cause, such as `user namespaces are disabled (user.max_user_namespaces = 0)`.
-    pub why: String,
-    /// What to do about it.
-    pub fix: String,
-}
-
-impl Unavailable {
-    pub(crate) fn new(why: impl Into<String>, fix: impl Into<String>) -> Unavailable {
-        Unavailable {
-            why: why.into(),
-            fix: fix.into(),
-        }
-    }
-}
+pub use crate::error::Unavailable;
 
 /// Moves this process into a new network namespace (and a user namespace when it lacks the
 /// privilege for a network namespace alone). Must run while the process has one thread: the
