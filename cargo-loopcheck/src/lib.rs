@@ -18,17 +18,14 @@ pub mod workspace;
 pub mod commands;
 pub mod report;
 
-// The engines. Not API: `lint` is public because the integration tests call it directly; the
-// others are public only until their files trade `pub` for `pub(crate)` (with `unreachable_pub`
-// on, privatising the module means editing each item; it is mechanical: `cargo fix --lib`).
-#[doc(hidden)]
-pub mod isolate;
+// The engines. `lint` and `runner` are public, not API: the integration tests in `tests/` call
+// the lint directly, and `benches/timeline.rs` drives the runner's sampler.
+mod isolate;
 #[doc(hidden)]
 pub mod lint;
 #[doc(hidden)]
 pub mod runner;
-#[doc(hidden)]
-pub mod zombies;
+mod zombies;
 
 use std::ffi::OsString;
 

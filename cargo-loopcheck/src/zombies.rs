@@ -149,7 +149,7 @@ fn belongs(zombie: &ZombieListener, workspace: &Workspace) -> bool {
 }
 
 /// The zombie listeners of `workspace`, one entry per process, owned by this user.
-pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
+pub(crate) fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
     let table = loopcheck::scan::scan_with(&ScanOptions::listeners()).map_err(Error::Scan)?;
     let me = loopcheck::sys::current_uid();
     let mut zombies: Vec<Zombie> = Vec::new();
@@ -192,7 +192,7 @@ pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
 
 /// How long a process being ended gets to exit after SIGTERM before SIGKILL: `reap`,
 /// `test --reap` and the teardown of a run's leftovers all wait this long.
-pub const END_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const END_GRACE: Duration = Duration::from_secs(3);
 
 /// What ending one process came to (`reap`, `test --reap`, a run's teardown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -215,7 +215,7 @@ pub enum EndOutcome {
 /// Ends `zombie`: SIGTERM, up to `grace` to exit, then SIGKILL. Before each signal the process
 /// is read again, and left alone unless it is still the same process (same start time), still
 /// this user's and still orphaned.
-pub fn end(zombie: &Zombie, grace: Duration) -> EndOutcome {
+pub(crate) fn end(zombie: &Zombie, grace: Duration) -> EndOutcome {
     end_process(&zombie.process, grace, &|now| {
         matches!(
             loopcheck::diagnose::classify(now),

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// How the namespace was entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entered {
+pub(crate) enum Entered {
     /// With this process's own `CAP_SYS_ADMIN` (root, or a capable container).
     Network,
     /// Through a user namespace of its own, as an unprivileged user.
@@ -21,13 +21,13 @@ impl fmt::Display for Entered {
     }
 }
 
-pub use crate::error::Unavailable;
+pub(crate) use crate::error::Unavailable;
 
 /// Moves this process into a new network namespace (and a user namespace when it lacks the
 /// privilege for a network namespace alone). Must run while the process has one thread: the
 /// kernel refuses `CLONE_NEWUSER` otherwise.
 #[cfg(target_os = "linux")]
-pub fn enter() -> Result<Entered, Unavailable> {
+pub(crate) fn enter() -> Result<Entered, Unavailable> {
     // SAFETY: unshare takes flags only; it changes this process's namespaces.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
         return Ok(Entered::Network);

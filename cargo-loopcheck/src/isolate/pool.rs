@@ -21,7 +21,7 @@ use loopcheck::scan::{self, ScanOptions};
 
 /// The holders of a run; dropping them ends them (their stdin closes, and they are killed).
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     holders: Vec<Child>,
 }
 
