@@ -5,6 +5,10 @@ use std::fmt;
 
 /// How the namespace was entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(dead_code, reason = "only Linux has network namespaces to enter")
+)]
 pub(crate) enum Entered {
     /// With this process's own `CAP_SYS_ADMIN` (root, or a capable container).
     Network,
@@ -61,7 +65,7 @@ pub(crate) fn enter() -> Result<Entered, Unavailable> {
 
 /// Off Linux there are no network namespaces.
 #[cfg(not(target_os = "linux"))]
-pub fn enter() -> Result<Entered, Unavailable> {
+pub(crate) fn enter() -> Result<Entered, Unavailable> {
     Err(Unavailable::new(
         format!(
             "network namespaces exist only on Linux, not on {}",

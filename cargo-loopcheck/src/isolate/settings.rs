@@ -36,6 +36,13 @@ pub(crate) struct Config {
     pub pool: Vec<u32>,
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(
+        dead_code,
+        reason = "read by the target runner, which runs tests only on Linux"
+    )
+)]
 impl Config {
     /// The settings in [`CONFIG_VAR`]; the defaults when it is unset or unreadable.
     pub(crate) fn from_env() -> Config {

@@ -54,7 +54,6 @@ use exec::Invocation;
 #[cfg(target_os = "linux")]
 pub(crate) use failure::{failure_message, mentioned_addrs};
 use prepare::{Prepared, Setup};
-#[cfg(target_os = "linux")]
 use runs::{create_private_dir, new_run_id};
 use targets::Targets;
 
