@@ -1,6 +1,7 @@
 //! The command line, as clap sees it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -42,13 +43,36 @@ pub struct Common {
         visible_alias = "format",
         global = true,
         value_enum,
-        default_value_t = Format::Human,
-        value_name = "FMT"
+        default_value = "human",
+        value_name = "FMT",
+        action = clap::ArgAction::Append,
+        value_delimiter = ','
     )]
+    pub message_formats: Vec<Format>,
+    /// The one format of `--message-format`, once [`Common::resolve_format`] has checked it.
+    #[arg(skip)]
     pub format: Format,
     /// Coloring of human output [default: CARGO_TERM_COLOR, else auto].
     #[arg(long, global = true, value_enum, value_name = "WHEN")]
     pub color: Option<ColorWhen>,
+}
+
+impl Common {
+    /// Settles `--message-format` as cargo does: the flag may repeat and take comma-separated
+    /// values, and together they must name one kind of output; a second kind (even the same
+    /// one again, as in cargo's `json,json`) is a usage error with cargo's words.
+    pub fn resolve_format(&mut self) -> crate::Result<()> {
+        match self.message_formats.as_slice() {
+            [] => self.format = Format::Human,
+            [one] => self.format = *one,
+            [..] => {
+                return Err(crate::Error::Usage(
+                    "cannot specify two kinds of `message-format` arguments".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The subcommands.
@@ -205,7 +229,7 @@ pub struct ProbeArgs {
     #[arg(value_name = "ADDR")]
     pub addr: String,
     /// How long to wait for the connection, such as `500ms`, `2s`.
-    #[arg(long, default_value = "1s", value_parser = crate::probe::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
 }
 
@@ -226,4 +250,67 @@ pub struct CompletionsArgs {
     /// The shell to complete in.
     #[arg(value_name = "SHELL", value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// Parses a duration such as `250ms`, `2s` or `1m`.
+///
+/// ```
+/// use std::time::Duration;
+/// use cargo_loopcheck::cli::parse_duration;
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+/// assert!(parse_duration("2 weeks").is_err());
+/// assert!(parse_duration("0s").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as `500ms`, `2s` or `1m`"))?;
+    if number == 0 {
+        return Err(format!("`{text}` is no time to wait: give at least `1ms`"));
+    }
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!("`{text}` has no unit: write `500ms`, `2s` or `1m`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn format_of(args: &[&str]) -> crate::Result<Format> {
+        let Cargo::Loopcheck(mut parsed) =
+            Cargo::try_parse_from([&["cargo", "loopcheck"], args].concat()).expect("parses");
+        parsed.common.resolve_format().map(|()| parsed.common.format)
+    }
+
+    #[test]
+    fn message_format_is_settled_as_cargo_settles_it() {
+        assert_eq!(format_of(&["lint"]).unwrap(), Format::Human);
+        assert_eq!(
+            format_of(&["lint", "--message-format", "sarif"]).unwrap(),
+            Format::Sarif
+        );
+        assert_eq!(format_of(&["--format=json", "lint"]).unwrap(), Format::Json);
+        for twice in [
+            &["lint", "--message-format", "json", "--format", "json"][..],
+            &["lint", "--message-format", "json,sarif"],
+            &["lint", "--message-format", "human", "--message-format", "github"],
+        ] {
+            let err = format_of(twice).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "cannot specify two kinds of `message-format` arguments"
+            );
+            assert_eq!(err.exit_code(), crate::Exit::USAGE);
+        }
+    }
 }

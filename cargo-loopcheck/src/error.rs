@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::ExitCode;
+use crate::Exit;
 
 /// What stops a `cargo loopcheck` command from doing its job.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ pub enum Error {
     },
     /// `--isolate=require`, and network isolation is unavailable here.
     #[error(transparent)]
-    Isolation(crate::isolate::Unavailable),
+    Isolation(Unavailable),
 
     /// A file or directory of the run could not be created, written or read.
     #[error("cannot {action} `{}`", path.display())]
@@ -117,11 +117,30 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => ExitCode::USAGE,
-            _ => ExitCode::COULD_NOT_RUN,
+            Error::Usage(_) => Exit::USAGE,
+            _ => Exit::COULD_NOT_RUN,
         }
     }
 }
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why isolation cannot be had here, and what would make it possible: one line each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("network isolation is unavailable: {why}; {fix}")]
+pub struct Unavailable {
+    /// The cause, such as `user namespaces are disabled (user.max_user_namespaces = 0)`.
+    pub why: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl Unavailable {
+    pub(crate) fn new(why: impl Into<String>, fix: impl Into<String>) -> Unavailable {
+        Unavailable {
+            why: why.into(),
+            fix: fix.into(),
+        }
+    }
+}

@@ -2,16 +2,19 @@
 
 /// Exit codes, as named constants. Scripts and CI can rely on them.
 ///
+/// Named `Exit` rather than `ExitCode` so that it does not shadow [`std::process::ExitCode`],
+/// which `main` returns; the constants are the `u8` that value is made from.
+///
 /// ```
-/// use cargo_loopcheck::ExitCode;
-/// assert_eq!(ExitCode::OK, 0);
-/// assert_eq!(ExitCode::USAGE, 2);
+/// use cargo_loopcheck::Exit;
+/// assert_eq!(Exit::OK, 0);
+/// assert_eq!(Exit::USAGE, 2);
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
-pub struct ExitCode;
+pub struct Exit;
 
-impl ExitCode {
+impl Exit {
     /// Nothing was found: no error finding, every test passed.
     pub const OK: u8 = 0;
     /// Errors were found (a zombie, a host problem, a lint error), a probe failed, or tests

@@ -5,32 +5,34 @@
 
 #![warn(missing_docs)]
 
-pub mod check;
+// Plumbing: the command line, the terminal, the workspace, errors and exit codes.
 pub mod cli;
-pub mod completions;
-pub mod doctor;
 mod error;
 mod exit;
-pub mod explain;
-pub mod isolate;
-pub mod lease_cmd;
-pub mod lint;
-pub mod ports;
-pub mod probe;
-pub mod reap;
-pub mod render;
-pub mod runner;
-pub mod summary;
 pub mod term;
+// Not API: public because the integration tests in `tests/` load workspaces with it.
+#[doc(hidden)]
 pub mod workspace;
-pub mod zombies;
+
+// What the user runs, and how its results are shown.
+pub mod commands;
+pub mod report;
+
+// The engines. `lint` and `runner` are public, not API: the integration tests in `tests/` call
+// the lint directly, and `benches/timeline.rs` drives the runner's sampler.
+mod isolate;
+#[doc(hidden)]
+pub mod lint;
+#[doc(hidden)]
+pub mod runner;
+mod zombies;
 
 use std::ffi::OsString;
 
 use clap::Parser;
 
 pub use error::{Error, Result};
-pub use exit::ExitCode;
+pub use exit::Exit;
 
 use crate::cli::{Cargo, Command};
 use crate::term::Term;
@@ -43,10 +45,10 @@ pub fn main() -> std::process::ExitCode {
 /// Runs `cargo loopcheck` with `args` (the program name first) and returns its exit code.
 ///
 /// ```
-/// use cargo_loopcheck::{ExitCode, run};
+/// use cargo_loopcheck::{Exit, run};
 ///
-/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC001"]), ExitCode::OK);
-/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC999"]), ExitCode::USAGE);
+/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC001"]), Exit::OK);
+/// assert_eq!(run(["cargo-loopcheck", "loopcheck", "explain", "LC999"]), Exit::USAGE);
 /// ```
 pub fn run<I, T>(args: I) -> u8
 where
@@ -64,29 +66,29 @@ where
     {
         return isolate::run_hidden(false, false, command);
     }
-    let Cargo::Loopcheck(args) = match Cargo::try_parse_from(args) {
+    let Cargo::Loopcheck(mut args) = match Cargo::try_parse_from(args) {
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::USAGE
-            } else {
-                ExitCode::OK
-            };
+            return if err.use_stderr() { Exit::USAGE } else { Exit::OK };
         }
     };
     let term = Term::new(args.common.color);
+    if let Err(err) = args.common.resolve_format() {
+        term.error_chain(&err);
+        return err.exit_code();
+    }
     let result = match args.command.as_ref().unwrap_or(&Command::Check) {
-        Command::Check => check::run(&args.common, &term),
-        Command::Lint => check::run_lint(&args.common, &term),
-        Command::Doctor => doctor::run(&args.common, &term),
-        Command::Ports(ports) => ports::run(&args.common, ports, &term),
-        Command::Reap(reap) => reap::run(&args.common, reap, &term),
-        Command::Probe(probe) => probe::run(&args.common, probe, &term),
-        Command::Test(test) => runner::run(&args.common, test, &term),
-        Command::Explain(explain) => explain::run(&args.common, explain),
-        Command::Lease(lease) => lease_cmd::run(&args.common, lease, &term),
-        Command::Completions(completions) => completions::run(&args.common, completions),
+        Command::Check => commands::check::run(&args.common, &term),
+        Command::Lint => commands::lint::run(&args.common, &term),
+        Command::Doctor => commands::doctor::run(&args.common, &term),
+        Command::Ports(ports) => commands::ports::run(&args.common, ports, &term),
+        Command::Reap(reap) => commands::reap::run(&args.common, reap, &term),
+        Command::Probe(probe) => commands::probe::run(&args.common, probe, &term),
+        Command::Test(test) => commands::test::run(&args.common, test, &term),
+        Command::Explain(explain) => commands::explain::run(&args.common, explain),
+        Command::Lease(lease) => commands::lease::run(&args.common, lease, &term),
+        Command::Completions(completions) => commands::completions::run(&args.common, completions),
         Command::Isolate(hidden) => Ok(isolate::run_hidden(hidden.check, hidden.hold, &hidden.command)),
     };
     match result {

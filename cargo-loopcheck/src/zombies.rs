@@ -149,9 +149,9 @@ fn belongs(zombie: &ZombieListener, workspace: &Workspace) -> bool {
 }
 
 /// The zombie listeners of `workspace`, one entry per process, owned by this user.
-pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
+pub(crate) fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
     let table = loopcheck::scan::scan_with(&ScanOptions::listeners()).map_err(Error::Scan)?;
-    let me = current_uid();
+    let me = loopcheck::sys::current_uid();
     let mut zombies: Vec<Zombie> = Vec::new();
     for found in zombie_listeners(&table) {
         // Never a process of another user, whatever it is.
@@ -192,7 +192,7 @@ pub fn find(workspace: &Workspace) -> Result<Vec<Zombie>> {
 
 /// How long a process being ended gets to exit after SIGTERM before SIGKILL: `reap`,
 /// `test --reap` and the teardown of a run's leftovers all wait this long.
-pub const END_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const END_GRACE: Duration = Duration::from_secs(3);
 
 /// What ending one process came to (`reap`, `test --reap`, a run's teardown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -215,7 +215,7 @@ pub enum EndOutcome {
 /// Ends `zombie`: SIGTERM, up to `grace` to exit, then SIGKILL. Before each signal the process
 /// is read again, and left alone unless it is still the same process (same start time), still
 /// this user's and still orphaned.
-pub fn end(zombie: &Zombie, grace: Duration) -> EndOutcome {
+pub(crate) fn end(zombie: &Zombie, grace: Duration) -> EndOutcome {
     end_process(&zombie.process, grace, &|now| {
         matches!(
             loopcheck::diagnose::classify(now),
@@ -352,7 +352,7 @@ fn identity(process: &ProcessInfo, still_ours: &dyn Fn(&ProcessInfo) -> bool) ->
     if now.start_time != process.start_time || now.state == Some('Z') {
         return Identity::Changed;
     }
-    if now.uid.is_none() || now.uid != current_uid() || now.uid != process.uid {
+    if now.uid.is_none() || now.uid != loopcheck::sys::current_uid() || now.uid != process.uid {
         return Identity::Foreign;
     }
     if still_ours(&now) {
@@ -453,17 +453,6 @@ pub(crate) fn end_processes(
 #[cfg(unix)]
 fn alive(process: &ProcessInfo) -> bool {
     ProcessInfo::read(process.pid).is_some_and(|p| p.start_time == process.start_time && p.state != Some('Z'))
-}
-
-#[cfg(unix)]
-fn current_uid() -> Option<u32> {
-    // SAFETY: geteuid has no preconditions.
-    Some(unsafe { libc::geteuid() })
-}
-
-#[cfg(not(unix))]
-fn current_uid() -> Option<u32> {
-    None
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 use serde_json::Value;
 
 fn repository() -> PathBuf {
@@ -104,42 +104,42 @@ fn document(shape: &str, args: &[&str], expected: u8) -> Value {
 #[test]
 fn every_command_s_json_matches_its_schema() {
     let demo = demo();
-    let check = document("check", &["check", "--manifest-path", &demo], ExitCode::FOUND);
+    let check = document("check", &["check", "--manifest-path", &demo], Exit::FOUND);
     assert!(!check["findings"].as_array().unwrap().is_empty());
     assert!(!check["doctor"].as_array().unwrap().is_empty());
-    let lint = document("check", &["lint", "--manifest-path", &demo], ExitCode::FOUND);
+    let lint = document("check", &["lint", "--manifest-path", &demo], Exit::FOUND);
     assert!(lint.get("doctor").is_none(), "{lint:#}");
 
     // A listener of this process, so that the rows carry a pid, a command and a lease.
     let listener = loopcheck::tcp_listener().unwrap();
     let addr = listener.local_addr().unwrap();
     let port = addr.port().to_string();
-    let ports = document("ports", &["ports", "--port", &port], ExitCode::OK);
+    let ports = document("ports", &["ports", "--port", &port], Exit::OK);
     let row = &ports["sockets"][0];
     assert_eq!(row["pid"], std::process::id(), "{ports:#}");
     assert_eq!(row["lease"]["status"], "held", "{ports:#}");
-    document("ports", &["ports", "--all"], ExitCode::OK);
+    document("ports", &["ports", "--all"], Exit::OK);
 
     // A server that accepts: `probe` waits for the accept, and one that never accepts is LC006.
     let server = listener.try_clone().unwrap();
     let accepting = std::thread::spawn(move || server.accept().map(drop));
-    let answered = document("probe", &["probe", &addr.to_string()], ExitCode::OK);
+    let answered = document("probe", &["probe", &addr.to_string()], Exit::OK);
     accepting.join().unwrap().unwrap();
     assert_eq!(answered["processes"][0]["pid"], std::process::id());
     let free = loopcheck::reserve_port().unwrap();
-    let refused = document("probe", &["probe", &free.addr().to_string()], ExitCode::FOUND);
+    let refused = document("probe", &["probe", &free.addr().to_string()], Exit::FOUND);
     assert_eq!(refused["code"], "LC005");
 
     let doctor = run(&["doctor", "--message-format", "json"]);
     assert!(
-        [ExitCode::OK, ExitCode::FOUND].contains(&code(&doctor)),
+        [Exit::OK, Exit::FOUND].contains(&code(&doctor)),
         "{}",
         stderr(&doctor)
     );
     schema::assert_valid("doctor", &json(&doctor));
-    document("reap", &["reap", "--manifest-path", &demo], ExitCode::OK);
+    document("reap", &["reap", "--manifest-path", &demo], Exit::OK);
     for code in loopcheck::report::Code::ALL {
-        document("explain", &["explain", &code.to_string()], ExitCode::OK);
+        document("explain", &["explain", &code.to_string()], Exit::OK);
     }
 
     // `--format` is still understood; SARIF is not ours to version.
@@ -196,7 +196,7 @@ fn every_schema_is_valid_and_names_its_file() {
 /// or missing: the schemas hold the contract, not only the types.
 #[test]
 fn a_renamed_or_missing_key_breaks_the_schema() {
-    let check = document("check", &["check", "--manifest-path", &demo()], ExitCode::FOUND);
+    let check = document("check", &["check", "--manifest-path", &demo()], Exit::FOUND);
     let renamed = |document: &Value, pointer: &str, from: &str, to: &str| {
         let mut document = document.clone();
         let object = document.pointer_mut(pointer).unwrap().as_object_mut().unwrap();
@@ -227,7 +227,7 @@ fn a_renamed_or_missing_key_breaks_the_schema() {
     let addr = listener.local_addr().unwrap();
     let server = listener.try_clone().unwrap();
     let accepting = std::thread::spawn(move || server.accept().map(drop));
-    let probe = document("probe", &["probe", &addr.to_string()], ExitCode::OK);
+    let probe = document("probe", &["probe", &addr.to_string()], Exit::OK);
     accepting.join().unwrap().unwrap();
     for (pointer, from, to) in [("/processes/0", "pid", "process_id"), ("", "code", "")] {
         let broken = renamed(&probe, pointer, from, to);
@@ -295,7 +295,7 @@ fn test_appends_a_job_summary_of_a_failing_and_a_passing_run() {
     let summary = fixture.dir.path().join("summary.md");
 
     let failing = fixture.test(&summary, &["--message-format", "json"]);
-    assert_eq!(code(&failing), ExitCode::FOUND, "{}", stderr(&failing));
+    assert_eq!(code(&failing), Exit::FOUND, "{}", stderr(&failing));
     let report = json(&failing);
     schema::assert_valid("test", &report);
     let markdown = std::fs::read_to_string(&summary).expect("the summary is written");
@@ -318,7 +318,7 @@ fn test_appends_a_job_summary_of_a_failing_and_a_passing_run() {
     );
 
     let passing = fixture.test(&summary, &["--", "serves"]);
-    assert_eq!(code(&passing), ExitCode::OK, "{}", stderr(&passing));
+    assert_eq!(code(&passing), Exit::OK, "{}", stderr(&passing));
     let markdown = std::fs::read_to_string(&summary).unwrap();
     let (first, second) = markdown
         .split_once("\n## cargo loopcheck test\n")
@@ -336,7 +336,7 @@ fn check_appends_its_findings_to_the_job_summary() {
     let mut command = cargo_loopcheck(&["check", "--manifest-path", &demo()]);
     command.env("GITHUB_STEP_SUMMARY", &summary);
     let output = run_bounded(command, Duration::from_secs(300));
-    assert_eq!(code(&output), ExitCode::FOUND, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::FOUND, "{}", stderr(&output));
     let markdown = std::fs::read_to_string(&summary).unwrap();
     assert!(
         markdown.starts_with("earlier step\n## cargo loopcheck check\n"),
@@ -359,7 +359,7 @@ fn check_appends_its_findings_to_the_job_summary() {
     let mut command = cargo_loopcheck(&["check", "--manifest-path", &demo()]);
     command.env("GITHUB_STEP_SUMMARY", dir.path().join("no/such/dir/summary.md"));
     let output = run_bounded(command, Duration::from_secs(300));
-    assert_eq!(code(&output), ExitCode::FOUND, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::FOUND, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("warning: cannot append the job summary to"),
         "{}",

@@ -4,7 +4,7 @@ use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 
 fn cargo_loopcheck(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-loopcheck"));
@@ -47,7 +47,7 @@ fn help_is_stable() {
             .filter(|a| !a.is_empty())
             .collect();
         let output = run(&args);
-        assert_eq!(code(&output), ExitCode::OK);
+        assert_eq!(code(&output), Exit::OK);
         let name = if command.is_empty() {
             "help".to_owned()
         } else {
@@ -84,15 +84,36 @@ fn usage_errors_exit_with_2() {
         &["lease", "--format", "sarif", "--", "true"],
     ] {
         let output = run(args);
-        assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
+        assert_eq!(code(&output), Exit::USAGE, "{args:?}: {}", stderr(&output));
         assert!(stderr(&output).contains("error"), "{args:?}: {}", stderr(&output));
     }
 }
 
 #[test]
+fn message_format_repeats_as_cargo_allows_and_two_kinds_are_a_usage_error() {
+    // cargo collects every `--message-format` and its comma-separated values, and refuses two
+    // kinds of output; clap's "cannot be used multiple times" is not what cargo users see.
+    for args in [
+        &["explain", "LC001", "--message-format", "json", "--format", "json"][..],
+        &["explain", "LC001", "--message-format", "json,human"],
+    ] {
+        let output = run(args);
+        assert_eq!(code(&output), Exit::USAGE, "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            stderr(&output).trim(),
+            "error: cannot specify two kinds of `message-format` arguments",
+            "{args:?}"
+        );
+    }
+    let one = run(&["explain", "LC001", "--message-format", "json"]);
+    assert_eq!(code(&one), Exit::OK, "{}", stderr(&one));
+    assert!(String::from_utf8_lossy(&one.stdout).contains("\"format_version\": 1"));
+}
+
+#[test]
 fn a_bad_manifest_path_could_not_run() {
     let output = run(&["ports", "--manifest-path", "/nonexistent/Cargo.toml"]);
-    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cannot read the workspace at `/nonexistent/Cargo.toml`"),
         "{}",
@@ -103,7 +124,7 @@ fn a_bad_manifest_path_could_not_run() {
 #[test]
 fn explain_prints_the_section_of_a_code_or_name() {
     let by_code = run(&["explain", "LC002"]);
-    assert_eq!(code(&by_code), ExitCode::OK);
+    assert_eq!(code(&by_code), Exit::OK);
     assert!(String::from_utf8_lossy(&by_code.stdout).starts_with("## LC002 zombie-listener"));
     let by_name = run(&["explain", "zombie-listener"]);
     assert_eq!(by_name.stdout, by_code.stdout);
@@ -126,7 +147,7 @@ fn probe_names_the_process_that_answers() {
         scope.spawn(|| listener.accept().map(drop));
         run(&["probe", &addr.to_string(), "--format", "json"])
     });
-    assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::OK, "{}", stderr(&output));
     let diagnosis = json(&output);
     assert_eq!(diagnosis["code"], "LC001");
     assert_eq!(diagnosis["severity"], "info");
@@ -143,7 +164,7 @@ fn probe_names_the_process_that_answers() {
 fn probe_explains_a_refusal_and_exits_with_1() {
     let lease = loopcheck::reserve_port().unwrap();
     let output = run(&["probe", &lease.addr().to_string()]);
-    assert_eq!(code(&output), ExitCode::FOUND);
+    assert_eq!(code(&output), Exit::FOUND);
     let text = stderr(&output);
     assert!(
         text.starts_with(&format!("error[LC005]: nothing listens on {}", lease.addr())),
@@ -174,7 +195,7 @@ fn probe_tries_every_address_a_name_resolves_to() {
     });
     let diagnosis = json(&output);
     // Whatever order `localhost` resolves in, the IPv4 listener answers.
-    assert_eq!(code(&output), ExitCode::OK, "{diagnosis}");
+    assert_eq!(code(&output), Exit::OK, "{diagnosis}");
     assert_eq!(diagnosis["addr"], format!("127.0.0.1:{}", lease.port()));
 }
 
@@ -202,7 +223,7 @@ fn ports_lists_a_listener_with_its_pid_and_lease() {
     let addr = listener.local_addr().unwrap();
     let port = addr.port().to_string();
     let output = run(&["ports", "--port", &port, "--format", "json"]);
-    assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::OK, "{}", stderr(&output));
     let report = json(&output);
     let rows = report["sockets"].as_array().unwrap();
     let row = rows
@@ -282,7 +303,7 @@ fn demo() -> String {
 fn check_is_the_default_and_finds_every_planted_problem_of_the_demo() {
     let demo = demo();
     let output = run(&["--manifest-path", &demo, "--format", "json"]);
-    assert_eq!(code(&output), ExitCode::FOUND, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::FOUND, "{}", stderr(&output));
     let report = json(&output);
     let mut lint: Vec<(String, u64, u64)> = report["findings"]
         .as_array()
@@ -329,7 +350,7 @@ fn check_is_the_default_and_finds_every_planted_problem_of_the_demo() {
 fn lint_renders_github_annotations_and_sarif() {
     let demo = demo();
     let github = run(&["lint", "--manifest-path", &demo, "--format", "github"]);
-    assert_eq!(code(&github), ExitCode::FOUND);
+    assert_eq!(code(&github), Exit::FOUND);
     let text = String::from_utf8_lossy(&github.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
@@ -366,7 +387,7 @@ fn formats_that_a_command_lacks_are_usage_errors() {
         &["explain", "LC001", "--format", "sarif"],
     ] {
         let output = run(args);
-        assert_eq!(code(&output), ExitCode::USAGE, "{args:?}: {}", stderr(&output));
+        assert_eq!(code(&output), Exit::USAGE, "{args:?}: {}", stderr(&output));
         assert!(
             stderr(&output).contains("does not support `--message-format"),
             "{args:?}: {}",
@@ -378,7 +399,7 @@ fn formats_that_a_command_lacks_are_usage_errors() {
 #[test]
 fn lint_human_output_reads_like_cargo() {
     let output = run(&["lint", "--manifest-path", &demo(), "--color", "never"]);
-    assert_eq!(code(&output), ExitCode::FOUND);
+    assert_eq!(code(&output), Exit::FOUND);
     insta::assert_snapshot!("lint_demo_human", stderr(&output));
 }
 
@@ -412,7 +433,7 @@ fn unreadable_files_are_reported_while_the_rest_is_linted() {
         "--format",
         "json",
     ]);
-    assert_eq!(code(&output), ExitCode::FOUND, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::FOUND, "{}", stderr(&output));
     let report = json(&output);
     let errors: Vec<&str> = report["errors"]
         .as_array()

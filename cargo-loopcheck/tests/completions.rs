@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 use cargo_loopcheck::cli::Cargo;
 use clap::CommandFactory;
 
@@ -29,7 +29,7 @@ fn every_shell_gets_a_script_naming_every_subcommand() {
     assert!(subcommands.len() >= 9, "{subcommands:?}");
     for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
         let output = completions(shell);
-        assert_eq!(output.status.code(), Some(ExitCode::OK.into()), "{shell}");
+        assert_eq!(output.status.code(), Some(Exit::OK.into()), "{shell}");
         let script = String::from_utf8(output.stdout).expect("UTF-8");
         assert!(script.len() > 1000, "{shell}: {script}");
         assert!(script.contains("message-format"), "{shell}");
@@ -42,7 +42,7 @@ fn every_shell_gets_a_script_naming_every_subcommand() {
 #[test]
 fn an_unknown_shell_is_a_usage_error() {
     let output = completions("tcsh");
-    assert_eq!(output.status.code(), Some(ExitCode::USAGE.into()));
+    assert_eq!(output.status.code(), Some(Exit::USAGE.into()));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("possible values: bash, elvish, fish, powershell, zsh"),
@@ -122,6 +122,6 @@ fn help_is_stable() {
         .args(["loopcheck", "completions", "--help"])
         .output()
         .expect("run cargo-loopcheck");
-    assert_eq!(output.status.code(), Some(ExitCode::OK.into()));
+    assert_eq!(output.status.code(), Some(Exit::OK.into()));
     insta::assert_snapshot!("help_completions", String::from_utf8_lossy(&output.stdout));
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 use loopcheck::PortLease;
 use serde_json::Value;
 
@@ -250,7 +250,7 @@ fn fixed_ports_collide_on_the_host_and_not_when_isolated() {
     let fixture = Fixture::new("isolate_fixed");
     for runner in runners() {
         let plain = fixture.test(&[runner, "--", "--test", "fixed_a", "--test", "fixed_b"]);
-        assert_eq!(code(&plain), ExitCode::FOUND, "{runner}: {}", stderr(&plain));
+        assert_eq!(code(&plain), Exit::FOUND, "{runner}: {}", stderr(&plain));
         let report = json(&plain);
         for name in ["binds_the_fixed_port", "binds_the_same_fixed_port"] {
             assert_eq!(
@@ -273,7 +273,7 @@ fn fixed_ports_collide_on_the_host_and_not_when_isolated() {
             "--test",
             "fixed_b",
         ]);
-        assert_eq!(code(&isolated), ExitCode::OK, "{runner}: {}", stderr(&isolated));
+        assert_eq!(code(&isolated), Exit::OK, "{runner}: {}", stderr(&isolated));
         let report = json(&isolated);
         assert_eq!(report["runs"], 4, "{report:#}");
         assert_eq!(
@@ -300,12 +300,7 @@ fn isolate_allow_reaches_a_host_service_and_without_it_the_diagnosis_names_the_f
     let port = fixture.service.to_string();
     for runner in runners() {
         let shut_out = fixture.test(&[runner, "--isolate", "--", "--test", "host_service"]);
-        assert_eq!(
-            code(&shut_out),
-            ExitCode::FOUND,
-            "{runner}: {}",
-            stderr(&shut_out)
-        );
+        assert_eq!(code(&shut_out), Exit::FOUND, "{runner}: {}", stderr(&shut_out));
         let report = json(&shut_out);
         let test = test_named(&report, "reaches_the_host_service");
         assert_eq!(test["status"], "failed");
@@ -335,12 +330,7 @@ fn isolate_allow_reaches_a_host_service_and_without_it_the_diagnosis_names_the_f
             "--test",
             "host_service",
         ]);
-        assert_eq!(
-            code(&let_through),
-            ExitCode::OK,
-            "{runner}: {}",
-            stderr(&let_through)
-        );
+        assert_eq!(code(&let_through), Exit::OK, "{runner}: {}", stderr(&let_through));
         assert_eq!(
             test_named(&json(&let_through), "reaches_the_host_service")["status"],
             "passed"
@@ -353,7 +343,7 @@ fn isolate_allow_reaches_a_host_service_and_without_it_the_diagnosis_names_the_f
         &format!("[workspace]\n\n[workspace.metadata.loopcheck]\nisolate-allow = [{port}]\n"),
     );
     let from_metadata = fixture.test(&["--cargo-test", "--isolate", "--", "--test", "host_service"]);
-    assert_eq!(code(&from_metadata), ExitCode::OK, "{}", stderr(&from_metadata));
+    assert_eq!(code(&from_metadata), Exit::OK, "{}", stderr(&from_metadata));
 }
 
 /// Whether `pid` is a live process (not a zombie).
@@ -379,7 +369,7 @@ fn leftovers_in_the_namespace_are_ended_and_reported() {
             "--test",
             "leaves",
         ]);
-        assert_eq!(code(&output), ExitCode::OK, "{runner}: {}", stderr(&output));
+        assert_eq!(code(&output), Exit::OK, "{runner}: {}", stderr(&output));
         if runner == "--nextest" {
             let xml = std::fs::read_to_string(&junit).unwrap();
             assert!(xml.contains("LC012") && xml.contains("LC013"), "{xml}");
@@ -454,7 +444,7 @@ fn a_runner_the_user_configured_still_runs_the_tests() {
         let _ = std::fs::remove_file(&log);
         let output = fixture.test(&[runner, "--isolate", "--", "--test", "fixed_a"]);
         // Passing proves isolation: this process holds the port on the host.
-        assert_eq!(code(&output), ExitCode::OK, "{runner}: {}", stderr(&output));
+        assert_eq!(code(&output), Exit::OK, "{runner}: {}", stderr(&output));
         assert!(
             stderr(&output).contains("through your runner"),
             "{}",
@@ -498,7 +488,7 @@ fn a_runner_the_user_configured_still_runs_the_tests() {
             command.env(&var, &script);
         },
     );
-    assert_eq!(code(&output), ExitCode::OK, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::OK, "{}", stderr(&output));
     assert!(
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -580,7 +570,7 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
     let exe = public_copy(public.path(), Path::new(env!("CARGO_BIN_EXE_cargo-loopcheck")));
     let check = wrapped_as(&exe, NOBODY, Path::new("--check"), &[]);
     let answer: Value = serde_json::from_slice(&check.stdout).unwrap_or_default();
-    if code(&check) != ExitCode::OK {
+    if code(&check) != Exit::OK {
         // Where this user may not create user namespaces, the check must say why, in a line.
         let why = answer["why"].as_str().expect("a reason");
         assert!(
@@ -693,7 +683,7 @@ fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
         &["test", "--isolate=require", "--", "--test", "leaves"],
         without_namespaces,
     );
-    assert_eq!(code(&required), ExitCode::COULD_NOT_RUN, "{}", stderr(&required));
+    assert_eq!(code(&required), Exit::COULD_NOT_RUN, "{}", stderr(&required));
     let message = stderr(&required);
     let line = message
         .lines()
@@ -715,7 +705,7 @@ fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
         "{message}"
     );
     // Not isolated, the test meets this process's holder of its port.
-    assert_eq!(code(&fallback), ExitCode::FOUND, "{message}");
+    assert_eq!(code(&fallback), Exit::FOUND, "{message}");
 
     let doctor = fixture.loopcheck_with(&["doctor", "--format", "json"], without_namespaces);
     let checks = json(&doctor);
@@ -760,7 +750,7 @@ fn excluded_tests_run_without_isolation() {
             "--test",
             "fixed_b",
         ]);
-        assert_eq!(code(&output), ExitCode::FOUND, "{runner}: {}", stderr(&output));
+        assert_eq!(code(&output), Exit::FOUND, "{runner}: {}", stderr(&output));
         // Not isolated, the excluded test meets this process's holder of the port.
         assert_eq!(
             statuses(&json(&output)),

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 
 /// A private registry and range for one test.
 struct Sandbox {
@@ -214,7 +214,7 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     assert_eq!(ports, all, "three commands, three distinct ports of the range");
 
     let output = sandbox.output(&["--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(text.contains("cannot lease a port for `true`"), "{text}");
     assert!(text.contains(&format!("held in {}", sandbox.range())), "{text}");
@@ -251,7 +251,7 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     );
 
     let output = sandbox.output(&["--block", "2", "--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(
         text.contains("cannot lease a block of 2 contiguous ports")
@@ -262,7 +262,7 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
     assert!(text.contains(&held), "{text}");
 
     let output = sandbox.output(&["--block", "7", "--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     assert!(
         stderr(&output).contains("7 contiguous ports cannot fit"),
         "{}",
@@ -290,7 +290,7 @@ fn leases_end_with_the_command_also_when_it_or_the_tool_is_killed() {
     let output = sandbox.output(&["--", "true"]);
     assert_eq!(
         output.status.code(),
-        Some(ExitCode::COULD_NOT_RUN.into()),
+        Some(Exit::COULD_NOT_RUN.into()),
         "the command outlived the tool and keeps its lease: {}",
         stderr(&output)
     );
@@ -328,13 +328,13 @@ fn without_a_command_it_is_a_usage_error() {
         let output = sandbox.output(args);
         assert_eq!(
             output.status.code(),
-            Some(ExitCode::USAGE.into()),
+            Some(Exit::USAGE.into()),
             "{args:?}: {}",
             stderr(&output)
         );
     }
     let output = sandbox.output(&["--", "/nonexistent/command"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     assert!(
         stderr(&output).contains("cannot run `/nonexistent/command`"),
         "{}",
@@ -388,7 +388,7 @@ fn the_command_is_the_holder_and_its_background_child_keeps_the_lease() {
     signal(tool, libc::SIGKILL);
     running.child.wait().unwrap();
     let output = sandbox.output(&["--", "true"]);
-    assert_eq!(output.status.code(), Some(ExitCode::COULD_NOT_RUN.into()));
+    assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(named(&text), "{text}");
     assert!(!text.contains(&format!("by pid {tool}")), "{text}");
@@ -404,7 +404,7 @@ fn the_command_is_the_holder_and_its_background_child_keeps_the_lease() {
     let output = sandbox.output(&["--", "true"]);
     assert_eq!(
         output.status.code(),
-        Some(ExitCode::COULD_NOT_RUN.into()),
+        Some(Exit::COULD_NOT_RUN.into()),
         "the background child of the command holds the lease: {}",
         stderr(&output)
     );

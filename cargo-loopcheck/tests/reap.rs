@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 
 const ROLE: &str = "LOOPCHECK_TEST_ROLE";
 
@@ -184,7 +184,7 @@ fn reap_ends_only_this_workspaces_zombies() {
     let dry = cargo_loopcheck(&["reap", "--manifest-path", manifest, "--format", "json"]);
     assert_eq!(
         dry.status.code(),
-        Some(ExitCode::FOUND.into()),
+        Some(Exit::FOUND.into()),
         "{}",
         String::from_utf8_lossy(&dry.stderr)
     );
@@ -210,17 +210,17 @@ fn reap_ends_only_this_workspaces_zombies() {
     assert_eq!(zombies.len(), 1, "{report}");
     assert_eq!(zombies[0]["pid"], zombie);
     assert_eq!(zombies[0]["port"], zombie_addr.port());
-    assert_eq!(check.status.code(), Some(ExitCode::FOUND.into()));
+    assert_eq!(check.status.code(), Some(Exit::FOUND.into()));
 
     let reaped = cargo_loopcheck(&["reap", "--yes", "--manifest-path", manifest]);
     let text = String::from_utf8_lossy(&reaped.stderr);
-    assert_eq!(reaped.status.code(), Some(ExitCode::OK.into()), "{text}");
+    assert_eq!(reaped.status.code(), Some(Exit::OK.into()), "{text}");
     assert!(text.contains(&format!("Terminated pid {zombie}")), "{text}");
     assert!(!alive(zombie));
     assert!(alive(foreign_orphan), "an orphan of another workspace is spared");
 
     let again = cargo_loopcheck(&["reap", "--manifest-path", manifest]);
-    assert_eq!(again.status.code(), Some(ExitCode::OK.into()));
+    assert_eq!(again.status.code(), Some(Exit::OK.into()));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no zombie listeners"));
 }
 
@@ -249,7 +249,7 @@ fn doctor_reports_every_check() {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     // This machine's loopback works: the exit code says so.
-    assert_eq!(output.status.code(), Some(ExitCode::OK.into()), "{report}");
+    assert_eq!(output.status.code(), Some(Exit::OK.into()), "{report}");
     let human = cargo_loopcheck(&["doctor"]);
     assert!(String::from_utf8_lossy(&human.stderr).contains("ok loopback: 127.0.0.1 is bindable"));
 }
@@ -264,7 +264,7 @@ fn doctor_reports_an_unsafe_registry_as_an_error() {
         .env("LOOPCHECK_DIR", &file)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(ExitCode::FOUND.into()));
+    assert_eq!(output.status.code(), Some(Exit::FOUND.into()));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let registry = report["checks"]
         .as_array()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 use serde_json::Value;
 
 /// A copy of the fixture with a port this process holds written in, under a package name of
@@ -228,7 +228,7 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
     .concat();
     // With backtraces on, as in CI: the report and JUnit leave their frames out.
     let output = fixture.test(&args, "1");
-    assert_eq!(code(&output), Some(ExitCode::FOUND.into()), "{}", stderr(&output));
+    assert_eq!(code(&output), Some(Exit::FOUND.into()), "{}", stderr(&output));
     let report = json(&output);
     let binary = format!("{}::server_task", fixture.package);
 
@@ -297,7 +297,7 @@ fn the_root_cause_is_shown_and_blamed(runner: &str, package: &str) {
 
     // Human: both panics under the heading, the runner's skipped count in the summary.
     let human = fixture.test(&[&[runner, "--color", "never"][..], &filter].concat(), "0");
-    assert_eq!(code(&human), Some(ExitCode::FOUND.into()));
+    assert_eq!(code(&human), Some(Exit::FOUND.into()));
     let text = stderr(&human);
     let heading = format!(
         "FAIL {binary} server_task_fails_to_bind (tests/server_task.rs:{})",
@@ -415,7 +415,7 @@ fn sigterm_leaves_a_report_and_junit(runner: &str, package: &str) {
     let text = stderr(&output);
     assert_eq!(
         code(&output),
-        Some(ExitCode::FOUND.into()),
+        Some(Exit::FOUND.into()),
         "a test had failed: {text}"
     );
     assert!(
@@ -482,7 +482,7 @@ fn sigint_with_nothing_failed_could_not_run() {
     ];
     let (output, slow) = stop_mid_run(&fixture, &args, "passes", libc::SIGINT);
     let text = stderr(&output);
-    assert_eq!(code(&output), Some(ExitCode::COULD_NOT_RUN.into()), "{text}");
+    assert_eq!(code(&output), Some(Exit::COULD_NOT_RUN.into()), "{text}");
     assert!(
         text.contains("the run was stopped by SIGINT before it ended"),
         "{text}"
@@ -588,7 +588,7 @@ fn a_probe_of_another_host_says_what_it_saw_not_that_nothing_listens() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let output = wait_bounded(command.spawn().expect("run unshare"), Duration::from_secs(60));
-    assert_eq!(code(&output), Some(ExitCode::FOUND.into()), "{}", stderr(&output));
+    assert_eq!(code(&output), Some(Exit::FOUND.into()), "{}", stderr(&output));
     let diagnosis = json(&output);
     let summary = diagnosis["summary"].as_str().expect("a summary");
     assert!(!summary.contains("nothing listens"), "{diagnosis:#}");

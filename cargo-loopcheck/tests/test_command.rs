@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 use loopcheck::PortLease;
 use serde_json::Value;
 
@@ -213,7 +213,7 @@ fn codes(diagnoses: &Value) -> Vec<&str> {
 
 /// The checks shared by both runners: what a user relies on in the JSON report.
 fn check_report(suite: &Suite, output: &Output, runner: &str) -> Value {
-    assert_eq!(code(output), ExitCode::FOUND, "{}", stderr(output));
+    assert_eq!(code(output), Exit::FOUND, "{}", stderr(output));
     let report = json(output);
     schema::assert_valid("test", &report);
     assert_eq!(report["runner"], runner);
@@ -351,7 +351,7 @@ fn nextest_failures_are_explained_in_json_human_and_github() {
 
     // Without a runner flag, an installed nextest is the runner.
     let human = suite.run(&[&["--color", "never"][..], &filter].concat());
-    assert_eq!(code(&human), ExitCode::FOUND);
+    assert_eq!(code(&human), Exit::FOUND);
     let text = stderr(&human);
     assert!(text.contains("tests with cargo nextest run:"), "{text}");
     assert!(
@@ -370,7 +370,7 @@ fn nextest_failures_are_explained_in_json_human_and_github() {
     // The repository's `ci` profile writes its JUnit report where its configuration says.
     let ci = [&filter[..], &["--profile", "ci"]].concat();
     let github = suite.run(&[&["--nextest", "--format", "github"][..], &ci].concat());
-    assert_eq!(code(&github), ExitCode::FOUND);
+    assert_eq!(code(&github), Exit::FOUND);
     let annotations = String::from_utf8_lossy(&github.stdout);
     let held = annotations
         .lines()
@@ -387,7 +387,7 @@ fn nextest_failures_are_explained_in_json_human_and_github() {
 }
 
 fn check_flake(suite: &Suite, output: &Output) {
-    assert_eq!(code(output), ExitCode::FOUND, "{}", stderr(output));
+    assert_eq!(code(output), Exit::FOUND, "{}", stderr(output));
     let report = json(output);
     schema::assert_valid("test", &report);
     let flaky = report["flaky"].as_array().expect("flaky");
@@ -474,7 +474,7 @@ fn broken( {
     );
     std::fs::write(&net, source).unwrap();
     let output = suite.run(&["--cargo-test", "--", "--test", "net"]);
-    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("the build failed"),
         "{}",
@@ -482,7 +482,7 @@ fn broken( {
     );
     if nextest_installed() {
         let output = suite.run(&["--nextest", "--", "--test", "net"]);
-        assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+        assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
         assert!(
             stderr(&output).contains("the build failed"),
             "{}",
@@ -504,7 +504,7 @@ fn an_unwritable_junit_path_is_an_error_after_the_report() {
         "--",
         "--lib",
     ]);
-    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
     let text = stderr(&output);
     assert!(
         text.contains("Summary 1 tests with cargo test: 1 passed"),
@@ -528,7 +528,7 @@ fn missing_cargo_or_nextest_could_not_run() {
         .env("PATH", empty.path())
         .env("CARGO", env!("CARGO"));
     let output = run_bounded(command, Duration::from_secs(120));
-    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("cargo-nextest is not installed"),
         "{}",
@@ -541,7 +541,7 @@ fn missing_cargo_or_nextest_could_not_run() {
         .arg(suite.dir.path().join("Cargo.toml"))
         .env("CARGO", "/nonexistent/cargo");
     let output = run_bounded(command, Duration::from_secs(120));
-    assert_eq!(code(&output), ExitCode::COULD_NOT_RUN, "{}", stderr(&output));
+    assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
     assert!(
         stderr(&output).contains("/nonexistent/cargo"),
         "{}",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_loopcheck::ExitCode;
+use cargo_loopcheck::Exit;
 use loopcheck::PortLease;
 use serde_json::Value;
 
@@ -295,7 +295,7 @@ fn nextest_names_holders_that_left_before_the_end() {
         "--test-threads",
         "4",
     ]);
-    assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)));
+    assert_eq!(output.status.code(), Some(i32::from(Exit::FOUND)));
     let report = json(&output);
     let package = &fixture.package;
     assert_eq!(report["timeline"]["recorded"], true, "{:#}", report["timeline"]);
@@ -389,7 +389,7 @@ fn concurrent_nextest_copies_name_the_holder() {
         "--test",
         "rebind",
     ]);
-    assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)));
+    assert_eq!(output.status.code(), Some(i32::from(Exit::FOUND)));
     let report = json(&output);
     let rebind = test(&report, "binds_upgrade_port");
     assert!(
@@ -424,7 +424,7 @@ fn concurrent_cargo_test_copies_name_the_other_copy() {
         "--test",
         "devserver",
     ]);
-    assert_eq!(output.status.code(), Some(i32::from(ExitCode::FOUND)));
+    assert_eq!(output.status.code(), Some(i32::from(Exit::FOUND)));
     let report = json(&output);
     let serves = test(&report, "serves_upgrades");
     assert_eq!(serves["status"], "flaky", "one copy bound first: {serves:#}");
@@ -457,11 +457,7 @@ fn probe_waits_for_accept_and_names_a_listener_that_never_accepts() {
         .arg(addr.to_string())
         .output()
         .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(i32::from(ExitCode::FOUND)),
-        "{output:?}"
-    );
+    assert_eq!(output.status.code(), Some(i32::from(Exit::FOUND)), "{output:?}");
     let diagnosis = json(&output);
     assert_eq!(diagnosis["code"], "LC006", "{diagnosis:#}");
     assert_eq!(diagnosis["processes"][0]["pid"], std::process::id());

@@ -11,27 +11,27 @@
 //! `pool.rs` (namespaces kept for the run, joined by each test), [`settings`] (flags and
 //! `[workspace.metadata.loopcheck]`).
 
-pub mod chain;
+pub(crate) mod chain;
 #[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod forward;
 #[cfg(target_os = "linux")]
 mod loopback;
-pub mod namespace;
+pub(crate) mod namespace;
 mod pool;
 #[cfg(target_os = "linux")]
 mod record;
-pub mod settings;
+pub(crate) mod settings;
 #[cfg(target_os = "linux")]
 mod wrapper;
 
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
 
-pub use namespace::Unavailable;
-pub use pool::Pool;
-pub use settings::{CONFIG_VAR, Config, Metadata};
+pub(crate) use namespace::Unavailable;
+pub(crate) use pool::Pool;
+pub(crate) use settings::{CONFIG_VAR, Config, Metadata};
 
 use crate::cli::{Common, IsolateArgs, Isolation};
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 /// Whether isolation works on this host, for this user: how it would isolate, or why not.
 /// Asked of a fresh `cargo-loopcheck` process, since only a single-threaded process may
 /// create a user namespace, and the namespace must not be this process's.
-pub fn available() -> std::result::Result<String, Unavailable> {
+pub(crate) fn available() -> std::result::Result<String, Unavailable> {
     answer(start_check())
 }
 
@@ -98,10 +98,14 @@ fn parse_answer(line: &[u8], success: bool) -> std::result::Result<String, Unava
 /// An isolated run's setup: the runner's environment, and the namespaces kept for the run
 /// (ended when this is dropped, after the run).
 #[derive(Debug)]
-pub struct IsolatedRun {
+pub(crate) struct IsolatedRun {
     /// Variables for the runner: the target runner and [`CONFIG_VAR`].
     pub env: Vec<(OsString, OsString)>,
     /// The holders of the run's namespaces.
+    #[expect(
+        dead_code,
+        reason = "never read: held so that its drop ends the namespaces after the run"
+    )]
     pub pool: Pool,
 }
 
@@ -113,7 +117,7 @@ pub struct IsolatedRun {
 ///
 /// [`Error::Isolation`] (exit 3) when `--isolate=require` and isolation is unavailable;
 /// [`Error::Usage`] for bad `isolate-*` settings in the manifest.
-pub fn plan(
+pub(crate) fn plan(
     common: &Common,
     args: &IsolateArgs,
     runner_args: &[OsString],
@@ -247,7 +251,7 @@ fn test_threads(args: &[OsString]) -> usize {
 }
 
 /// Runs the hidden `__isolate` subcommand: `--check`, `--hold`, or the wrapper of `command`.
-pub fn run_hidden(check: bool, hold: bool, command: &[OsString]) -> u8 {
+pub(crate) fn run_hidden(check: bool, hold: bool, command: &[OsString]) -> u8 {
     #[cfg(target_os = "linux")]
     {
         if check {
@@ -265,7 +269,7 @@ pub fn run_hidden(check: bool, hold: bool, command: &[OsString]) -> u8 {
             eprintln!("error: {unavailable}");
         }
         let _ = (check, hold);
-        crate::ExitCode::COULD_NOT_RUN
+        crate::Exit::COULD_NOT_RUN
     }
 }
 

@@ -5,7 +5,11 @@ use std::fmt;
 
 /// How the namespace was entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entered {
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(dead_code, reason = "only Linux has network namespaces to enter")
+)]
+pub(crate) enum Entered {
     /// With this process's own `CAP_SYS_ADMIN` (root, or a capable container).
     Network,
     /// Through a user namespace of its own, as an unprivileged user.
@@ -21,30 +25,13 @@ impl fmt::Display for Entered {
     }
 }
 
-/// Why isolation cannot be had here, and what would make it possible: one line each.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("network isolation is unavailable: {why}; {fix}")]
-pub struct Unavailable {
-    /// The cause, such as `user namespaces are disabled (user.max_user_namespaces = 0)`.
-    pub why: String,
-    /// What to do about it.
-    pub fix: String,
-}
-
-impl Unavailable {
-    pub(crate) fn new(why: impl Into<String>, fix: impl Into<String>) -> Unavailable {
-        Unavailable {
-            why: why.into(),
-            fix: fix.into(),
-        }
-    }
-}
+pub(crate) use crate::error::Unavailable;
 
 /// Moves this process into a new network namespace (and a user namespace when it lacks the
 /// privilege for a network namespace alone). Must run while the process has one thread: the
 /// kernel refuses `CLONE_NEWUSER` otherwise.
 #[cfg(target_os = "linux")]
-pub fn enter() -> Result<Entered, Unavailable> {
+pub(crate) fn enter() -> Result<Entered, Unavailable> {
     // SAFETY: unshare takes flags only; it changes this process's namespaces.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
         return Ok(Entered::Network);
@@ -78,7 +65,7 @@ pub fn enter() -> Result<Entered, Unavailable> {
 
 /// Off Linux there are no network namespaces.
 #[cfg(not(target_os = "linux"))]
-pub fn enter() -> Result<Entered, Unavailable> {
+pub(crate) fn enter() -> Result<Entered, Unavailable> {
     Err(Unavailable::new(
         format!(
             "network namespaces exist only on Linux, not on {}",

@@ -21,7 +21,7 @@ use loopcheck::scan::{self, ScanOptions};
 
 /// The holders of a run; dropping them ends them (their stdin closes, and they are killed).
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     holders: Vec<Child>,
 }
 
@@ -85,12 +85,12 @@ pub(super) fn hold() -> u8 {
     use std::io::Read;
     // SAFETY: prctl with plain values: the holder never outlives the run.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if super::wrapper::check() != crate::ExitCode::OK {
-        return crate::ExitCode::COULD_NOT_RUN;
+    if super::wrapper::check() != crate::Exit::OK {
+        return crate::Exit::COULD_NOT_RUN;
     }
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
-    crate::ExitCode::OK
+    crate::Exit::OK
 }
 
 /// A namespace joined for one test: the lock that keeps it this test's until the wrapper

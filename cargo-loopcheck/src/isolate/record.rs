@@ -11,7 +11,9 @@ use std::path::Path;
 use loopcheck::diagnose::{Diagnoser, symptom};
 use loopcheck::report::{Code, Diagnosis};
 
-use crate::runner::{Record, failure_message, mentioned_addrs};
+use loopcheck::run::RunRecord as Record;
+
+use crate::runner::{failure_message, mentioned_addrs};
 
 /// The socket errors a failure is explained by, as `cargo loopcheck test` does.
 const EXPLAINED: [io::ErrorKind; 4] = [

@@ -10,11 +10,11 @@ use crate::error::{Error, Result};
 
 /// The environment variable that carries [`Config`] from `cargo loopcheck test` to the
 /// wrapper of each test process.
-pub const CONFIG_VAR: &str = "LOOPCHECK_ISOLATE";
+pub(crate) const CONFIG_VAR: &str = "LOOPCHECK_ISOLATE";
 
 /// The wrapper's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Config {
+pub(crate) struct Config {
     /// Host ports reachable from inside as `127.0.0.1:PORT` and `[::1]:PORT`.
     #[serde(default)]
     pub allow: Vec<u16>,
@@ -36,9 +36,16 @@ pub struct Config {
     pub pool: Vec<u32>,
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(
+        dead_code,
+        reason = "read by the target runner, which runs tests only on Linux"
+    )
+)]
 impl Config {
     /// The settings in [`CONFIG_VAR`]; the defaults when it is unset or unreadable.
-    pub fn from_env() -> Config {
+    pub(crate) fn from_env() -> Config {
         std::env::var(CONFIG_VAR)
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
@@ -47,7 +54,7 @@ impl Config {
 
     /// The exclusion pattern that matches `test` of `binary`, if any: a substring of the
     /// test's name or of `binary::name`.
-    pub fn excluded(&self, binary: &str, test: &str) -> Option<&str> {
+    pub(crate) fn excluded(&self, binary: &str, test: &str) -> Option<&str> {
         let qualified = format!("{binary}::{test}");
         self.exclude
             .iter()
@@ -58,7 +65,7 @@ impl Config {
 
 /// `isolate-allow` and `isolate-exclude` of `[workspace.metadata.loopcheck]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// `isolate-allow = [5432]`.
     pub allow: Vec<u16>,
     /// `isolate-exclude = ["db::"]`.
@@ -73,7 +80,7 @@ impl Metadata {
     ///
     /// [`Error::Usage`] for a value of the wrong type; [`Error::Io`] for an unreadable
     /// manifest. No manifest at all is no error: cargo will say so.
-    pub fn load(manifest_path: Option<&Path>) -> Result<Metadata> {
+    pub(crate) fn load(manifest_path: Option<&Path>) -> Result<Metadata> {
         let Some(manifest) = workspace_manifest(manifest_path) else {
             return Ok(Metadata::default());
         };
@@ -94,7 +101,7 @@ impl Metadata {
     /// # Errors
     ///
     /// [`Error::Usage`] naming the key, for a value of the wrong type.
-    pub fn from_manifest(table: &toml::Table) -> Result<Metadata> {
+    pub(crate) fn from_manifest(table: &toml::Table) -> Result<Metadata> {
         let settings = table
             .get("workspace")
             .and_then(|w| w.get("metadata"))

@@ -24,8 +24,8 @@ use super::forward::{self, Dialer};
 use super::namespace::{self, Entered, Unavailable};
 use super::record;
 use super::settings::{CONFIG_VAR, Config};
-use crate::ExitCode;
-use crate::runner::Record;
+use crate::Exit;
+use loopcheck::run::RunRecord as Record;
 
 /// How much of a test's output is kept for its diagnosis: the end, where the panic is.
 const KEPT_OUTPUT: usize = 256 * 1024;
@@ -51,14 +51,14 @@ pub(super) fn check() -> u8 {
     match enter_isolated() {
         Ok(entered) => {
             println!("{}", serde_json::json!({ "available": entered.to_string() }));
-            ExitCode::OK
+            Exit::OK
         }
         Err(unavailable) => {
             println!(
                 "{}",
                 serde_json::json!({ "why": unavailable.why, "fix": unavailable.fix })
             );
-            ExitCode::COULD_NOT_RUN
+            Exit::COULD_NOT_RUN
         }
     }
 }
@@ -67,7 +67,7 @@ pub(super) fn check() -> u8 {
 pub(super) fn run(command: &[OsString]) -> u8 {
     let Some((program, args)) = command.split_first() else {
         eprintln!("error: cargo-loopcheck __isolate: no test binary to run");
-        return ExitCode::USAGE;
+        return Exit::USAGE;
     };
     let config = Config::from_env();
     let exe = PathBuf::from(program);
@@ -99,7 +99,7 @@ pub(super) fn run(command: &[OsString]) -> u8 {
             Ok(dialer) => Some(Arc::new(dialer)),
             Err(err) => {
                 eprintln!("loopcheck: cannot start the --isolate-allow forwarder: {err}");
-                return ExitCode::COULD_NOT_RUN;
+                return Exit::COULD_NOT_RUN;
             }
         }
     };
@@ -109,7 +109,7 @@ pub(super) fn run(command: &[OsString]) -> u8 {
     {
         // `cargo loopcheck test` checked beforehand; this is a host that changed meanwhile.
         eprintln!("loopcheck: {unavailable}");
-        return ExitCode::COULD_NOT_RUN;
+        return Exit::COULD_NOT_RUN;
     }
     if let Err(err) = cleanup::become_subreaper() {
         eprintln!("loopcheck: cannot collect the test's leftovers: {err}");
@@ -123,7 +123,7 @@ pub(super) fn run(command: &[OsString]) -> u8 {
         Ok(finished) => finished,
         Err(err) => {
             eprintln!("loopcheck: cannot run `{}`: {err}", full[0].to_string_lossy());
-            return ExitCode::COULD_NOT_RUN;
+            return Exit::COULD_NOT_RUN;
         }
     };
 
@@ -201,7 +201,7 @@ fn exec(full: &[OsString], config: &Config) -> u8 {
     environment(&mut command, config);
     let err = command.exec();
     eprintln!("loopcheck: cannot run `{}`: {err}", full[0].to_string_lossy());
-    ExitCode::COULD_NOT_RUN
+    Exit::COULD_NOT_RUN
 }
 
 /// The test process, while it runs: signals this process gets go to it.
@@ -410,6 +410,7 @@ fn records(
                 name: record::record_name(exe, test),
                 diagnoses,
                 leaks,
+                ..Record::default()
             });
         }
         return records;
@@ -423,6 +424,7 @@ fn records(
                     name: record::record_name(exe, &execution.name),
                     diagnoses,
                     leaks: Vec::new(),
+                    ..Record::default()
                 });
             }
         }
@@ -441,6 +443,7 @@ fn records(
                 name,
                 diagnoses: Vec::new(),
                 leaks: vec![leak],
+                ..Record::default()
             }),
         }
     }

@@ -260,10 +260,13 @@ pub fn config(workspace: &Workspace) -> crate::Result<LintConfig> {
 
 /// The second list of [`lint_workspace`], as reports show it: files relative to the workspace
 /// root.
-pub fn file_errors(workspace: &Workspace, errors: Vec<(PathBuf, String)>) -> Vec<crate::render::FileError> {
+pub fn file_errors(
+    workspace: &Workspace,
+    errors: Vec<(PathBuf, String)>,
+) -> Vec<crate::report::findings::FileError> {
     errors
         .into_iter()
-        .map(|(path, error)| crate::render::FileError {
+        .map(|(path, error)| crate::report::findings::FileError {
             file: relative_path(&workspace.root, &path),
             error,
         })

@@ -3,8 +3,8 @@
 use loopcheck::report::Diagnosis;
 
 use super::model::{Execution, Status};
-use super::records::Record;
 use super::targets::Targets;
+use loopcheck::run::RunRecord as Record;
 
 /// The execution a record or leaked process names: by `crate::path::test` (a record, a
 /// `LOOPCHECK_TEST`), or by nextest's binary id and test name.

@@ -138,13 +138,7 @@ impl Invocation {
         for arg in &self.args {
             shown.push(' ');
             // On one line whatever the argument holds.
-            for c in arg.to_string_lossy().chars() {
-                if c.is_control() {
-                    shown.extend(c.escape_default());
-                } else {
-                    shown.push(c);
-                }
-            }
+            shown.push_str(&loopcheck::scan::one_line(&arg.to_string_lossy()));
         }
         shown
     }

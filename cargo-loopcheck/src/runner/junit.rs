@@ -1,8 +1,9 @@
-//! JUnit XML: reading the report nextest writes for a run, and writing ours (`--junit FILE`).
+//! JUnit XML: reading the report nextest writes for a run (ours is written by
+//! [`crate::report::junit`]).
 
-use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite, XmlString};
+use quick_junit::{Report, TestCaseStatus, XmlString};
 
-use super::model::{Execution, Status, TestReport, TestRun};
+use super::model::{Execution, Status};
 
 /// The executions in a nextest JUnit report: suites are binaries, cases are tests. A case that
 /// passed after failed attempts (nextest's retries) is flaky.
@@ -146,93 +147,9 @@ fn without_libtest_framing(stdout: &str, name: &str) -> String {
     out
 }
 
-/// Our report as JUnit: one suite per binary; a failed or flaky test carries its diagnoses in
-/// the failure text and as `loopcheck.*` properties (code, pid, command of each).
-pub(crate) fn write(run: &TestRun) -> Result<String, quick_junit::SerializeError> {
-    let mut report = Report::new(format!("cargo-loopcheck-{}", run.run_id));
-    let mut suites: Vec<TestSuite> = Vec::new();
-    for test in &run.tests {
-        let suite = match suites.iter_mut().position(|s| s.name.as_str() == test.binary) {
-            Some(at) => &mut suites[at],
-            None => {
-                let mut suite = TestSuite::new(test.binary.as_str());
-                suite.add_property(Property::new("loopcheck.runner", run.runner.command()));
-                suites.push(suite);
-                suites.last_mut().expect("just pushed")
-            }
-        };
-        suite.add_test_case(case(test));
-    }
-    report.add_test_suites(suites);
-    report.to_string()
-}
-
-fn case(test: &TestReport) -> TestCase {
-    let status = match test.status {
-        Status::Passed => TestCaseStatus::success(),
-        Status::Skipped => TestCaseStatus::skipped(),
-        Status::Failed | Status::Flaky => {
-            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            let mut message = test
-                .message
-                .as_deref()
-                .and_then(|m| m.lines().nth(1).or_else(|| m.lines().next()))
-                .unwrap_or("failed")
-                .to_owned();
-            if let Some(first) = test.diagnoses.first() {
-                message = format!("{}: {} ({message})", first.code, first.summary);
-            }
-            if test.status == Status::Flaky {
-                message = format!("flaky: failed {} of {} runs: {message}", test.failures, test.runs);
-            }
-            status.set_message(message);
-            status.set_type(if test.status == Status::Flaky {
-                "flaky"
-            } else {
-                "failure"
-            });
-            // Once, without the frames of std and dependencies.
-            let mut description = super::panics::trim_backtraces(&test.output);
-            for diagnosis in test.diagnoses.iter().chain(&test.leaks) {
-                description.push_str(&format!("\nloopcheck: {diagnosis}\n"));
-            }
-            status.set_description(description);
-            status
-        }
-    };
-    let mut case = TestCase::new(test.name.as_str(), status);
-    case.set_classname(test.binary.as_str());
-    for (i, diagnosis) in test.diagnoses.iter().chain(&test.leaks).enumerate() {
-        let key = |field: &str| format!("loopcheck.diagnosis.{i}.{field}");
-        case.add_property(Property::new(key("code"), diagnosis.code.to_string()));
-        case.add_property(Property::new(key("name"), diagnosis.name));
-        case.add_property(Property::new(key("summary"), diagnosis.summary.as_str()));
-        if let Some(process) = diagnosis.holder() {
-            case.add_property(Property::new(key("pid"), process.pid.to_string()));
-            case.add_property(Property::new(key("command"), process.command.as_str()));
-            // What the socket timeline knows of the holder.
-            let seen = [
-                ("test", process.test.clone()),
-                ("binary", process.binary.clone()),
-                ("first_seen", process.first_seen.map(|s| s.to_string())),
-                ("last_seen", process.last_seen.map(|s| s.to_string())),
-            ];
-            for (field, value) in seen {
-                if let Some(value) = value {
-                    case.add_property(Property::new(key(field), value));
-                }
-            }
-        }
-    }
-    if let (Some(file), Some(line)) = (&test.file, test.line) {
-        case.extra.insert("file".into(), file.as_str().into());
-        case.extra.insert("line".into(), line.to_string().into());
-    }
-    case
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::model::TestRun;
     use super::*;
 
     const NEXTEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -324,7 +241,8 @@ called `Result::unwrap()` on an `Err` value: Os { code: 98, kind: AddrInUse, mes
             skipped_unlisted: 0,
             timeline: Default::default(),
         };
-        let xml = write(&run).expect("serializes");
+        let xml =
+            crate::report::junit::write(&run, super::super::panics::trim_backtraces).expect("serializes");
         let parsed = Report::deserialize_from_str(&xml).expect("valid JUnit");
         let case = &parsed.test_suites[0].test_cases[0];
         let TestCaseStatus::NonSuccess {

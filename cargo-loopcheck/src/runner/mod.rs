@@ -26,10 +26,8 @@ mod junit;
 mod leftovers;
 mod libtest;
 mod model;
-mod output;
 mod panics;
 mod prepare;
-mod records;
 mod runs;
 pub(crate) mod signals;
 mod targets;
@@ -45,9 +43,10 @@ pub use model::{
     Counts, Execution, Flake, RunnerKind, Status, TestReport, TestRun, TimelineSummary, ZombieReport,
 };
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, TestArgs};
 use crate::error::{Error, Result};
+use crate::report::test_human as output;
 use crate::term::{Format, Term};
 use blame::Blamer;
 use copy::{FinishedCopy, run_copy};
@@ -55,8 +54,6 @@ use exec::Invocation;
 #[cfg(target_os = "linux")]
 pub(crate) use failure::{failure_message, mentioned_addrs};
 use prepare::{Prepared, Setup};
-#[cfg(target_os = "linux")]
-pub(crate) use records::Record;
 use runs::{create_private_dir, new_run_id};
 use targets::Targets;
 
@@ -310,7 +307,7 @@ impl Run<'_> {
         found.unattributed.extend(attach::attach_records(
             round_executions,
             targets,
-            records::read_records(dir),
+            loopcheck::run::read_records(dir),
         ));
         // The leftovers are the evidence: they are ended only once the failures that
         // their sockets explain have been explained.
@@ -373,20 +370,11 @@ fn write_report(
     run_root: &Path,
     junit_path: Option<&Path>,
 ) -> Result<()> {
-    match format {
-        Format::Json => crate::term::print_json(report)?,
-        Format::Github => output::github(report)?,
-        _ => {
-            output::human(term, report, run_root).map_err(Error::Output)?;
-            if let Some(note) = &report.timeline.note {
-                eprintln!("note: {note}");
-            }
-        }
-    }
-    crate::summary::append(term, || crate::summary::test_run(report));
+    crate::report::emit_test_run(report, format, term, run_root)?;
+    crate::report::summary::append(term, || crate::report::summary::test_run(report));
     // Written after the report is out, so a bad path loses nothing else.
     if let Some(path) = junit_path {
-        let written = junit::write(report)
+        let written = crate::report::junit::write(report, panics::trim_backtraces)
             .map_err(std::io::Error::other)
             .and_then(|xml| std::fs::write(path, xml));
         if let Err(source) = written {
@@ -423,9 +411,9 @@ fn exit_code(
         term.message(loopcheck::report::Severity::Error, &error.to_string());
     }
     Ok(if report.bad().next().is_some() {
-        ExitCode::FOUND
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
 }
 

@@ -34,12 +34,9 @@ pub(crate) fn new_run_id() -> String {
     )
 }
 
+/// Creates `path` and its parents, private to this user (0700), as the registry's own.
 pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(|source| Error::Io {
+    loopcheck::sys::create_private_dir(path).map_err(|source| Error::Io {
         action: "create",
         path: path.to_path_buf(),
         source,

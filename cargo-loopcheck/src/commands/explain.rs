@@ -1,24 +1,24 @@
 //! `cargo loopcheck explain CODE`: the documentation of a diagnostic code.
 
 use loopcheck::report::Code;
-use serde::Serialize;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, ExplainArgs};
 use crate::error::{Error, Result};
-use crate::term::{Format, print_json};
+use crate::report::{self, explain::Explanation};
+use crate::term::Format;
 
 /// `docs/diagnostics.md`, embedded so that `explain` works without the source tree. The crate's
 /// `docs/diagnostics.md` is a symlink to the workspace's, so that the crate's tarball carries the
 /// file (cargo packages a symlink as the file it points to).
-const DIAGNOSTICS: &str = include_str!("../docs/diagnostics.md");
+const DIAGNOSTICS: &str = include_str!("../../docs/diagnostics.md");
 
 /// The section of `docs/diagnostics.md` about `code`: from its `## LC001 name` heading to the
 /// next level-2 heading.
 ///
 /// ```
 /// use loopcheck::report::Code;
-/// let text = cargo_loopcheck::explain::section(Code::PortInUse).expect("documented");
+/// let text = cargo_loopcheck::commands::explain::section(Code::PortInUse).expect("documented");
 /// assert!(text.starts_with("## LC001 port-in-use"));
 /// ```
 pub fn section(code: Code) -> Option<&'static str> {
@@ -35,14 +35,6 @@ pub fn section(code: Code) -> Option<&'static str> {
     Some(DIAGNOSTICS[start..end].trim_end())
 }
 
-#[derive(Serialize)]
-struct Explanation<'a> {
-    code: Code,
-    name: &'static str,
-    severity: loopcheck::report::Severity,
-    text: &'a str,
-}
-
 /// Runs `explain`: the section goes to stdout, like `rustc --explain`.
 pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
     let format = common
@@ -57,16 +49,17 @@ pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
         ))
     })?;
     let text = section(code).ok_or_else(|| Error::Usage(format!("{code} has no documentation section")))?;
+    let explanation = Explanation {
+        code,
+        name: code.name(),
+        severity: code.severity(),
+        text,
+    };
     match format {
-        Format::Json => print_json(&Explanation {
-            code,
-            name: code.name(),
-            severity: code.severity(),
-            text,
-        })?,
-        _ => println!("{text}"),
+        Format::Json => report::json::print(&explanation)?,
+        _ => explanation.print_text(),
     }
-    Ok(ExitCode::OK)
+    Ok(Exit::OK)
 }
 
 #[cfg(test)]

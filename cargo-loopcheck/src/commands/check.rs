@@ -2,11 +2,12 @@
 
 use loopcheck::report::{Code, Finding};
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::Common;
-use crate::doctor::{self, Check};
+use crate::commands::doctor;
 use crate::error::Result;
-use crate::render::Report;
+use crate::report::findings::Report;
+use crate::report::host::Check;
 use crate::term::Term;
 use crate::workspace::Workspace;
 use crate::zombies;
@@ -14,7 +15,7 @@ use crate::zombies;
 /// LC015: reclaims the leases whose holders died without returning them, and reports them in
 /// one finding (a killed test binary leaves all of its leases at once). Each is reported once:
 /// reclaiming marks its record free.
-pub fn stale_leases() -> Vec<Finding> {
+pub fn reclaim_stale_leases() -> Vec<Finding> {
     let stale = loopcheck::lease::reclaim_stale().unwrap_or_default();
     let Some(first) = stale.first() else {
         return Vec::new();
@@ -80,7 +81,7 @@ pub fn report(workspace: &Workspace) -> Result<Report> {
         .iter()
         .flat_map(zombies::Zombie::findings)
         .collect();
-    findings.extend(stale_leases());
+    findings.extend(reclaim_stale_leases());
     let checks = doctor::checks();
     findings.extend(doctor_findings(&checks));
     let (lint_findings, errors) = crate::lint::lint_workspace(workspace, &crate::lint::config(workspace)?);
@@ -91,29 +92,15 @@ pub fn report(workspace: &Workspace) -> Result<Report> {
     Ok(report)
 }
 
-/// Runs `lint`. Exit code 1 when it found an error.
-pub fn run_lint(common: &Common, term: &Term) -> Result<u8> {
-    let workspace = Workspace::load(common.manifest_path.as_deref())?;
-    let (findings, errors) = crate::lint::lint_workspace(&workspace, &crate::lint::config(&workspace)?);
-    let mut report = Report::new(findings);
-    report.errors = crate::lint::file_errors(&workspace, errors);
-    report.render(common.format, term)?;
-    Ok(if report.has_errors() {
-        ExitCode::FOUND
-    } else {
-        ExitCode::OK
-    })
-}
-
 /// Runs `check`. Exit code 1 when it found an error.
 pub fn run(common: &Common, term: &Term) -> Result<u8> {
     let workspace = Workspace::load(common.manifest_path.as_deref())?;
     let report = report(&workspace)?;
     report.render(common.format, term)?;
-    crate::summary::append(term, || crate::summary::check(&report));
+    crate::report::summary::append(term, || crate::report::summary::check(&report));
     Ok(if report.has_errors() {
-        ExitCode::FOUND
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
 }

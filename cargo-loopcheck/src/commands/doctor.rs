@@ -4,87 +4,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAdd
 use std::time::{Duration, Instant};
 
 use loopcheck::policy::{self, PortPolicy};
-use loopcheck::report::{Code, Severity};
-use serde::Serialize;
+use loopcheck::report::Code;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::Common;
 use crate::error::Result;
-use crate::term::{Format, Term, print_json};
-
-/// The verdict of one host check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Fine.
-    Ok,
-    /// Worth knowing; nothing to fix.
-    Info,
-    /// Tests may misbehave.
-    Warning,
-    /// Tests will fail.
-    Error,
-}
-
-/// One host check.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// What was checked, such as `localhost`.
-    pub name: String,
-    /// The verdict.
-    pub status: Status,
-    /// What was found.
-    pub message: String,
-    /// The diagnostic code of a problem, if one applies.
-    pub code: Option<Code>,
-    /// What to do about a problem.
-    pub fix: Option<String>,
-}
-
-impl Check {
-    fn new(name: &str, status: Status, message: impl Into<String>) -> Check {
-        Check {
-            name: name.to_owned(),
-            status,
-            message: message.into(),
-            code: None,
-            fix: None,
-        }
-    }
-
-    fn problem(
-        name: &str,
-        status: Status,
-        code: Code,
-        message: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Check {
-        Check {
-            code: Some(code),
-            fix: Some(fix.into()),
-            ..Check::new(name, status, message)
-        }
-    }
-
-    /// Whether this check found nothing worth showing.
-    pub fn is_ok(&self) -> bool {
-        matches!(self.status, Status::Ok | Status::Info)
-    }
-
-    /// Whether this check found something that makes tests fail.
-    pub fn is_error(&self) -> bool {
-        self.status == Status::Error
-    }
-
-    /// The severity to show it with.
-    pub fn severity(&self) -> Severity {
-        match self.status {
-            Status::Error => Severity::Error,
-            Status::Warning => Severity::Warning,
-            Status::Ok | Status::Info => Severity::Info,
-        }
-    }
-}
+use crate::report;
+use crate::report::host::{Check, HostChecks, Status};
+use crate::term::{Format, Term};
 
 /// Runs every host check.
 pub fn checks() -> Vec<Check> {
@@ -467,52 +394,18 @@ fn nextest() -> Check {
     }
 }
 
-#[derive(Serialize)]
-struct Checks<'a> {
-    checks: &'a [Check],
-}
-
 /// Runs `doctor`. Exit code 1 when a check found an error.
 pub fn run(common: &Common, term: &Term) -> Result<u8> {
     let format = common
         .format
         .expect_one_of("doctor", &[Format::Human, Format::Json])?;
-    let checks = checks();
-    match format {
-        Format::Json => print_json(&Checks { checks: &checks })?,
-        _ => print_checks(term, &checks),
-    }
-    Ok(if checks.iter().any(Check::is_error) {
-        ExitCode::FOUND
+    let checks = HostChecks { checks: checks() };
+    report::emit(&checks, format, term)?;
+    Ok(if checks.checks.iter().any(Check::is_error) {
+        Exit::FOUND
     } else {
-        ExitCode::OK
+        Exit::OK
     })
-}
-
-fn print_checks(term: &Term, checks: &[Check]) {
-    use std::io::Write;
-    let mut err = term.stderr();
-    for check in checks {
-        let (label, style) = match check.status {
-            Status::Ok => ("ok", anstyle::AnsiColor::Green.on_default().bold()),
-            Status::Info => ("info", anstyle::AnsiColor::Cyan.on_default().bold()),
-            Status::Warning => ("warning", anstyle::AnsiColor::Yellow.on_default().bold()),
-            Status::Error => ("error", anstyle::AnsiColor::Red.on_default().bold()),
-        };
-        let code = check
-            .code
-            .filter(|_| !check.is_ok())
-            .map(|c| format!(" [{c}]"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            err,
-            "{style}{label:>8}{style:#} {}{code}: {}",
-            check.name, check.message
-        );
-        if let Some(fix) = check.fix.as_ref().filter(|_| !check.is_ok()) {
-            let _ = writeln!(err, "         help: {fix}");
-        }
-    }
 }
 
 #[cfg(test)]

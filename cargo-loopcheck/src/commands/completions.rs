@@ -16,7 +16,7 @@ use std::io::Write;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Cargo, Common, CompletionsArgs, Loopcheck};
 use crate::error::{Error, Result};
 use crate::term::Format;
@@ -25,7 +25,7 @@ use crate::term::Format;
 ///
 /// ```
 /// use clap_complete::Shell;
-/// let script = cargo_loopcheck::completions::script(Shell::Bash);
+/// let script = cargo_loopcheck::commands::completions::script(Shell::Bash);
 /// assert!(script.contains("cargo-loopcheck"));
 /// ```
 pub fn script(shell: Shell) -> String {
@@ -62,7 +62,7 @@ pub fn run(common: &Common, args: &CompletionsArgs) -> Result<u8> {
         .and_then(|()| out.flush())
     {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output(err)),
-        _ => Ok(ExitCode::OK),
+        _ => Ok(Exit::OK),
     }
 }
 

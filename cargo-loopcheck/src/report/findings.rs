@@ -1,13 +1,13 @@
-//! One report model for `check` and `lint`, and its renderers: human, JSON, GitHub
-//! annotations and SARIF.
+//! The report of `check` and `lint`, its human rendering, and the choice among its formats:
+//! human, JSON, GitHub annotations and SARIF.
 
-use loopcheck::report::{Code, Finding, Severity};
+use loopcheck::report::{Finding, Severity};
 use serde::Serialize;
-use serde_json::json;
 
-use crate::doctor::Check;
+use super::host::Check;
+use super::{github, json, sarif};
 use crate::error::Result;
-use crate::term::{Format, Term, print_json};
+use crate::term::{Format, Term};
 
 /// What `check` and `lint` found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -65,13 +65,14 @@ impl Report {
         }
     }
 
-    /// Whether the run should exit with [`ExitCode::FOUND`](crate::ExitCode::FOUND): a file that
+    /// Whether the run should exit with [`Exit::FOUND`](crate::Exit::FOUND): a file that
     /// could not be linted is one, since what it holds is not known.
     pub fn has_errors(&self) -> bool {
         self.summary.errors > 0 || self.doctor.iter().any(Check::is_error) || !self.errors.is_empty()
     }
 
-    fn uncoded_problems(&self) -> impl Iterator<Item = &Check> {
+    /// The host problems without a diagnostic code: shown as they are, not as findings.
+    pub(crate) fn uncoded_problems(&self) -> impl Iterator<Item = &Check> {
         self.doctor.iter().filter(|c| !c.is_ok() && c.code.is_none())
     }
 
@@ -82,12 +83,9 @@ impl Report {
                 self.human(term);
                 Ok(())
             }
-            Format::Json => print_json(self),
-            Format::Github => {
-                print!("{}", self.github());
-                Ok(())
-            }
-            Format::Sarif => crate::term::print_json_as_is(&self.sarif()),
+            Format::Json => json::print(self),
+            Format::Github => github::print(&github::findings(self)),
+            Format::Sarif => json::print_as_is(&sarif::sarif(self)),
         }
     }
 
@@ -132,108 +130,6 @@ impl Report {
             term.message(severity, &format!("found {}", parts.join(", ")));
         }
     }
-
-    /// GitHub Actions workflow commands, one line per finding.
-    pub fn github(&self) -> String {
-        let mut out = String::new();
-        for f in &self.findings {
-            let level = match f.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-                Severity::Info => "notice",
-            };
-            let mut props = Vec::new();
-            if let Some(file) = &f.file {
-                props.push(format!("file={}", escape_property(file)));
-            }
-            if let Some(line) = f.line {
-                props.push(format!("line={line}"));
-            }
-            if let Some(column) = f.column {
-                props.push(format!("col={column}"));
-            }
-            props.push(format!(
-                "title={}",
-                escape_property(&format!("{} {}", f.code, f.name))
-            ));
-            let mut message = f.message.clone();
-            if let Some(suggestion) = &f.suggestion {
-                message.push_str("\nhelp: ");
-                message.push_str(suggestion);
-            }
-            out.push_str(&format!(
-                "::{level} {}::{}\n",
-                props.join(","),
-                escape_data(&message)
-            ));
-        }
-        for check in self.uncoded_problems().filter(|c| c.is_error()) {
-            out.push_str(&format!(
-                "::error title={}::{}\n",
-                escape_property(&check.name),
-                escape_data(&check.message)
-            ));
-        }
-        out
-    }
-
-    /// SARIF 2.1.0, for code scanning.
-    pub fn sarif(&self) -> serde_json::Value {
-        let rules: Vec<serde_json::Value> = Code::ALL
-            .iter()
-            .map(|code| {
-                json!({
-                    "id": code.to_string(),
-                    "name": code.name(),
-                    "shortDescription": { "text": code.name().replace('-', " ") },
-                    "help": { "text": format!("cargo loopcheck explain {code}") },
-                    "defaultConfiguration": { "level": sarif_level(code.severity()) },
-                })
-            })
-            .collect();
-        let results: Vec<serde_json::Value> = self
-            .findings
-            .iter()
-            .map(|f| {
-                let mut result = json!({
-                    "ruleId": f.code.to_string(),
-                    "ruleIndex": f.code.number() - 1,
-                    "level": sarif_level(f.severity),
-                    "message": { "text": match &f.suggestion {
-                        Some(s) => format!("{}\nhelp: {s}", f.message),
-                        None => f.message.clone(),
-                    } },
-                });
-                if let Some(file) = &f.file {
-                    let mut region = serde_json::Map::new();
-                    if let Some(line) = f.line {
-                        region.insert("startLine".into(), line.into());
-                    }
-                    if let Some(column) = f.column {
-                        region.insert("startColumn".into(), column.into());
-                    }
-                    result["locations"] = json!([{ "physicalLocation": {
-                        "artifactLocation": { "uri": file, "uriBaseId": "%SRCROOT%" },
-                        "region": region,
-                    } }]);
-                }
-                result
-            })
-            .collect();
-        json!({
-            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-            "version": "2.1.0",
-            "runs": [{
-                "tool": { "driver": {
-                    "name": "cargo-loopcheck",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "informationUri": concat!("https://docs.rs/cargo-loopcheck/", env!("CARGO_PKG_VERSION")),
-                    "rules": rules,
-                } },
-                "results": results,
-            }],
-        })
-    }
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -244,26 +140,10 @@ fn plural(n: usize, what: &str) -> String {
     }
 }
 
-fn sarif_level(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-        Severity::Info => "note",
-    }
-}
-
-/// Escapes a workflow command's message: `%`, CR and LF.
-pub(crate) fn escape_data(text: &str) -> String {
-    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
-}
-
-/// Escapes a workflow command's property value: as data, plus `:` and `,`.
-pub(crate) fn escape_property(text: &str) -> String {
-    escape_data(text).replace(':', "%3A").replace(',', "%2C")
-}
-
 #[cfg(test)]
 mod tests {
+    use loopcheck::report::Code;
+
     use super::*;
 
     fn finding() -> Finding {
@@ -281,14 +161,14 @@ mod tests {
     fn github_annotations_escape_their_fields() {
         let report = Report::new(vec![finding()]);
         assert_eq!(
-            report.github(),
+            github::findings(&report),
             "::error file=tests/api.rs,line=12,col=40,title=LC010 hard-coded-port::hard-coded port 8080 in `TcpListener::bind`%0Ahelp: use `#[loopback_test] fn t(addr: SocketAddr)`, 100%25\n"
         );
     }
 
     #[test]
     fn sarif_names_rules_and_locations() {
-        let sarif = Report::new(vec![finding()]).sarif();
+        let sarif = sarif::sarif(&Report::new(vec![finding()]));
         assert_eq!(sarif["version"], "2.1.0");
         let run = &sarif["runs"][0];
         assert_eq!(

@@ -1,13 +1,11 @@
-//! Rendering a [`TestRun`] for people (stderr) and for GitHub Actions (stdout).
+//! Rendering a [`TestRun`] for people, on stderr.
 
 use std::io::Write;
 use std::path::Path;
 
 use loopcheck::report::Severity;
 
-use super::model::{Counts, Execution, Status, TestReport, TestRun, ZombieReport};
-use crate::error::{Error, Result};
-use crate::render::{escape_data, escape_property};
+use super::test_run::{Counts, Execution, Status, TestReport, TestRun, ZombieReport};
 use crate::term::{EMPHASIS, ERROR, GOOD, NOTE, Term, WARNING, write_diagnosis};
 
 /// The zombies found as the run starts: warnings, or what `--reap` did to them. Written to
@@ -28,7 +26,10 @@ pub(crate) fn zombies(term: &Term, zombies: &[ZombieReport]) {
                 None => finding.severity = Severity::Warning,
                 Some(outcome) => {
                     finding.severity = Severity::Info;
-                    finding.suggestion = Some(format!("ended before the run: {outcome:?}").to_lowercase());
+                    finding.suggestion = Some(format!(
+                        "--reap before the run: {}",
+                        super::reap::outcome_words(outcome)
+                    ));
                 }
             }
             let _ = crate::term::write_finding(&mut text, &finding);
@@ -145,62 +146,4 @@ fn test_heading(err: &mut impl Write, test: &TestReport) -> std::io::Result<()> 
         }
     }
     Ok(())
-}
-
-/// GitHub Actions annotations on stdout: one per failing or flaky test at its source line,
-/// one per leak and zombie.
-pub(crate) fn github(run: &TestRun) -> Result<()> {
-    let mut out = String::new();
-    for test in run.bad() {
-        let mut props = Vec::new();
-        if let Some(file) = &test.file {
-            props.push(format!("file={}", escape_property(file)));
-        }
-        if let Some(line) = test.line {
-            props.push(format!("line={line}"));
-        }
-        let codes = test.codes();
-        let title = match (test.status, codes.is_empty()) {
-            (Status::Flaky, _) => format!(
-                "flaky test {} ({} of {} runs failed)",
-                test.name, test.failures, test.runs
-            ),
-            (_, true) => format!("test {} failed", test.name),
-            (_, false) => format!("test {} failed: {}", test.name, codes.join(", ")),
-        };
-        props.push(format!("title={}", escape_property(&title)));
-        let mut message = test.message.clone().unwrap_or_default();
-        for diagnosis in &test.diagnoses {
-            message.push_str(&format!("\n{diagnosis}"));
-        }
-        let level = if test.status == Status::Flaky {
-            "warning"
-        } else {
-            "error"
-        };
-        out.push_str(&format!(
-            "::{level} {}::{}\n",
-            props.join(","),
-            escape_data(message.trim())
-        ));
-    }
-    for leak in run.tests.iter().flat_map(|t| &t.leaks).chain(&run.leaks) {
-        out.push_str(&format!(
-            "::warning title={}::{}\n",
-            escape_property(&format!("{} {}", leak.code, leak.name)),
-            escape_data(&leak.to_string())
-        ));
-    }
-    for finding in run.zombies.iter().flat_map(|z| z.zombie.findings()) {
-        out.push_str(&format!(
-            "::warning title={}::{}\n",
-            escape_property(&format!("{} {}", finding.code, finding.name)),
-            escape_data(&finding.message)
-        ));
-    }
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output(err)),
-        _ => Ok(()),
-    }
 }

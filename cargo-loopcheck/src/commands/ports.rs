@@ -1,71 +1,19 @@
 //! `cargo loopcheck ports`: the socket table, aware of tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use loopcheck::diagnose::{Provenance, classify};
 use loopcheck::lease::{LeaseInfo, LeaseStatus};
 use loopcheck::scan::{ScanOptions, SocketEntry, SocketTable};
-use serde::Serialize;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, PortsArgs};
 use crate::error::{Error, Result};
-use crate::term::{Format, Term, print_json};
+use crate::report;
+use crate::report::ports::{LeaseRow, PortRow, PortsReport};
+use crate::term::{Format, Term};
 use crate::workspace::Workspace;
-
-/// One row of `cargo loopcheck ports --format json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PortRow {
-    /// `tcp` or `udp`.
-    pub protocol: &'static str,
-    /// The local address.
-    pub local: SocketAddr,
-    /// The peer, for connected sockets.
-    pub remote: Option<SocketAddr>,
-    /// `listen`, `established`, `time_wait`, ...
-    pub state: &'static str,
-    /// The first process holding the socket, if visible.
-    pub pid: Option<u32>,
-    /// That process's command line.
-    pub command: Option<String>,
-    /// That process's executable.
-    pub exe: Option<PathBuf>,
-    /// Its user.
-    pub user: Option<String>,
-    /// The `LOOPCHECK_TEST` it carries.
-    pub test: Option<String>,
-    /// The loopcheck lease of the port, if any.
-    pub lease: Option<LeaseRow>,
-    /// Whether the holder is a leftover of a test run (LC002).
-    pub zombie: bool,
-    /// Why it is a zombie.
-    pub zombie_reason: Option<String>,
-    /// The package of this workspace whose test binary holds the socket.
-    pub workspace_package: Option<String>,
-    /// What the holder's executable is to the workspace, in words.
-    #[serde(skip)]
-    pub built: Option<String>,
-}
-
-/// The lease column of a row.
-#[derive(Debug, Clone, Serialize)]
-pub struct LeaseRow {
-    /// `held`, `free` or `stale`.
-    pub status: LeaseStatus,
-    /// The holder's pid.
-    pub pid: Option<u32>,
-    /// The test the holder worked for.
-    pub test: Option<String>,
-}
-
-#[derive(Serialize)]
-struct PortsReport {
-    sockets: Vec<PortRow>,
-    limitations: Vec<String>,
-}
 
 /// Builds the rows for `table`, marking leases, zombies and the workspace's binaries.
 pub fn rows(table: &SocketTable, leases: &[LeaseInfo], workspace: Option<&Workspace>) -> Vec<PortRow> {
@@ -173,82 +121,10 @@ pub fn run(common: &Common, args: &PortsArgs, term: &Term) -> Result<u8> {
         .filter(|&p| policy.is_none_or(|policy| policy.is_allocatable(p)));
     let leases = loopcheck::lease::leases_of(leasable).unwrap_or_default();
     let rows = rows(&table, &leases, workspace.as_ref());
-    match format {
-        Format::Json => print_json(&PortsReport {
-            sockets: rows,
-            limitations: table.limitations,
-        })?,
-        _ => print_table(term, &rows, &table.limitations).map_err(Error::Output)?,
-    }
-    Ok(ExitCode::OK)
-}
-
-fn print_table(term: &Term, rows: &[PortRow], limitations: &[String]) -> std::io::Result<()> {
-    let mut out = term.stderr();
-    let header = anstyle::Style::new().bold();
-    let warn = anstyle::AnsiColor::Yellow.on_default().bold();
-    let widths = (
-        rows.iter()
-            .map(|r| r.local.to_string().len())
-            .max()
-            .unwrap_or(5)
-            .max(5),
-        rows.iter().map(|r| r.state.len()).max().unwrap_or(5).max(5),
-    );
-    writeln!(
-        out,
-        "{header}{:<5} {:<w0$} {:<w1$} {:>7}  {:<40} NOTE{header:#}",
-        "PROTO",
-        "LOCAL",
-        "STATE",
-        "PID",
-        "COMMAND",
-        w0 = widths.0,
-        w1 = widths.1
-    )?;
-    for row in rows {
-        let pid = row.pid.map_or("-".to_owned(), |p| p.to_string());
-        let mut command = row.command.clone().unwrap_or_else(|| "(owner hidden)".into());
-        if command.chars().count() > 40 {
-            command = command.chars().take(39).collect::<String>() + "…";
-        }
-        let mut notes = Vec::new();
-        if let Some(lease) = &row.lease {
-            let test = lease.test.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
-            let status = match lease.status {
-                LeaseStatus::Held => "leased",
-                LeaseStatus::Stale => "stale lease",
-                LeaseStatus::Free => "free",
-            };
-            notes.push(format!("{status}{test}"));
-        }
-        if let Some(built) = &row.built {
-            notes.push(built.clone());
-        }
-        if let Some(remote) = row.remote {
-            notes.push(format!("to {remote}"));
-        }
-        let note = notes.join("; ");
-        let zombie = if row.zombie {
-            format!("{warn}zombie{warn:#} ")
-        } else {
-            String::new()
-        };
-        writeln!(
-            out,
-            "{:<5} {:<w0$} {:<w1$} {pid:>7}  {command:<40} {zombie}{note}",
-            row.protocol,
-            row.local.to_string(),
-            row.state,
-            w0 = widths.0,
-            w1 = widths.1
-        )?;
-    }
-    if rows.is_empty() {
-        writeln!(out, "(no sockets match)")?;
-    }
-    for limitation in limitations {
-        writeln!(out, "{warn}note{warn:#}: {limitation}")?;
-    }
-    Ok(())
+    let report = PortsReport {
+        sockets: rows,
+        limitations: table.limitations,
+    };
+    report::emit(&report, format, term)?;
+    Ok(Exit::OK)
 }

@@ -7,8 +7,8 @@ use std::io::Write as _;
 
 use loopcheck::report::{Diagnosis, Finding, Severity};
 
-use crate::render::Report;
-use crate::runner::{Counts, Status, TestReport, TestRun};
+use super::findings::Report;
+use super::test_run::{Counts, Status, TestReport, TestRun};
 use crate::term::Term;
 
 /// The variable GitHub Actions sets to the job summary's file.
@@ -40,13 +40,13 @@ pub fn append(term: &Term, markdown: impl FnOnce() -> String) {
 /// tests with the diagnosis of each (code, holder, fix), then leaks and zombie listeners.
 ///
 /// ```
-/// # use cargo_loopcheck::runner::{RunnerKind, TestRun};
+/// # use cargo_loopcheck::report::test_run::{RunnerKind, TestRun};
 /// let run = TestRun {
 ///     run_id: "r1".into(), runner: RunnerKind::Nextest, tests: vec![],
 ///     zombies: vec![], flaky: vec![], leaks: vec![], runs: 1, skipped_unlisted: 0,
 ///     timeline: Default::default(),
 /// };
-/// assert!(cargo_loopcheck::summary::test_run(&run).starts_with("## cargo loopcheck test\n"));
+/// assert!(cargo_loopcheck::report::summary::test_run(&run).starts_with("## cargo loopcheck test\n"));
 /// ```
 pub fn test_run(run: &TestRun) -> String {
     let mut md = String::from("## cargo loopcheck test\n\n");
@@ -83,7 +83,7 @@ pub fn test_run(run: &TestRun) -> String {
     );
     if run.bad().next().is_some() {
         md.push_str("### Failing and flaky tests\n\n");
-        md.push_str("| test | status | code | holder | fix |\n|---|---|---|---|---|\n");
+        let mut table = Table::new("| test | status | code | holder | fix |\n|---|---|---|---|---|\n");
         for test in run.bad() {
             let status = match test.status {
                 Status::Flaky => format!("flaky ({} of {} runs failed)", test.failures, test.runs),
@@ -91,50 +91,53 @@ pub fn test_run(run: &TestRun) -> String {
             };
             let name = test_name(test);
             if test.diagnoses.is_empty() {
-                let _ = writeln!(md, "| {name} | {status} | | | no socket explains this failure |");
+                table.row(format!(
+                    "| {name} | {status} | | | no socket explains this failure |\n"
+                ));
             }
             for diagnosis in &test.diagnoses {
-                let _ = writeln!(md, "| {name} | {status} | {} |", diagnosis_cells(diagnosis));
+                table.row(format!(
+                    "| {name} | {status} | {} |\n",
+                    diagnosis_cells(diagnosis)
+                ));
             }
         }
-        md.push('\n');
+        table.finish(&mut md);
     }
     if !leaks.is_empty() {
         md.push_str("### Leaks\n\n");
-        md.push_str("| test | code | what | holder | fix |\n|---|---|---|---|---|\n");
+        let mut table = Table::new("| test | code | what | holder | fix |\n|---|---|---|---|---|\n");
         for (test, leak) in leaks {
             let name = test.map_or_else(|| "(the run)".to_owned(), test_name);
-            let _ = writeln!(
-                md,
-                "| {name} | {} | {} | {} | {} |",
+            table.row(format!(
+                "| {name} | {} | {} | {} | {} |\n",
                 code(leak),
                 cell(&leak.summary),
                 holder(leak),
                 cell(&leak.fix)
-            );
+            ));
         }
-        md.push('\n');
+        table.finish(&mut md);
     }
     if !run.zombies.is_empty() {
         md.push_str("### Zombie listeners\n\n");
-        md.push_str("| pid | command | listens on | why | outcome |\n|---|---|---|---|---|\n");
+        let mut table = Table::new("| pid | command | listens on | why | outcome |\n|---|---|---|---|---|\n");
         for report in &run.zombies {
             let zombie = &report.zombie;
             let addrs: Vec<String> = zombie.addrs.iter().map(ToString::to_string).collect();
             let outcome = report.outcome.map_or_else(
                 || "left running (`--reap` ends it)".to_owned(),
-                |o| format!("{o:?}").to_lowercase(),
+                |o| super::reap::outcome_words(o).to_owned(),
             );
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {outcome} |",
+            table.row(format!(
+                "| {} | {} | {} | {} | {outcome} |\n",
                 zombie.pid,
                 code_span(&zombie.command),
                 cell(&addrs.join(", ")),
                 cell(&zombie.reason)
-            );
+            ));
         }
-        md.push('\n');
+        table.finish(&mut md);
     }
     md
 }
@@ -159,36 +162,83 @@ pub fn check(report: &Report) -> String {
         host_problems.len()
     );
     if !report.findings.is_empty() {
-        md.push_str("| severity | code | where | problem | fix |\n|---|---|---|---|---|\n");
+        let mut table = Table::new("| severity | code | where | problem | fix |\n|---|---|---|---|---|\n");
         for finding in &report.findings {
-            let _ = writeln!(
-                md,
-                "| {} | {} {} | {} | {} | {} |",
+            table.row(format!(
+                "| {} | {} {} | {} | {} | {} |\n",
                 finding.severity,
                 finding.code,
                 finding.name,
                 place(finding),
                 cell(&finding.message),
                 finding.suggestion.as_deref().map(cell).unwrap_or_default()
-            );
+            ));
         }
-        md.push('\n');
+        table.finish(&mut md);
     }
     if !host_problems.is_empty() {
-        md.push_str("| host check | status | problem | fix |\n|---|---|---|---|\n");
+        let mut table = Table::new("| host check | status | problem | fix |\n|---|---|---|---|\n");
         for check in host_problems {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} |",
+            table.row(format!(
+                "| {} | {} | {} | {} |\n",
                 cell(&check.name),
                 check.severity(),
                 cell(&check.message),
                 check.fix.as_deref().map(cell).unwrap_or_default()
+            ));
+        }
+        table.finish(&mut md);
+    }
+    md
+}
+
+/// Rows of one table at most. GitHub shows at most 1 MiB of a step's summary and drops the
+/// rest; a summary is a digest, and the JSON report and JUnit hold every row.
+const ROW_LIMIT: usize = 100;
+/// Bytes of one table at most: the three tables of a run (plus its header) stay under 1 MiB
+/// even with rows of long messages.
+const TABLE_BYTES: usize = 256 * 1024;
+
+/// A Markdown table that keeps at most [`ROW_LIMIT`] rows and [`TABLE_BYTES`] bytes, and says
+/// how many rows it left out.
+struct Table {
+    md: String,
+    rows: usize,
+    left_out: usize,
+}
+
+impl Table {
+    /// A table with its header and separator lines.
+    fn new(header: &str) -> Table {
+        Table {
+            md: header.to_owned(),
+            rows: 0,
+            left_out: 0,
+        }
+    }
+
+    /// Adds `row` (a whole line, newline included) unless the table is full.
+    fn row(&mut self, row: String) {
+        if self.rows < ROW_LIMIT && self.md.len() + row.len() <= TABLE_BYTES {
+            self.md.push_str(&row);
+            self.rows += 1;
+        } else {
+            self.left_out += 1;
+        }
+    }
+
+    /// Appends the table to `md`, with a line naming the rows it left out, and a blank line.
+    fn finish(self, md: &mut String) {
+        md.push_str(&self.md);
+        if self.left_out > 0 {
+            let _ = writeln!(
+                md,
+                "\n{} more row(s) left out: GitHub shows at most 1 MiB of a job summary. The JSON report (`--message-format json`) has every row.",
+                self.left_out
             );
         }
         md.push('\n');
     }
-    md
 }
 
 fn test_name(test: &TestReport) -> String {
@@ -238,12 +288,57 @@ fn place(finding: &Finding) -> String {
     }
 }
 
-/// Text made safe for a table cell: no line breaks, no cell separators, no HTML.
+/// Text made safe for a table cell: one line, no cell separators, no HTML. The text may hold
+/// code spans (a message quoting `TcpListener::bind`): inside them Markdown shows `&lt;`
+/// literally and renders no HTML, so only the cell separator is escaped there; outside them
+/// `&`, `<` and `>` become entities.
 fn cell(text: &str) -> String {
     let one_line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    one_line
-        .join(" ")
-        .replace('&', "&amp;")
+    let one_line = one_line.join(" ");
+    let mut out = String::with_capacity(one_line.len());
+    let mut rest = one_line.as_str();
+    while let Some(start) = rest.find('`') {
+        let (before, from) = rest.split_at(start);
+        out.push_str(&escape_prose(before));
+        let fence_len = from.len() - from.trim_start_matches('`').len();
+        let (fence, after) = from.split_at(fence_len);
+        out.push_str(fence);
+        // A span closes at the next run of exactly as many backticks; without one, the
+        // backticks are plain text.
+        match closing_fence(after, fence_len) {
+            Some(end) => {
+                out.push_str(&after[..end].replace('|', "\\|"));
+                out.push_str(fence);
+                rest = &after[end + fence_len..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(&escape_prose(rest));
+    out
+}
+
+/// Where in `text` a run of exactly `len` backticks starts.
+fn closing_fence(text: &str, len: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'`' {
+            let run = bytes[i..].iter().take_while(|&&b| b == b'`').count();
+            if run == len {
+                return Some(i);
+            }
+            i += run;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Text outside code spans: entities for HTML's characters, the cell separator escaped.
+fn escape_prose(text: &str) -> String {
+    text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('|', "\\|")
@@ -278,7 +373,7 @@ mod tests {
     use loopcheck::report::{Code, ProcessRef};
 
     use super::*;
-    use crate::runner::{Flake, RunnerKind};
+    use crate::report::test_run::{Flake, RunnerKind};
 
     fn test_report(name: &str, status: Status) -> TestReport {
         TestReport {
@@ -404,6 +499,46 @@ mod tests {
         let clean = check(&Report::new(Vec::new()));
         assert!(clean.contains("✅ **0 error(s)**"), "{clean}");
         assert!(!clean.contains("| severity"), "{clean}");
+    }
+
+    #[test]
+    fn cells_escape_html_outside_code_spans_only() {
+        // Inside a code span GitHub shows `&lt;` as it is: only `|` is escaped there.
+        assert_eq!(
+            cell("binds `Vec<u8>` & <b> in `a|b` and ``x`y``"),
+            "binds `Vec<u8>` &amp; &lt;b&gt; in `a\\|b` and ``x`y``"
+        );
+        // A backtick with no partner opens no span.
+        assert_eq!(cell("a ` b <c>"), "a ` b &lt;c&gt;");
+        assert_eq!(cell("`<a>`\n`<b>`"), "`<a>` `<b>`");
+    }
+
+    #[test]
+    fn long_tables_are_capped_and_say_what_they_left_out() {
+        let tests: Vec<TestReport> = (0..ROW_LIMIT + 50)
+            .map(|i| test_report(&format!("tests::t{i}"), Status::Failed))
+            .collect();
+        let md = test_run(&run(tests));
+        let rows = md.lines().filter(|l| l.starts_with("| `server::net`")).count();
+        assert_eq!(rows, ROW_LIMIT, "{md}");
+        assert!(
+            md.contains("\n50 more row(s) left out: GitHub shows at most 1 MiB of a job summary."),
+            "{md}"
+        );
+        assert!(md.contains("tests::t99`"), "{md}");
+        assert!(!md.contains("tests::t100`"), "{md}");
+
+        // Rows of long messages hit the byte budget before the row limit.
+        let mut wordy = Finding::new(Code::HardCodedPort, "x".repeat(10_000));
+        wordy.file = Some("tests/a.rs".into());
+        let md = check(&Report::new(vec![wordy; 60]));
+        assert!(md.len() < 1024 * 1024, "{}", md.len());
+        let rows = md.lines().filter(|l| l.starts_with("| error |")).count();
+        assert!(rows > 0 && rows < 60 && rows * 10_000 <= TABLE_BYTES, "{rows}");
+        assert!(
+            md.contains(&format!("{} more row(s) left out", 60 - rows)),
+            "{md}"
+        );
     }
 
     #[test]

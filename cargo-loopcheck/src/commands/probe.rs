@@ -1,42 +1,14 @@
 //! `cargo loopcheck probe ADDR`: connect and explain, the telnet of this tool.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
 
 use loopcheck::report::Severity;
 
-use crate::ExitCode;
+use crate::Exit;
 use crate::cli::{Common, ProbeArgs};
 use crate::error::{Error, Result};
-use crate::term::{Format, Term, print_json};
-
-/// Parses a duration such as `250ms`, `2s` or `1m`.
-///
-/// ```
-/// use std::time::Duration;
-/// use cargo_loopcheck::probe::parse_duration;
-/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-/// assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-/// assert!(parse_duration("2 weeks").is_err());
-/// assert!(parse_duration("0s").is_err());
-/// ```
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as `500ms`, `2s` or `1m`"))?;
-    if number == 0 {
-        return Err(format!("`{text}` is no time to wait: give at least `1ms`"));
-    }
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
-        _ => Err(format!("`{text}` has no unit: write `500ms`, `2s` or `1m`")),
-    }
-}
+use crate::report;
+use crate::term::{Format, Term};
 
 /// The addresses `text` stands for, in the order a client tries them.
 fn resolve(text: &str) -> Result<Vec<SocketAddr>> {
@@ -91,13 +63,10 @@ pub fn run(common: &Common, args: &ProbeArgs, term: &Term) -> Result<u8> {
             list.join(", ")
         ));
     }
-    match format {
-        Format::Json => print_json(&diagnosis)?,
-        _ => term.diagnosis(&diagnosis),
-    }
+    report::emit(&diagnosis, format, term)?;
     Ok(if diagnosis.severity == Severity::Info {
-        ExitCode::OK
+        Exit::OK
     } else {
-        ExitCode::FOUND
+        Exit::FOUND
     })
 }

@@ -60,7 +60,7 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
         // while the command holds the ports.
         Format::Json => {
             let leased = Leased {
-                format_version: crate::term::FORMAT_VERSION,
+                format_version: crate::report::json::FORMAT_VERSION,
                 command: &command,
                 pid: std::process::id(),
                 ports: &ports,
