@@ -8,8 +8,8 @@
 //! had finished. `lease`'s command shares this process's group: a signal a process sent is
 //! passed on to it, one from the terminal reached it already.
 //!
-//! A child is signalled only while it is known not to be reaped: [`Exit`] waits for it with
-//! `waitid(WNOWAIT)`, which leaves it a zombie whose pid (and group id) no other process can
+//! A child is signalled only while it is known not to be reaped: [`Exit`] waits for it with a
+//! pidfd (or, without one, `waitid(WNOWAIT)` in a thread), which leaves it a zombie whose pid (and group id) no other process can
 //! take, and the caller reaps it only after the loop has ended. At a second signal the child
 //! (with `test`, its group) is killed with SIGKILL, the signal's default disposition restored
 //! and the signal raised again: the tool dies of it, the way the user asked.
@@ -124,31 +124,86 @@ pub(crate) fn own_group(command: &mut Command) {
 /// The end of a child, watched without reaping it: until the caller waits for it, its pid
 /// names it and nothing else, so signalling it is safe.
 pub(crate) struct Exit {
-    exited: mpsc::Receiver<()>,
+    watch: Watch,
     done: bool,
+}
+
+enum Watch {
+    /// A pidfd, readable once the child has exited: polled in the waiting thread itself, no
+    /// thread and no wake-up in between (Linux 5.3 and later).
+    #[cfg(target_os = "linux")]
+    Pidfd(std::os::fd::OwnedFd),
+    /// A thread blocked in `waitid(WNOWAIT)`, which says when the child has exited.
+    Thread(mpsc::Receiver<()>),
 }
 
 impl Exit {
     /// Watches the child `pid`, which the caller waits for (reaps) once it has exited.
     pub(crate) fn watch(pid: u32) -> Exit {
+        #[cfg(target_os = "linux")]
+        if let Some(pidfd) = pidfd_open(pid) {
+            return Exit {
+                watch: Watch::Pidfd(pidfd),
+                done: false,
+            };
+        }
+        Exit::in_thread(pid)
+    }
+
+    /// Watches the child `pid` from a thread of its own, where there is no pidfd.
+    fn in_thread(pid: u32) -> Exit {
         let (send, exited) = mpsc::channel();
         std::thread::spawn(move || {
             wait_exited(pid);
             let _ = send.send(());
         });
-        Exit { exited, done: false }
+        Exit {
+            watch: Watch::Thread(exited),
+            done: false,
+        }
     }
 
-    /// Waits up to `timeout`; whether the child has exited.
+    /// Waits up to `timeout`, or less when a signal arrives; whether the child has exited.
     pub(crate) fn wait(&mut self, timeout: Duration) -> bool {
         if !self.done {
-            self.done = !matches!(
-                self.exited.recv_timeout(timeout),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            );
+            self.done = match &self.watch {
+                #[cfg(target_os = "linux")]
+                Watch::Pidfd(pidfd) => readable(pidfd, timeout),
+                Watch::Thread(exited) => {
+                    !matches!(exited.recv_timeout(timeout), Err(mpsc::RecvTimeoutError::Timeout))
+                }
+            };
         }
         self.done
     }
+}
+
+/// A pidfd of the child `pid`, or `None` where the kernel has none.
+#[cfg(target_os = "linux")]
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nothing else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `pidfd` turns readable (its process exited) within `timeout`; a signal ends the
+/// wait early, so that the caller acts on it at once.
+#[cfg(target_os = "linux")]
+fn readable(pidfd: &std::os::fd::OwnedFd, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, its count, and a timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    ready > 0 && poll.revents != 0
 }
 
 /// Blocks until the child `pid` has exited, leaving it to be reaped.
@@ -360,19 +415,43 @@ mod tests {
 
     #[test]
     fn an_exited_child_stays_unreaped_until_its_waiter_reaps_it() {
-        let mut child = Command::new("true").spawn().expect("true runs");
-        let pid = child.id();
-        let mut exit = Exit::watch(pid);
-        let started = Instant::now();
-        while !exit.wait(POLL) {
-            assert!(started.elapsed() < Duration::from_secs(10), "`true` did not exit");
+        // The pidfd watch, and the thread that stands in for it on kernels without pidfds.
+        for watch in [Exit::watch, Exit::in_thread] {
+            let mut child = Command::new("true").spawn().expect("true runs");
+            let pid = child.id();
+            let mut exit = watch(pid);
+            let started = Instant::now();
+            while !exit.wait(POLL) {
+                assert!(started.elapsed() < Duration::from_secs(10), "`true` did not exit");
+            }
+            // Its pid is still its own, a zombie: no other process can take it, or its group.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            assert_eq!(state, Some('Z'), "the watcher reaped it: {stat:?}");
+            assert!(child.wait().unwrap().success());
+            assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "reaped now");
         }
-        // Its pid is still its own, a zombie: no other process can take it, or its group.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-        assert_eq!(state, Some('Z'), "the watcher reaped it: {stat:?}");
-        assert!(child.wait().unwrap().success());
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "reaped now");
+    }
+
+    #[test]
+    fn a_running_child_is_not_taken_for_exited() {
+        for watch in [Exit::watch, Exit::in_thread] {
+            let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+            let mut exit = watch(child.id());
+            assert!(
+                !exit.wait(Duration::from_millis(50)),
+                "a sleeping child counted as exited"
+            );
+            child.kill().unwrap();
+            let started = Instant::now();
+            while !exit.wait(POLL) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the killed child did not exit"
+                );
+            }
+            child.wait().unwrap();
+        }
     }
 
     #[test]
