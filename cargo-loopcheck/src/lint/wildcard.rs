@@ -111,12 +111,15 @@ impl Linter<'_> {
                 {
                     self.child_items(inner, call, after_port_flag);
                 }
+                // `vec![..]`; a plain guard, since `if let` guards are newer than the MSRV.
                 Tok::Ident(ident)
                     if ident == "vec"
                         && toks.get(i + 1).is_some_and(|t| t.punct('!'))
-                        && let Some(Tok::Group(_, _, inner)) = toks.get(i + 2) =>
+                        && matches!(toks.get(i + 2), Some(Tok::Group(..))) =>
                 {
-                    self.child_items(inner, call, after_port_flag);
+                    if let Some(Tok::Group(_, _, inner)) = toks.get(i + 2) {
+                        self.child_items(inner, call, after_port_flag);
+                    }
                     i += 2;
                 }
                 // Anything else is a value the child gets through code the lint does not read,
