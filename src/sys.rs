@@ -75,3 +75,19 @@ pub(crate) fn skip_test(reason: &str) {
         "LOOPCHECK_REQUIRE_TOOLS=1 and this test cannot run: {reason}"
     );
 }
+
+/// Whether `exe` is a test binary cargo built, `target/debug/deps/NAME-HASH` (a 16-digit hex
+/// hash), as `/proc/PID/exe` shows it (with ` (deleted)` once rebuilt). The library's zombie
+/// provenance and the CLI's socket timeline both tell test processes this way.
+pub fn is_test_binary(exe: &std::path::Path) -> bool {
+    let in_deps = exe
+        .parent()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|d| d == "deps");
+    let hashed = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.trim_end_matches(" (deleted)").rsplit_once('-'))
+        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    in_deps && hashed
+}
