@@ -97,6 +97,8 @@ pub mod run;
 /// not an API for users of the library.
 #[doc(hidden)]
 pub mod sys;
+#[cfg(test)]
+mod test_support;
 
 #[cfg(unix)]
 pub mod activation;

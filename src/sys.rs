@@ -64,14 +64,3 @@ pub(crate) fn is_out_of_files(err: &std::io::Error) -> bool {
 pub(crate) fn is_out_of_files(_err: &std::io::Error) -> bool {
     false
 }
-
-/// For a unit test that cannot run its real check here: prints why on stderr, and fails when
-/// `LOOPCHECK_REQUIRE_TOOLS=1` (CI sets it), so that a skip is never silent there.
-#[cfg(test)]
-pub(crate) fn skip_test(reason: &str) {
-    eprintln!("skipped: {reason}");
-    assert!(
-        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
-        "LOOPCHECK_REQUIRE_TOOLS=1 and this test cannot run: {reason}"
-    );
-}

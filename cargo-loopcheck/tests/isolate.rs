@@ -5,6 +5,8 @@
 //! isolation is unavailable.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -202,21 +204,12 @@ fn json(output: &Output) -> Value {
 /// The runners to try: cargo test, and nextest where installed (said on stderr otherwise,
 /// and a failure with `LOOPCHECK_REQUIRE_TOOLS=1`).
 fn runners() -> Vec<&'static str> {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed {
-        return vec!["--cargo-test", "--nextest"];
+    if support::nextest_installed() {
+        vec!["--cargo-test", "--nextest"]
+    } else {
+        eprintln!("skipped: the nextest half");
+        vec!["--cargo-test"]
     }
-    assert!(
-        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-        "cargo-nextest is not installed and LOOPCHECK_REQUIRE_TOOLS is set"
-    );
-    eprintln!("skipped: the nextest half, cargo-nextest is not installed");
-    vec!["--cargo-test"]
 }
 
 fn test_named<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -552,11 +545,9 @@ fn as_user(command: &mut Command, id: u32) {
 
 #[test]
 fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "skipped: the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises"
-        );
+    if !support::is_root(
+        "the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises",
+    ) {
         return;
     }
     const NOBODY: u32 = 65534;
@@ -577,9 +568,9 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
             !why.is_empty() && answer["fix"].as_str().is_some_and(|f| !f.is_empty()),
             "{answer}"
         );
-        eprintln!(
-            "NOTE: uid {NOBODY} cannot create user namespaces here ({why}); asserted the unavailable path's message instead"
-        );
+        support::skip(&format!(
+            "uid {NOBODY} cannot create user namespaces here ({why}); asserted the unavailable path's message instead"
+        ));
         return;
     }
     assert!(
@@ -671,11 +662,9 @@ fn without_namespaces(command: &mut Command) {
 
 #[test]
 fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "skipped: making isolation unavailable needs root here (a user namespace whose limit is then set to 0)"
-        );
+    if !support::is_root(
+        "making isolation unavailable needs root here (a user namespace whose limit is then set to 0)",
+    ) {
         return;
     }
     let fixture = Fixture::new("isolate_unavailable");

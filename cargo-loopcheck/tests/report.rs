@@ -5,6 +5,8 @@
 //! named as such, and advice about directories loopcheck did not create.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -168,23 +170,6 @@ fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no test `{name}` in {report:#}"))
 }
 
-fn nextest_installed() -> bool {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!("skipped: cargo-nextest is not installed");
-        assert!(
-            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-            "LOOPCHECK_REQUIRE_TOOLS is set and cargo-nextest is missing"
-        );
-    }
-    installed
-}
-
 /// The JUnit report at `path`, parsed back, and the failure text of `binary`'s test `name`
 /// (`None` when it passed).
 fn junit_case(path: &Path, binary: &str, name: &str) -> (quick_junit::TestCase, Option<(String, String)>) {
@@ -342,7 +327,7 @@ fn the_root_cause_of_a_server_task_is_shown_and_blamed_under_cargo_test() {
 
 #[test]
 fn the_root_cause_of_a_server_task_is_shown_and_blamed_under_nextest() {
-    if nextest_installed() {
+    if support::nextest_installed() {
         the_root_cause_is_shown_and_blamed("--nextest", "report-nextest");
     }
 }
@@ -456,7 +441,7 @@ fn sigterm_mid_run_stops_the_runner_and_reports_under_cargo_test() {
 
 #[test]
 fn sigterm_mid_run_stops_the_runner_and_reports_under_nextest() {
-    if nextest_installed() {
+    if support::nextest_installed() {
         sigterm_leaves_a_report_and_junit("--nextest", "stop-nextest");
     }
 }
@@ -564,11 +549,7 @@ fn a_probe_of_another_host_says_what_it_saw_not_that_nothing_listens() {
         .status()
         .is_ok_and(|s| s.success());
     if !works {
-        eprintln!("skipped: `unshare -n` cannot create a network namespace here");
-        assert!(
-            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-            "LOOPCHECK_REQUIRE_TOOLS is set and `unshare -n` does not work"
-        );
+        support::skip("`unshare -n` cannot create a network namespace here");
         return;
     }
     let mut command = Command::new("unshare");

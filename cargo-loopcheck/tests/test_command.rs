@@ -4,6 +4,7 @@
 #![cfg(target_os = "linux")]
 
 mod schema;
+mod support;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -176,23 +177,6 @@ fn json(output: &Output) -> Value {
     })
 }
 
-fn nextest_installed() -> bool {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!("skipped: cargo-nextest is not installed");
-        assert!(
-            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-            "LOOPCHECK_REQUIRE_TOOLS is set and cargo-nextest is missing"
-        );
-    }
-    installed
-}
-
 fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tests"]
         .as_array()
@@ -338,7 +322,7 @@ fn cargo_test_failures_are_explained_in_json_and_junit() {
 
 #[test]
 fn nextest_failures_are_explained_in_json_human_and_github() {
-    if !nextest_installed() {
+    if !support::nextest_installed() {
         return;
     }
     let suite = Suite::new("suite-nextest");
@@ -457,7 +441,7 @@ fn concurrent_copies_expose_two_binaries_sharing_a_port_under_cargo_test() {
 
 #[test]
 fn concurrent_copies_expose_two_binaries_sharing_a_port_under_nextest() {
-    if nextest_installed() {
+    if support::nextest_installed() {
         hunt_the_race("race-nextest", "--nextest");
     }
 }
@@ -480,7 +464,7 @@ fn broken( {
         "{}",
         stderr(&output)
     );
-    if nextest_installed() {
+    if support::nextest_installed() {
         let output = suite.run(&["--nextest", "--", "--test", "net"]);
         assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
         assert!(

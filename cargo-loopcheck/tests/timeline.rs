@@ -4,6 +4,8 @@
 //! failures no socket explains are left alone. And `probe` on a listener that never accepts.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -134,9 +136,7 @@ impl DevServer {
             }
             drop(server);
         }
-        let message = "skipped the dev server case: neither python3 nor nc could listen here";
-        assert!(std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(), "{message}");
-        eprintln!("{message}");
+        support::skip("the dev server case: neither python3 nor nc could listen here");
         None
     }
 
@@ -219,21 +219,6 @@ fn json(output: &Output) -> Value {
     })
 }
 
-fn nextest_installed() -> bool {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        let message = "skipped: cargo-nextest is not installed";
-        assert!(std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(), "{message}");
-        eprintln!("{message}");
-    }
-    installed
-}
-
 fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tests"]
         .as_array()
@@ -280,7 +265,7 @@ fn check_dev_server(fixture: &Fixture, report: &Value) {
 
 #[test]
 fn nextest_names_holders_that_left_before_the_end() {
-    if !nextest_installed() {
+    if !support::nextest_installed() {
         return;
     }
     let fixture = Fixture::new("timeline-nextest");
@@ -373,7 +358,7 @@ fn nextest_names_holders_that_left_before_the_end() {
 /// binary and pid, never LC003.
 #[test]
 fn concurrent_nextest_copies_name_the_holder() {
-    if !nextest_installed() {
+    if !support::nextest_installed() {
         return;
     }
     let fixture = Fixture::new("timeline-copies");
