@@ -97,8 +97,6 @@ pub mod run;
 /// not an API for users of the library.
 #[doc(hidden)]
 pub mod sys;
-#[cfg(test)]
-mod test_support;
 
 #[cfg(unix)]
 pub mod activation;

@@ -25,8 +25,6 @@ mod isolate;
 pub mod lint;
 #[doc(hidden)]
 pub mod runner;
-#[cfg(test)]
-mod test_support;
 mod zombies;
 
 use std::ffi::OsString;

@@ -560,11 +560,11 @@ mod tests {
 
     #[test]
     fn another_users_process_is_never_signalled() {
-        if !crate::test_support::is_root("only root can start a process of another user to test this") {
+        if !loopcheck::sys::test_needs_root("only root can start a process of another user to test this") {
             return;
         }
         let Ok(setpriv) = which("setpriv") else {
-            crate::test_support::skip("setpriv is not installed");
+            loopcheck::sys::skip_test("setpriv is not installed");
             return;
         };
         let (mut child, info) = spawned(

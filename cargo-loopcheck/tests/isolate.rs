@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::{code, copy_tree, json, run_bounded, stderr};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -133,72 +135,6 @@ impl Fixture {
         }
         self.held.set_nonblocking(false).unwrap();
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// Runs `command` to completion, killing it (by pid) if it takes longer than `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo-loopcheck");
-    fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    }
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cargo-loopcheck took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn code(output: &Output) -> u8 {
-    output.status.code().expect("exited normally") as u8
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            stderr(output)
-        )
-    })
 }
 
 /// The runners to try: cargo test, and nextest where installed (said on stderr otherwise,
@@ -545,7 +481,7 @@ fn as_user(command: &mut Command, id: u32) {
 
 #[test]
 fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
-    if !support::is_root(
+    if !support::needs_root(
         "the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises",
     ) {
         return;
@@ -662,7 +598,7 @@ fn without_namespaces(command: &mut Command) {
 
 #[test]
 fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
-    if !support::is_root(
+    if !support::needs_root(
         "making isolation unavailable needs root here (a user namespace whose limit is then set to 0)",
     ) {
         return;

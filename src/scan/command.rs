@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn runs_and_times_out() {
         let Some(sh) = find_program("sh", &["/bin"]) else {
-            crate::test_support::skip("no `sh`");
+            crate::sys::skip_test("no `sh`");
             return;
         };
         let output = run(

@@ -661,7 +661,7 @@ mod tests {
                 assert!(entry.inode.is_some());
                 assert!(out.iter().all(|s| s.state == SocketState::Listen));
             }
-            Err(err) => crate::test_support::skip(&format!("netlink sock_diag is unavailable here: {err}")),
+            Err(err) => crate::sys::skip_test(&format!("netlink sock_diag is unavailable here: {err}")),
         }
     }
 

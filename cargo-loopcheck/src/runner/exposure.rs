@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn a_wildcard_holder_of_a_diagnosed_port_gets_lc011() {
         let Some(me) = ProcessInfo::read(std::process::id()) else {
-            crate::test_support::skip("this platform cannot read its own process");
+            loopcheck::sys::skip_test("this platform cannot read its own process");
             return;
         };
         let mut diagnosis = Diagnosis::new(
