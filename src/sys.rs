@@ -88,3 +88,18 @@ pub fn test_needs_root(reason: &str) -> bool {
     }
     root
 }
+
+/// Whether `exe` looks like a test binary cargo built, `target/debug/deps/NAME-HASH` (deleted
+/// too: `/proc` then says ` (deleted)`), for the diagnoses of either crate.
+pub fn is_test_binary(exe: &std::path::Path) -> bool {
+    let in_deps = exe
+        .parent()
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|d| d == "deps");
+    let hashed = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.trim_end_matches(" (deleted)").rsplit_once('-'))
+        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    in_deps && hashed
+}

@@ -42,7 +42,7 @@ pub fn classify(process: &ProcessInfo) -> Provenance {
             ),
         },
         (None, Some(dir), Some(why)) => {
-            let what = if is_test_binary(process.exe.as_deref()) {
+            let what = if process.exe.as_deref().is_some_and(crate::sys::is_test_binary) {
                 "a test binary"
             } else {
                 "a binary"
@@ -110,21 +110,6 @@ pub fn cargo_target_dir(exe: &Path) -> Option<PathBuf> {
         .skip(1)
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
         .map(Path::to_path_buf)
-}
-
-/// Whether `exe` looks like a test binary cargo built: `deps/NAME-HASH`.
-fn is_test_binary(exe: Option<&Path>) -> bool {
-    let Some(exe) = exe else { return false };
-    let in_deps = exe
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == "deps");
-    let hashed = exe
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.trim_end_matches(" (deleted)").rsplit_once('-'))
-        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
-    in_deps && hashed
 }
 
 /// How a diagnosis names `process`: pid, command, user, executable and test, with its `role`
@@ -196,13 +181,13 @@ mod tests {
 
     #[test]
     fn test_binaries_are_recognised() {
-        assert!(is_test_binary(Some(Path::new(
+        assert!(crate::sys::is_test_binary(Path::new(
             "/w/target/debug/deps/alloc-0123456789abcdef"
-        ))));
-        assert!(is_test_binary(Some(Path::new(
+        )));
+        assert!(crate::sys::is_test_binary(Path::new(
             "/w/target/debug/deps/alloc-0123456789abcdef (deleted)"
-        ))));
-        assert!(!is_test_binary(Some(Path::new("/w/target/debug/alloc"))));
-        assert!(!is_test_binary(Some(Path::new("/usr/bin/python3"))));
+        )));
+        assert!(!crate::sys::is_test_binary(Path::new("/w/target/debug/alloc")));
+        assert!(!crate::sys::is_test_binary(Path::new("/usr/bin/python3")));
     }
 }

@@ -355,8 +355,9 @@ impl State {
             .position(|a| a == "--exact")
             .and_then(|at| process.cmdline.get(at + 1))
             .cloned();
-        let cargo_test_binary =
-            run_dir.is_some() && test_name.is_none() && process.exe.as_deref().is_some_and(is_test_binary);
+        let cargo_test_binary = run_dir.is_some()
+            && test_name.is_none()
+            && process.exe.as_deref().is_some_and(loopcheck::sys::is_test_binary);
         let is_test_process =
             (test_name.is_some() && exact.as_deref() == test_name.as_deref()) || cargo_test_binary;
         let test_exe = is_test_process.then(|| process.exe.clone()).flatten();
@@ -454,20 +455,6 @@ impl State {
     }
 }
 
-/// `target/debug/deps/NAME-HASH`: how cargo names a test binary.
-fn is_test_binary(exe: &std::path::Path) -> bool {
-    let in_deps = exe
-        .parent()
-        .and_then(std::path::Path::file_name)
-        .is_some_and(|d| d == "deps");
-    let hashed = exe
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.trim_end_matches(" (deleted)").rsplit_once('-'))
-        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
-    in_deps && hashed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,9 +482,11 @@ mod tests {
 
     #[test]
     fn test_binaries_by_name() {
-        assert!(is_test_binary(std::path::Path::new(
+        assert!(loopcheck::sys::is_test_binary(std::path::Path::new(
             "/w/target/debug/deps/echo-0123456789abcdef"
         )));
-        assert!(!is_test_binary(std::path::Path::new("/usr/bin/python3")));
+        assert!(!loopcheck::sys::is_test_binary(std::path::Path::new(
+            "/usr/bin/python3"
+        )));
     }
 }
