@@ -1,18 +1,15 @@
 //! What `lease` says before its command starts: the ports it leased, for people or as one
 //! JSON line a script reads while the command holds them.
 
-use std::io::Write as _;
-
 use serde::Serialize;
 
-use super::json::FORMAT_VERSION;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::term::{Format, Term};
 
-/// What `--format json` prints on stdout before the command starts.
+/// What `--format json` prints on stdout before the command starts (after its
+/// `format_version`).
 #[derive(Serialize)]
 pub(crate) struct Leased<'a> {
-    pub(crate) format_version: u32,
     /// The command, as shown to people and recorded as the leases' test.
     pub(crate) command: &'a str,
     /// This process, which holds the leases until the command starts (the command then
@@ -26,7 +23,6 @@ impl<'a> Leased<'a> {
     /// The leases of this process for `command`.
     pub(crate) fn new(command: &'a str, ports: &'a [u16], contiguous: bool) -> Leased<'a> {
         Leased {
-            format_version: FORMAT_VERSION,
             command,
             pid: std::process::id(),
             ports,
@@ -39,15 +35,7 @@ impl<'a> Leased<'a> {
         match format {
             // One line, flushed before the command writes to the same stdout: a script can
             // read it while the command holds the ports.
-            Format::Json => {
-                let line = serde_json::to_string(self)
-                    .map_err(std::io::Error::other)
-                    .map_err(Error::Output)?;
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}")
-                    .and_then(|()| out.flush())
-                    .map_err(Error::Output)
-            }
+            Format::Json => super::json::print_line(self),
             _ => {
                 term.success("Leased", &format!("{} for `{}`", list(self.ports), self.command));
                 Ok(())

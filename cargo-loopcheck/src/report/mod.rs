@@ -1,7 +1,7 @@
 //! The report layer: every command's result is a value, and this folder renders it. Each
-//! format is written once: human text (on stderr, but for `explain`'s) beside each model, JSON in `json`, GitHub
-//! annotations in `github`, SARIF in `sarif`, JUnit in `junit`, the job summary in
-//! [`summary`]. Renderers import the models and the terminal, never a command or an engine.
+//! format is written once: human text (on stderr, but for `explain`'s) beside each model,
+//! JSON in `json`, GitHub annotations in `github`, SARIF in `sarif`, JUnit in `junit`, the
+//! job summary in [`summary`]. Renderers import the models and the terminal, never a command or an engine.
 
 pub(crate) mod explain;
 pub(crate) mod findings;
