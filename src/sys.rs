@@ -65,15 +65,28 @@ pub(crate) fn is_out_of_files(_err: &std::io::Error) -> bool {
     false
 }
 
-/// For a unit test that cannot run its real check here: prints why on stderr, and fails when
-/// `LOOPCHECK_REQUIRE_TOOLS=1` (CI sets it), so that a skip is never silent there.
-#[cfg(test)]
-pub(crate) fn skip_test(reason: &str) {
+/// Set to `1` (CI sets it), a test that cannot run its real check fails instead of skipping.
+pub const REQUIRE_TOOLS_VAR: &str = "LOOPCHECK_REQUIRE_TOOLS";
+
+/// For a test of either crate that cannot run its real check here (a tool or condition is
+/// absent): prints why on stderr, and fails when `LOOPCHECK_REQUIRE_TOOLS=1`, so that a skip
+/// is never silent there. The caller returns after it.
+pub fn skip_test(reason: &str) {
     eprintln!("skipped: {reason}");
     assert!(
-        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
-        "LOOPCHECK_REQUIRE_TOOLS=1 and this test cannot run: {reason}"
+        std::env::var_os(REQUIRE_TOOLS_VAR).is_none_or(|v| v != "1"),
+        "{REQUIRE_TOOLS_VAR}=1 and this test cannot run: {reason}"
     );
+}
+
+/// For a test that needs root: whether this process runs as root, after a [`skip_test`] with
+/// `reason` when not (CI runs as root, so there such a test fails without it).
+pub fn test_needs_root(reason: &str) -> bool {
+    let root = current_uid() == Some(0);
+    if !root {
+        skip_test(reason);
+    }
+    root
 }
 
 /// Whether `exe` is a test binary cargo built, `target/debug/deps/NAME-HASH` (a 16-digit hex

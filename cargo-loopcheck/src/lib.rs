@@ -86,7 +86,7 @@ where
         Command::Reap(reap) => commands::reap::run(&args.common, reap, &term),
         Command::Probe(probe) => commands::probe::run(&args.common, probe, &term),
         Command::Test(test) => commands::test::run(&args.common, test, &term),
-        Command::Explain(explain) => commands::explain::run(&args.common, explain),
+        Command::Explain(explain) => commands::explain::run(&args.common, explain, &term),
         Command::Lease(lease) => commands::lease::run(&args.common, lease, &term),
         Command::Completions(completions) => commands::completions::run(&args.common, completions),
         Command::Isolate(hidden) => Ok(isolate::run_hidden(hidden.check, hidden.hold, &hidden.command)),

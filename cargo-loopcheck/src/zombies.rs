@@ -560,17 +560,11 @@ mod tests {
 
     #[test]
     fn another_users_process_is_never_signalled() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: only root can start a process of another user to test this");
+        if !loopcheck::sys::test_needs_root("only root can start a process of another user to test this") {
             return;
         }
         let Ok(setpriv) = which("setpriv") else {
-            eprintln!("skipped: setpriv is not installed");
-            assert!(
-                std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-                "LOOPCHECK_REQUIRE_TOOLS is set and setpriv is missing"
-            );
+            loopcheck::sys::skip_test("setpriv is not installed");
             return;
         };
         let (mut child, info) = spawned(

@@ -5,6 +5,10 @@
 //! isolation is unavailable.
 #![cfg(target_os = "linux")]
 
+mod support;
+
+use support::{code, copy_tree, json, run_bounded, stderr};
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -133,90 +137,15 @@ impl Fixture {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// Runs `command` to completion, killing it (by pid) if it takes longer than `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo-loopcheck");
-    fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    }
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cargo-loopcheck took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn code(output: &Output) -> u8 {
-    output.status.code().expect("exited normally") as u8
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            stderr(output)
-        )
-    })
-}
-
 /// The runners to try: cargo test, and nextest where installed (said on stderr otherwise,
 /// and a failure with `LOOPCHECK_REQUIRE_TOOLS=1`).
 fn runners() -> Vec<&'static str> {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if installed {
-        return vec!["--cargo-test", "--nextest"];
+    if support::nextest_installed() {
+        vec!["--cargo-test", "--nextest"]
+    } else {
+        eprintln!("skipped: the nextest half");
+        vec!["--cargo-test"]
     }
-    assert!(
-        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-        "cargo-nextest is not installed and LOOPCHECK_REQUIRE_TOOLS is set"
-    );
-    eprintln!("skipped: the nextest half, cargo-nextest is not installed");
-    vec!["--cargo-test"]
 }
 
 fn test_named<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -552,11 +481,9 @@ fn as_user(command: &mut Command, id: u32) {
 
 #[test]
 fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "skipped: the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises"
-        );
+    if !support::needs_root(
+        "the unprivileged path is tested by dropping from root; this test runs as a normal user already, which every other test here exercises",
+    ) {
         return;
     }
     const NOBODY: u32 = 65534;
@@ -577,9 +504,9 @@ fn an_unprivileged_user_is_isolated_in_a_user_namespace() {
             !why.is_empty() && answer["fix"].as_str().is_some_and(|f| !f.is_empty()),
             "{answer}"
         );
-        eprintln!(
-            "NOTE: uid {NOBODY} cannot create user namespaces here ({why}); asserted the unavailable path's message instead"
-        );
+        support::skip(&format!(
+            "uid {NOBODY} cannot create user namespaces here ({why}); asserted the unavailable path's message instead"
+        ));
         return;
     }
     assert!(
@@ -671,11 +598,9 @@ fn without_namespaces(command: &mut Command) {
 
 #[test]
 fn where_isolation_is_unavailable_it_says_why_falls_back_or_exits_3() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "skipped: making isolation unavailable needs root here (a user namespace whose limit is then set to 0)"
-        );
+    if !support::needs_root(
+        "making isolation unavailable needs root here (a user namespace whose limit is then set to 0)",
+    ) {
         return;
     }
     let fixture = Fixture::new("isolate_unavailable");

@@ -213,9 +213,20 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     let all: Vec<u16> = sandbox.block.ports().collect();
     assert_eq!(ports, all, "three commands, three distinct ports of the range");
 
-    let output = sandbox.output(&["--", "true"]);
+    // A command can print its line before the tool, which spawned it, has written it into
+    // the records as their holder: the full range is asked again until the records name
+    // every command (bounded), and then checked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (output, text) = loop {
+        let output = sandbox.output(&["--", "true"]);
+        let text = stderr(&output);
+        let named = lines.iter().all(|(_, pid)| text.contains(&format!("pid {pid}")));
+        if named || Instant::now() > deadline {
+            break (output, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
-    let text = stderr(&output);
     assert!(text.contains("cannot lease a port for `true`"), "{text}");
     assert!(text.contains(&format!("held in {}", sandbox.range())), "{text}");
     for (_, command) in &lines {

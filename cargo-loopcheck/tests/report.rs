@@ -5,10 +5,14 @@
 //! named as such, and advice about directories loopcheck did not create.
 #![cfg(target_os = "linux")]
 
+mod support;
+
+use support::{copy_tree, json, stderr, wait_bounded};
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cargo_loopcheck::Exit;
@@ -99,64 +103,8 @@ impl Fixture {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// Waits for `child` with its pipes read in threads, killing it (by pid) after `limit`.
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    }
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cargo-loopcheck took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn code(output: &Output) -> Option<i32> {
     output.status.code()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            stderr(output)
-        )
-    })
 }
 
 fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -166,23 +114,6 @@ fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|t| t["name"] == name)
         .unwrap_or_else(|| panic!("no test `{name}` in {report:#}"))
-}
-
-fn nextest_installed() -> bool {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!("skipped: cargo-nextest is not installed");
-        assert!(
-            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-            "LOOPCHECK_REQUIRE_TOOLS is set and cargo-nextest is missing"
-        );
-    }
-    installed
 }
 
 /// The JUnit report at `path`, parsed back, and the failure text of `binary`'s test `name`
@@ -342,7 +273,7 @@ fn the_root_cause_of_a_server_task_is_shown_and_blamed_under_cargo_test() {
 
 #[test]
 fn the_root_cause_of_a_server_task_is_shown_and_blamed_under_nextest() {
-    if nextest_installed() {
+    if support::nextest_installed() {
         the_root_cause_is_shown_and_blamed("--nextest", "report-nextest");
     }
 }
@@ -456,7 +387,7 @@ fn sigterm_mid_run_stops_the_runner_and_reports_under_cargo_test() {
 
 #[test]
 fn sigterm_mid_run_stops_the_runner_and_reports_under_nextest() {
-    if nextest_installed() {
+    if support::nextest_installed() {
         sigterm_leaves_a_report_and_junit("--nextest", "stop-nextest");
     }
 }
@@ -564,11 +495,7 @@ fn a_probe_of_another_host_says_what_it_saw_not_that_nothing_listens() {
         .status()
         .is_ok_and(|s| s.success());
     if !works {
-        eprintln!("skipped: `unshare -n` cannot create a network namespace here");
-        assert!(
-            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-            "LOOPCHECK_REQUIRE_TOOLS is set and `unshare -n` does not work"
-        );
+        support::skip("`unshare -n` cannot create a network namespace here");
         return;
     }
     let mut command = Command::new("unshare");

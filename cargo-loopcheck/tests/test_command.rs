@@ -4,11 +4,14 @@
 #![cfg(target_os = "linux")]
 
 mod schema;
+mod support;
+
+use support::{code, copy_tree, json, run_bounded, stderr};
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use cargo_loopcheck::Exit;
 use loopcheck::PortLease;
@@ -107,90 +110,6 @@ impl Suite {
             }
         }
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// Runs `command` to completion, killing it (by pid) if it takes longer than `limit`. The
-/// pipes are read to their end in threads; the leaked `sleep` of the suite holds none of them.
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo-loopcheck");
-    fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    }
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cargo-loopcheck took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn code(output: &Output) -> u8 {
-    output.status.code().expect("exited normally") as u8
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            stderr(output)
-        )
-    })
-}
-
-fn nextest_installed() -> bool {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!("skipped: cargo-nextest is not installed");
-        assert!(
-            std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(),
-            "LOOPCHECK_REQUIRE_TOOLS is set and cargo-nextest is missing"
-        );
-    }
-    installed
 }
 
 fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -338,7 +257,7 @@ fn cargo_test_failures_are_explained_in_json_and_junit() {
 
 #[test]
 fn nextest_failures_are_explained_in_json_human_and_github() {
-    if !nextest_installed() {
+    if !support::nextest_installed() {
         return;
     }
     let suite = Suite::new("suite-nextest");
@@ -457,7 +376,7 @@ fn concurrent_copies_expose_two_binaries_sharing_a_port_under_cargo_test() {
 
 #[test]
 fn concurrent_copies_expose_two_binaries_sharing_a_port_under_nextest() {
-    if nextest_installed() {
+    if support::nextest_installed() {
         hunt_the_race("race-nextest", "--nextest");
     }
 }
@@ -480,7 +399,7 @@ fn broken( {
         "{}",
         stderr(&output)
     );
-    if nextest_installed() {
+    if support::nextest_installed() {
         let output = suite.run(&["--nextest", "--", "--test", "net"]);
         assert_eq!(code(&output), Exit::COULD_NOT_RUN, "{}", stderr(&output));
         assert!(

@@ -4,6 +4,10 @@
 //! failures no socket explains are left alone. And `probe` on a listener that never accepts.
 #![cfg(target_os = "linux")]
 
+mod support;
+
+use support::{copy_tree, json, run_bounded};
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -134,9 +138,7 @@ impl DevServer {
             }
             drop(server);
         }
-        let message = "skipped the dev server case: neither python3 nor nc could listen here";
-        assert!(std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(), "{message}");
-        eprintln!("{message}");
+        support::skip("the dev server case: neither python3 nor nc could listen here");
         None
     }
 
@@ -159,79 +161,6 @@ impl DevServer {
         }
         false
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// Runs `command` to completion, killing it (by pid) if it takes longer than `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo-loopcheck");
-    fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    }
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cargo-loopcheck took longer than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
-fn nextest_installed() -> bool {
-    let installed = Command::new("cargo-nextest")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        let message = "skipped: cargo-nextest is not installed";
-        assert!(std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none(), "{message}");
-        eprintln!("{message}");
-    }
-    installed
 }
 
 fn test<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -280,7 +209,7 @@ fn check_dev_server(fixture: &Fixture, report: &Value) {
 
 #[test]
 fn nextest_names_holders_that_left_before_the_end() {
-    if !nextest_installed() {
+    if !support::nextest_installed() {
         return;
     }
     let fixture = Fixture::new("timeline-nextest");
@@ -373,7 +302,7 @@ fn nextest_names_holders_that_left_before_the_end() {
 /// binary and pid, never LC003.
 #[test]
 fn concurrent_nextest_copies_name_the_holder() {
-    if !nextest_installed() {
+    if !support::nextest_installed() {
         return;
     }
     let fixture = Fixture::new("timeline-copies");

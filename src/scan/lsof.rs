@@ -280,8 +280,7 @@ pub(crate) fn scan(
 
 #[cfg(unix)]
 fn is_root() -> bool {
-    // SAFETY: `geteuid` has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::current_uid() == Some(0)
 }
 
 #[cfg(not(unix))]

@@ -128,13 +128,6 @@ pub fn role() -> Option<String> {
     std::env::var(ROLE_VAR).ok()
 }
 
-/// For a test that cannot run its real check here (a tool or condition is absent): prints why
-/// on stderr, and fails when `LOOPCHECK_REQUIRE_TOOLS=1` (CI sets it), so that a skip is never
-/// silent there. The caller returns after it.
-pub fn skip(reason: &str) {
-    eprintln!("skipped: {reason}");
-    assert!(
-        std::env::var_os("LOOPCHECK_REQUIRE_TOOLS").is_none_or(|v| v != "1"),
-        "LOOPCHECK_REQUIRE_TOOLS=1 and this test cannot run: {reason}"
-    );
-}
+/// For a test that cannot run its real check here: says why, and fails under
+/// `LOOPCHECK_REQUIRE_TOOLS=1` (one definition for both crates' tests).
+pub use loopcheck::sys::skip_test as skip;

@@ -6,7 +6,7 @@ use crate::Exit;
 use crate::cli::{Common, ExplainArgs};
 use crate::error::{Error, Result};
 use crate::report::{self, explain::Explanation};
-use crate::term::Format;
+use crate::term::{Format, Term};
 
 /// `docs/diagnostics.md`, embedded so that `explain` works without the source tree. The crate's
 /// `docs/diagnostics.md` is a symlink to the workspace's, so that the crate's tarball carries the
@@ -36,7 +36,7 @@ pub fn section(code: Code) -> Option<&'static str> {
 }
 
 /// Runs `explain`: the section goes to stdout, like `rustc --explain`.
-pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
+pub fn run(common: &Common, args: &ExplainArgs, term: &Term) -> Result<u8> {
     let format = common
         .format
         .expect_one_of("explain", &[Format::Human, Format::Json])?;
@@ -55,10 +55,7 @@ pub fn run(common: &Common, args: &ExplainArgs) -> Result<u8> {
         severity: code.severity(),
         text,
     };
-    match format {
-        Format::Json => report::json::print(&explanation)?,
-        _ => explanation.print_text(),
-    }
+    report::emit(&explanation, format, term)?;
     Ok(Exit::OK)
 }
 
@@ -88,7 +85,7 @@ mod tests {
         let workspace = manifest_dir.join("../docs/diagnostics.md");
         if !workspace.exists() {
             // Built from the crate's tarball: the embedded copy is all there is.
-            eprintln!("skipped: no workspace docs beside this crate");
+            loopcheck::sys::skip_test("no workspace docs beside this crate");
             return;
         }
         // A checkout without symlinks (git's core.symlinks=false) writes the link's target as

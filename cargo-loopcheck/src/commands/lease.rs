@@ -8,15 +8,14 @@
 //! kernel releases a lock when the last descriptor goes; no daemon and no clean-up are involved.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::process::ExitStatus;
 
 use loopcheck::PortLease;
 use loopcheck::lease::LeaseStatus;
-use serde::Serialize;
 
 use crate::cli::{Common, LeaseArgs};
 use crate::error::{Error, Result};
+use crate::report::lease::{Leased, list};
 use crate::runner::signals;
 use crate::term::{Format, Term};
 
@@ -24,19 +23,6 @@ use crate::term::{Format, Term};
 pub const PORT_VAR: &str = "LOOPCHECK_PORT";
 /// Every port, comma-separated.
 pub const PORTS_VAR: &str = "LOOPCHECK_PORTS";
-
-/// What `--format json` prints on stdout before the command starts.
-#[derive(Serialize)]
-struct Leased<'a> {
-    format_version: u32,
-    /// The command, as shown to people and recorded as the leases' test.
-    command: &'a str,
-    /// This process, which holds the leases until the command starts (the command then
-    /// inherits them, and their records name it).
-    pid: u32,
-    ports: &'a [u16],
-    contiguous: bool,
-}
 
 /// Runs `lease`: leases the ports, runs the command with them, and returns its exit status.
 pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
@@ -55,27 +41,7 @@ pub fn run(common: &Common, args: &LeaseArgs, term: &Term) -> Result<u8> {
     let mut leases = lease(args, &command)?;
     let ports: Vec<u16> = leases.iter().map(PortLease::port).collect();
 
-    match format {
-        // One line, flushed before the command writes to the same stdout: a script can read it
-        // while the command holds the ports.
-        Format::Json => {
-            let leased = Leased {
-                format_version: crate::report::json::FORMAT_VERSION,
-                command: &command,
-                pid: std::process::id(),
-                ports: &ports,
-                contiguous: args.block.is_some(),
-            };
-            let line = serde_json::to_string(&leased)
-                .map_err(std::io::Error::other)
-                .map_err(Error::Output)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}")
-                .and_then(|()| out.flush())
-                .map_err(Error::Output)?;
-        }
-        _ => term.success("Leased", &format!("{} for `{command}`", list(&ports))),
-    }
+    Leased::new(&command, &ports, args.block.is_some()).emit(format, term)?;
 
     let mut child = std::process::Command::new(program);
     // A lease inside a lease (a script run by `cargo loopcheck lease` that runs it again): the
@@ -210,16 +176,6 @@ fn holders() -> String {
     )
 }
 
-/// `20000-20003` for a contiguous run, else `20000, 20007`.
-fn list(ports: &[u16]) -> String {
-    let contiguous = ports.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
-    match ports {
-        [one] => one.to_string(),
-        [first, .., last] if contiguous => format!("{first}-{last}"),
-        _ => ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
-    }
-}
-
 /// The command line as a user would type it: arguments with spaces or quotes are quoted.
 fn shown(command: &[OsString]) -> String {
     let words: Vec<String> = command
@@ -305,12 +261,5 @@ mod tests {
         ] {
             assert!(!is_port_var(name), "{name}");
         }
-    }
-
-    #[test]
-    fn port_lists_name_runs() {
-        assert_eq!(list(&[20000]), "20000");
-        assert_eq!(list(&[20000, 20001, 20002]), "20000-20002");
-        assert_eq!(list(&[20000, 20005]), "20000, 20005");
     }
 }

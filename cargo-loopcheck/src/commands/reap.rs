@@ -4,7 +4,7 @@ use crate::Exit;
 use crate::cli::{Common, ReapArgs};
 use crate::error::{Error, Result};
 use crate::report;
-use crate::report::reap::{ReapReport, Reaped};
+use crate::report::reap::{ReapReport, ZombieReport};
 use crate::term::{Format, Term};
 use crate::workspace::Workspace;
 use crate::zombies::{self, EndOutcome};
@@ -22,15 +22,18 @@ pub fn run(common: &Common, args: &ReapArgs, term: &Term) -> Result<u8> {
     }
     let workspace = Workspace::load(common.manifest_path.as_deref())?;
     let found = zombies::find(&workspace)?;
-    let results: Vec<Reaped<'_>> = found
-        .iter()
-        .map(|zombie| Reaped {
-            zombie,
-            outcome: if args.yes {
-                zombies::end(zombie, zombies::END_GRACE)
+    let results: Vec<ZombieReport> = found
+        .into_iter()
+        .map(|zombie| {
+            let outcome = if args.yes {
+                zombies::end(&zombie, zombies::END_GRACE)
             } else {
                 EndOutcome::WouldEnd
-            },
+            };
+            ZombieReport {
+                zombie,
+                outcome: Some(outcome),
+            }
         })
         .collect();
     let reaped = ReapReport {
@@ -42,7 +45,7 @@ pub fn run(common: &Common, args: &ReapArgs, term: &Term) -> Result<u8> {
     let left = reaped.zombies.iter().any(|r| {
         matches!(
             r.outcome,
-            EndOutcome::WouldEnd | EndOutcome::Failed | EndOutcome::Foreign
+            Some(EndOutcome::WouldEnd | EndOutcome::Failed | EndOutcome::Foreign)
         )
     });
     Ok(if left { Exit::FOUND } else { Exit::OK })

@@ -28,6 +28,22 @@ pub(crate) fn print(document: &impl Serialize) -> Result<()> {
     })
 }
 
+/// Writes `document` with its `format_version` as one line of JSON on stdout, flushed at once:
+/// for a line a script reads while this process goes on (`lease`'s, before its command runs).
+pub(crate) fn print_line(document: &impl Serialize) -> Result<()> {
+    let versioned = Versioned {
+        format_version: FORMAT_VERSION,
+        document,
+    };
+    let line = serde_json::to_string(&versioned)
+        .map_err(std::io::Error::other)
+        .map_err(Error::Output)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)
+}
+
 /// Writes `value` as pretty JSON to stdout, followed by a newline, without a `format_version`:
 /// for a format that is not ours to version (SARIF). A closed pipe (`| head`) is not an error:
 /// the reader has what it wanted.

@@ -9,18 +9,22 @@ use super::Document;
 use crate::term::Term;
 use crate::zombies::{EndOutcome, Zombie};
 
-/// One zombie and what became of it.
-#[derive(Serialize)]
-pub(crate) struct Reaped<'a> {
+/// A zombie listener and what became of it: a row of `reap`'s report, and of `test`'s
+/// zombies found before the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZombieReport {
+    /// The zombie.
     #[serde(flatten)]
-    pub(crate) zombie: &'a Zombie,
-    pub(crate) outcome: EndOutcome,
+    pub zombie: Zombie,
+    /// What ending it did (`would_end` in a dry run of `reap`); in `test`, `null` when it was
+    /// left alone (without `--reap`).
+    pub outcome: Option<EndOutcome>,
 }
 
 /// What `reap` prints: `{"zombies": [..]}`.
 #[derive(Serialize)]
-pub(crate) struct ReapReport<'a> {
-    pub(crate) zombies: Vec<Reaped<'a>>,
+pub(crate) struct ReapReport {
+    pub(crate) zombies: Vec<ZombieReport>,
     /// Without `--yes`: nothing was signalled.
     #[serde(skip)]
     pub(crate) dry_run: bool,
@@ -42,7 +46,7 @@ pub(crate) fn outcome_words(outcome: EndOutcome) -> &'static str {
     }
 }
 
-impl Document for ReapReport<'_> {
+impl Document for ReapReport {
     fn human(&self, term: &Term) -> std::io::Result<()> {
         let results = &self.zombies;
         if results.is_empty() {
@@ -51,8 +55,10 @@ impl Document for ReapReport<'_> {
         }
         let mut err = term.stderr();
         let bold = anstyle::Style::new().bold();
-        for Reaped { zombie, outcome } in results {
-            let (label, style) = match outcome {
+        for ZombieReport { zombie, outcome } in results {
+            // `reap` gives every zombie an outcome; one without was left alone, as a dry run
+            // leaves it.
+            let (label, style) = match outcome.unwrap_or(EndOutcome::WouldEnd) {
                 EndOutcome::WouldEnd => ("Would end", anstyle::AnsiColor::Yellow.on_default().bold()),
                 EndOutcome::Terminated => ("Terminated", anstyle::AnsiColor::Green.on_default().bold()),
                 EndOutcome::Killed => ("Killed", anstyle::AnsiColor::Green.on_default().bold()),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use loopcheck::report::Diagnosis;
 use serde::Serialize;
 
-use crate::zombies::Zombie;
+pub use super::reap::ZombieReport;
 
 /// A test's result in one run, or over all runs of a flake hunt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,16 +196,6 @@ pub struct TimelineSummary {
     /// Why no timeline was recorded, or that some of it was dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-}
-
-/// A zombie found before the run, and what became of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ZombieReport {
-    /// The zombie.
-    #[serde(flatten)]
-    pub zombie: Zombie,
-    /// With `--reap`, what ending it did; `null` when it was left alone.
-    pub outcome: Option<crate::zombies::EndOutcome>,
 }
 
 impl TestRun {

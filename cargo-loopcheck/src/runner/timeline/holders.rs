@@ -251,7 +251,11 @@ fn diagnose(
         held.protocol,
         held.local,
         owner
-            .map(|o| format!(", held by pid {} `{}`", o.pid, one_line(&o.command)))
+            .map(|o| format!(
+                ", held by pid {} `{}`",
+                o.pid,
+                loopcheck::scan::one_line(&o.command)
+            ))
             .unwrap_or_else(|| ", owner not found (hidden, or gone before /proc was walked)".to_owned())
     ));
     // Under cargo test the tests of a binary share its process: name where it hard-codes
@@ -286,13 +290,12 @@ fn describe(owner: Option<&Owner>, binary: Option<&str>) -> String {
         (Some(test), Some(binary)) => format!("test `{test}` (binary `{binary}`, pid {})", owner.pid),
         (Some(test), None) => format!("test `{test}` (pid {})", owner.pid),
         (None, Some(binary)) => format!("test binary `{binary}` (pid {})", owner.pid),
-        (None, None) => format!("pid {} `{}`", owner.pid, one_line(&owner.command)),
+        (None, None) => format!(
+            "pid {} `{}`",
+            owner.pid,
+            loopcheck::scan::one_line(&owner.command)
+        ),
     }
-}
-
-/// A command line on one line: a newline in an argument (a `python3 -c` script) is escaped.
-fn one_line(command: &str) -> String {
-    command.replace('\n', "\\n")
 }
 
 #[cfg(test)]
