@@ -49,7 +49,7 @@ fn constant_like(segments: &[String]) -> bool {
 
 impl Linter<'_> {
     /// Remembers a name looked up in the facts (see [`super::walk::Linted::names`]).
-    fn note_name(&mut self, name: &str) {
+    pub(super) fn note_name(&mut self, name: &str) {
         if !self.looked_up.contains(name) {
             self.looked_up.insert(name.to_owned());
         }
@@ -64,7 +64,7 @@ impl Linter<'_> {
     }
 
     /// Whether a name written alone may come from another file: imported by name or by glob.
-    fn imported(&self, segments: &[String]) -> bool {
+    pub(super) fn imported(&self, segments: &[String]) -> bool {
         segments.len() > 1
             || segments
                 .first()

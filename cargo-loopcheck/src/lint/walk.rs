@@ -450,6 +450,7 @@ impl<'w> Linter<'w> {
         let at = path_pos(&toks[start..end]);
         self.check_racy_call(&segments, at);
         let shown = shown(&segments);
+        self.check_racy_helper(&segments, at, &shown);
         let (ty, name) = last_two(&segments);
         let parts = split_commas(args);
         self.check_socket_addr(ty, name, &parts, &shown);
