@@ -700,3 +700,33 @@ fn t() {
         ]
     );
 }
+
+#[test]
+fn a_port_flag_and_its_value_in_two_arg_calls() {
+    let source = r#"
+const PORT: &str = "7211";
+const PORT_NUMBER: u16 = 7212;
+
+#[test]
+fn t() {
+    let _ = std::process::Command::new("server").arg("--port").arg("7210").spawn();
+    let _ = std::process::Command::new("server").arg("--port").arg(PORT).spawn();
+    let _ = std::process::Command::new("server").arg("--port").arg(PORT_NUMBER.to_string()).spawn();
+    let _ = std::process::Command::new("server").arg("--port").arg("0").spawn();
+    let _ = std::process::Command::new("server").arg("--workers").arg("7213").spawn();
+    let _ = std::process::Command::new("server").arg("--port").spawn();
+}
+"#;
+    let got: Vec<(u32, Code, Option<u16>)> = lint(source)
+        .iter()
+        .map(|f| (f.line.unwrap(), f.code, f.port))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, Code::HardCodedPort, Some(7211)),
+            (3, Code::HardCodedPort, Some(7212)),
+            (7, Code::HardCodedPort, Some(7210)),
+        ]
+    );
+}

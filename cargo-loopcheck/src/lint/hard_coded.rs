@@ -32,7 +32,14 @@ pub(super) enum Form {
 }
 
 impl Linter<'_> {
-    fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
+    pub(super) fn report_port(
+        &mut self,
+        lit: IntLit,
+        via: Option<String>,
+        place: Place,
+        ctx: Option<&str>,
+        form: Form,
+    ) {
         self.report_port_from(lit, via.map(|name| format!("`{name}`")), place, ctx, form);
     }
 

@@ -488,7 +488,8 @@ impl<'w> Linter<'w> {
                     self.check_bind(parts.first().copied(), &shown);
                 }
                 self.check_address_constant(&name, parts.first().copied(), &shown);
-                self.check_child_args(&name, &parts);
+                let after_port_flag = super::wildcard::follows_port_flag(toks, i);
+                self.check_child_args(&name, &parts, after_port_flag);
                 let segments = [name.clone()];
                 if !self.workspace_call(&segments, true, &format!("{shown}(..)"), &parts) {
                     if is_port_name(&name) && self.chain_names_remote_host(toks, i) {
