@@ -730,3 +730,43 @@ fn t() {
         ]
     );
 }
+
+#[test]
+fn ports_given_to_builder_setters() {
+    let source = r#"
+const PORT: u16 = 7311;
+
+fn fixed() -> u16 {
+    7313
+}
+
+#[test]
+fn t() {
+    let local = 7312;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _ = Builder::new().port(7301);
+    let _ = Builder::new().with_port(7302);
+    let _ = Builder::new().set_port(7303);
+    let _ = Builder::new().bind_port(7304);
+    let _ = Builder::new().listen_port(7305);
+    let _ = Builder::new().listen_port(PORT);
+    let _ = Builder::new().set_port(local);
+    let _ = Builder::new().with_port(fixed());
+    let _ = Builder::new().port(0);
+    let _ = Builder::new().port(listener.local_addr().unwrap().port());
+}
+"#;
+    assert_eq!(
+        keys(&lint(source)),
+        [
+            (Code::HardCodedPort, 2, Some(7311)),
+            (Code::HardCodedPort, 10, Some(7312)),
+            (Code::HardCodedPort, 12, Some(7301)),
+            (Code::HardCodedPort, 13, Some(7302)),
+            (Code::HardCodedPort, 14, Some(7303)),
+            (Code::HardCodedPort, 15, Some(7304)),
+            (Code::HardCodedPort, 16, Some(7305)),
+            (Code::HardCodedPort, 19, Some(7313)),
+        ]
+    );
+}

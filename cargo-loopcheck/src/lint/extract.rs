@@ -10,7 +10,7 @@ use super::eval::strip;
 use super::facts::{ConstFact, FileFacts, FnFact, ParamFact, module_path};
 use super::imports::Imports;
 use super::items::{items, signature};
-use super::pickers::racy_function;
+use super::pickers::{racy_function, returns_port};
 use super::reach::{self, Edge};
 use super::tokens::{Tok, int_value, path_end, pos, segments, skip_angle, split_commas, string_text};
 
@@ -184,6 +184,12 @@ impl Extractor<'_> {
                 })
                 .collect()
         };
+        let returns = match strip(sig.body) {
+            [Tok::Lit(lit)] if returns_port(sig.ret) => int_value(&lit.to_string())
+                .and_then(|v| u16::try_from(v).ok())
+                .filter(|&port| port != 0),
+            _ => None,
+        };
         let mut path = module.to_vec();
         path.extend(ty.map(str::to_owned));
         path.push(sig.name);
@@ -193,6 +199,7 @@ impl Extractor<'_> {
             line,
             method,
             params: params.into_iter().flatten().collect(),
+            returns,
             racy,
             returns_from,
         });

@@ -50,6 +50,8 @@ pub(crate) struct FnFact {
     /// Whether it takes `self`.
     pub(crate) method: bool,
     pub(crate) params: Vec<ParamFact>,
+    /// The port it returns, when its body is an integer literal: `fn port() -> u16 { 8080 }`.
+    pub(crate) returns: Option<u16>,
     /// Why the port it returns is racy, if it is (LC014).
     pub(crate) racy: Option<Racy>,
     /// For a function returning a port that is not racy itself: the calls of its body, which

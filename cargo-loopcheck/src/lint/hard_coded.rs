@@ -85,6 +85,8 @@ impl Linter<'_> {
             self.report_port(lit, via, place, ctx, form);
         } else if let Some((lit, via)) = self.constant_port(expr) {
             self.report_port_from(lit, Some(via), place, ctx, form);
+        } else if let Some((lit, via)) = self.returned_port(expr) {
+            self.report_port_from(lit, Some(via), place, ctx, form);
         }
     }
 
