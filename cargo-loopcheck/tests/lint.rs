@@ -770,3 +770,36 @@ fn t() {
         ]
     );
 }
+
+#[test]
+fn a_qualified_path_call_takes_its_receiver_first() {
+    let source = r#"
+trait Start {
+    fn start(&self, port: u16);
+}
+struct Broker;
+impl Start for Broker {
+    fn start(&self, port: u16) {
+        let _ = std::net::TcpListener::bind(("127.0.0.1", port));
+    }
+}
+
+#[test]
+fn t() {
+    let broker = Broker;
+    <Broker as Start>::start(&broker, 7421);
+    <Broker>::start(&broker, 7422);
+    <Broker as Start>::start(&broker, 0);
+    let _ = Vec::<u16>::with_capacity(7423);
+    let _ = <std::net::TcpListener>::bind("127.0.0.1:7424");
+}
+"#;
+    assert_eq!(
+        keys(&lint(source)),
+        [
+            (Code::HardCodedPort, 15, Some(7421)),
+            (Code::HardCodedPort, 16, Some(7422)),
+            (Code::HardCodedPort, 19, Some(7424))
+        ]
+    );
+}
