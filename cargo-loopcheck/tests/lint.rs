@@ -700,3 +700,107 @@ fn t() {
         ]
     );
 }
+
+#[test]
+fn a_port_flag_and_its_value_in_two_arg_calls() {
+    let source = r#"
+const PORT: &str = "7211";
+const PORT_NUMBER: u16 = 7212;
+
+#[test]
+fn t() {
+    let _ = std::process::Command::new("server").arg("--port").arg("7210").spawn();
+    let _ = std::process::Command::new("server").arg("--port").arg(PORT).spawn();
+    let _ = std::process::Command::new("server").arg("--port").arg(PORT_NUMBER.to_string()).spawn();
+    let _ = std::process::Command::new("server").arg("--port").arg("0").spawn();
+    let _ = std::process::Command::new("server").arg("--workers").arg("7213").spawn();
+    let _ = std::process::Command::new("server").arg("--port").spawn();
+}
+"#;
+    let got: Vec<(u32, Code, Option<u16>)> = lint(source)
+        .iter()
+        .map(|f| (f.line.unwrap(), f.code, f.port))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, Code::HardCodedPort, Some(7211)),
+            (3, Code::HardCodedPort, Some(7212)),
+            (7, Code::HardCodedPort, Some(7210)),
+        ]
+    );
+}
+
+#[test]
+fn ports_given_to_builder_setters() {
+    let source = r#"
+const PORT: u16 = 7311;
+
+fn fixed() -> u16 {
+    7313
+}
+
+#[test]
+fn t() {
+    let local = 7312;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _ = Builder::new().port(7301);
+    let _ = Builder::new().with_port(7302);
+    let _ = Builder::new().set_port(7303);
+    let _ = Builder::new().bind_port(7304);
+    let _ = Builder::new().listen_port(7305);
+    let _ = Builder::new().listen_port(PORT);
+    let _ = Builder::new().set_port(local);
+    let _ = Builder::new().with_port(fixed());
+    let _ = Builder::new().port(0);
+    let _ = Builder::new().port(listener.local_addr().unwrap().port());
+}
+"#;
+    assert_eq!(
+        keys(&lint(source)),
+        [
+            (Code::HardCodedPort, 2, Some(7311)),
+            (Code::HardCodedPort, 10, Some(7312)),
+            (Code::HardCodedPort, 12, Some(7301)),
+            (Code::HardCodedPort, 13, Some(7302)),
+            (Code::HardCodedPort, 14, Some(7303)),
+            (Code::HardCodedPort, 15, Some(7304)),
+            (Code::HardCodedPort, 16, Some(7305)),
+            (Code::HardCodedPort, 19, Some(7313)),
+        ]
+    );
+}
+
+#[test]
+fn a_qualified_path_call_takes_its_receiver_first() {
+    // loopcheck:allow(LC010): source text the lint test reads, never bound
+    let source = r#"
+trait Start {
+    fn start(&self, port: u16);
+}
+struct Broker;
+impl Start for Broker {
+    fn start(&self, port: u16) {
+        let _ = std::net::TcpListener::bind(("127.0.0.1", port));
+    }
+}
+
+#[test]
+fn t() {
+    let broker = Broker;
+    <Broker as Start>::start(&broker, 7421);
+    <Broker>::start(&broker, 7422);
+    <Broker as Start>::start(&broker, 0);
+    let _ = Vec::<u16>::with_capacity(7423);
+    let _ = <std::net::TcpListener>::bind("127.0.0.1:7424");
+}
+"#;
+    assert_eq!(
+        keys(&lint(source)),
+        [
+            (Code::HardCodedPort, 15, Some(7421)),
+            (Code::HardCodedPort, 16, Some(7422)),
+            (Code::HardCodedPort, 19, Some(7424))
+        ]
+    );
+}

@@ -304,3 +304,41 @@ fn wildcards_handed_to_a_child_are_wildcard_binds() {
         ]
     );
 }
+
+#[test]
+fn ports_picked_by_helpers_of_other_files_are_racy_where_called() {
+    let (_, findings, _) = findings();
+    let on = |line: u32| {
+        findings
+            .iter()
+            .find(|f| {
+                f.file.as_deref() == Some("tests/racy.rs")
+                    && f.line == Some(line)
+                    && f.code == Code::RacyAllocation
+            })
+            .unwrap_or_else(|| panic!("line {line}: {findings:#?}"))
+    };
+    assert_eq!(
+        on(9).message,
+        "`ports::free_port` (defined at tests/ports/mod.rs:6) returns a port `portpicker::pick_unused_port` picks and lets go: another process can bind it before the test does"
+    );
+    assert_eq!(
+        on(11).message,
+        "`ports::probe_port` (defined at tests/ports/mod.rs:11) returns the port of a listener it drops (`TcpListener::bind`): another process can bind the port before the test does"
+    );
+    // Through a renamed import, a second helper and the library's own API.
+    assert!(
+        on(10)
+            .message
+            .starts_with("`spare` (defined at tests/ports/mod.rs:6)")
+    );
+    assert!(on(12).message.contains("`portpicker::pick_unused_port`"));
+    assert!(on(13).message.contains("src/shared.rs"));
+    assert!(
+        on(9)
+            .suggestion
+            .as_deref()
+            .unwrap()
+            .contains("fn binds_a_picked_port(listener: TcpListener)")
+    );
+}

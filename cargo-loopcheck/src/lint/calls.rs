@@ -49,7 +49,7 @@ fn constant_like(segments: &[String]) -> bool {
 
 impl Linter<'_> {
     /// Remembers a name looked up in the facts (see [`super::walk::Linted::names`]).
-    fn note_name(&mut self, name: &str) {
+    pub(super) fn note_name(&mut self, name: &str) {
         if !self.looked_up.contains(name) {
             self.looked_up.insert(name.to_owned());
         }
@@ -64,7 +64,7 @@ impl Linter<'_> {
     }
 
     /// Whether a name written alone may come from another file: imported by name or by glob.
-    fn imported(&self, segments: &[String]) -> bool {
+    pub(super) fn imported(&self, segments: &[String]) -> bool {
         segments.len() > 1
             || segments
                 .first()
@@ -78,6 +78,38 @@ impl Linter<'_> {
         let t = strip(expr);
         let segments = whole_path(t)?;
         self.constant_at(&segments, path_pos(t))
+    }
+
+    /// The port a call of a workspace function returns, when its body is a literal: `port()`
+    /// with `fn port() -> u16 { 8080 }`, as a literal at the call.
+    pub(super) fn returned_port(&mut self, expr: &[Tok]) -> Option<(IntLit, String)> {
+        let t = strip(expr);
+        let end = path_end(t, 0);
+        if end == 0 || t.len() != end + 1 || !t[end].paren().is_some_and(<[Tok]>::is_empty) {
+            return None;
+        }
+        let segments = segments(&t[..end]);
+        let workspace = self.workspace;
+        let expanded = workspace.expand(&self.imports, &segments);
+        let name = expanded.last()?;
+        self.note_name(name);
+        if !workspace.has_function(name) {
+            return None;
+        }
+        let fact = workspace.function(&expanded, false, self.file, self.imported(&segments))?;
+        let value = fact.returns?;
+        let via = format!(
+            "`{}()` (defined at {})",
+            segments.join("::"),
+            self.where_defined(&fact.file, fact.line)
+        );
+        Some((
+            IntLit {
+                value,
+                pos: path_pos(&t[..end]),
+            },
+            via,
+        ))
     }
 
     /// [`Linter::constant_port`] for a name captured by a format string.

@@ -37,6 +37,9 @@ pub(super) struct Binding {
 pub(super) struct Env {
     pub(super) consts: HashMap<String, Binding>,
     pub(super) scopes: Vec<HashMap<String, Binding>>,
+    /// Constants of test code holding a number as a string (`const PORT: &str = "8080";`),
+    /// which a child's arguments take after `--port`.
+    pub(super) numeric_strings: HashMap<String, IntLit>,
 }
 
 /// Methods that hand on the address or port they are called on.

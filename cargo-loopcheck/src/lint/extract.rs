@@ -2,6 +2,7 @@
 //! parameter, its port constants, its `#[path]` modules and its renamed re-exports, under the
 //! module path the file gives them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::addr;
@@ -9,15 +10,23 @@ use super::eval::strip;
 use super::facts::{ConstFact, FileFacts, FnFact, ParamFact, module_path};
 use super::imports::Imports;
 use super::items::{items, signature};
+use super::pickers::{racy_function, returns_port};
 use super::reach::{self, Edge};
 use super::tokens::{Tok, int_value, path_end, pos, segments, skip_angle, split_commas, string_text};
 
 /// The facts of a file's token trees. `test`: whether all of the file is test code.
 pub(crate) fn extract(toks: &[Tok], file: &str, test: bool, crates: &[String]) -> FileFacts {
     let imports = Imports::of_items(toks);
+    // A function of the file shadows a glob import's (LC014's pickers); looked for only then.
+    let local_fns = if imports.has_globs() {
+        fn_names(toks)
+    } else {
+        HashSet::new()
+    };
     let mut walker = Extractor {
         file: Arc::from(file),
         imports,
+        local_fns,
         crates,
         out: FileFacts::default(),
     };
@@ -30,6 +39,7 @@ pub(crate) fn extract(toks: &[Tok], file: &str, test: bool, crates: &[String]) -
 struct Extractor<'a> {
     file: Arc<str>,
     imports: Imports,
+    local_fns: HashSet<String>,
     crates: &'a [String],
     out: FileFacts,
 }
@@ -161,6 +171,25 @@ impl Extractor<'_> {
                 edges,
             }));
         }
+        let mut calls = Vec::new();
+        let local = |name: &str| self.local_fns.contains(name);
+        let racy = racy_function(&sig, &self.imports, &local, &mut calls);
+        let returns_from = if racy.is_some() {
+            Vec::new()
+        } else {
+            (calls.iter())
+                .map(|callee| {
+                    self.imports
+                        .expand(callee, &|c| self.crates.iter().any(|k| k == c))
+                })
+                .collect()
+        };
+        let returns = match strip(sig.body) {
+            [Tok::Lit(lit)] if returns_port(sig.ret) => int_value(&lit.to_string())
+                .and_then(|v| u16::try_from(v).ok())
+                .filter(|&port| port != 0),
+            _ => None,
+        };
         let mut path = module.to_vec();
         path.extend(ty.map(str::to_owned));
         path.push(sig.name);
@@ -170,6 +199,9 @@ impl Extractor<'_> {
             line,
             method,
             params: params.into_iter().flatten().collect(),
+            returns,
+            racy,
+            returns_from,
         });
     }
 
@@ -262,4 +294,22 @@ fn impl_type(toks: &[Tok]) -> Option<String> {
     let start = ty.iter().position(|t| t.ident().is_some())?;
     let end = path_end(ty, start);
     segments(&ty[start..end.max(start + 1)]).pop()
+}
+
+/// The names of the functions `toks` defines, at any depth.
+fn fn_names(toks: &[Tok]) -> HashSet<String> {
+    fn collect(toks: &[Tok], out: &mut HashSet<String>) {
+        for (i, tok) in toks.iter().enumerate() {
+            match tok {
+                Tok::Group(_, _, inner) => collect(inner, out),
+                Tok::Ident(ident) if ident == "fn" => {
+                    out.extend(toks.get(i + 1).and_then(Tok::ident).map(ToString::to_string));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    collect(toks, &mut out);
+    out
 }

@@ -50,6 +50,22 @@ pub(crate) struct FnFact {
     /// Whether it takes `self`.
     pub(crate) method: bool,
     pub(crate) params: Vec<ParamFact>,
+    /// The port it returns, when its body is an integer literal: `fn port() -> u16 { 8080 }`.
+    pub(crate) returns: Option<u16>,
+    /// Why the port it returns is racy, if it is (LC014).
+    pub(crate) racy: Option<Racy>,
+    /// For a function returning a port that is not racy itself: the calls of its body, which
+    /// make it racy when they are.
+    pub(super) returns_from: Vec<Vec<String>>,
+}
+
+/// Why the port a function returns is racy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Racy {
+    /// It comes from the picker of that path (`portpicker::pick_unused_port`).
+    Picks(String),
+    /// It is read from a listener the function drops, bound by that call.
+    Drops(String),
 }
 
 /// A `const` or `static` holding a port, or an address string.
@@ -196,7 +212,38 @@ impl WorkspaceFacts {
             }
         }
         facts.follow_calls();
+        facts.follow_racy_returns();
         facts
+    }
+
+    /// Makes a function racy that returns what a racy function of the workspace returns:
+    /// `fn port() -> u16 { common::free_port() }`.
+    fn follow_racy_returns(&mut self) {
+        let pending: Vec<(usize, Vec<usize>)> = (self.fns.iter().enumerate())
+            .filter(|(_, f)| f.racy.is_none() && !f.returns_from.is_empty())
+            .map(|(i, f)| {
+                let callees = (f.returns_from.iter())
+                    .filter_map(|callee| self.function_index(callee, false, &f.file, true))
+                    .filter(|&t| t != i)
+                    .collect();
+                (i, callees)
+            })
+            .collect();
+        for _ in 0..MAX_ROUNDS {
+            let mut changed = false;
+            for (f, callees) in &pending {
+                if self.fns[*f].racy.is_some() {
+                    continue;
+                }
+                if let Some(racy) = callees.iter().find_map(|&t| self.fns[t].racy.clone()) {
+                    self.fns[*f].racy = Some(racy);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
     }
 
     /// Raises each parameter's reach to that of the parameters it is passed to, until nothing

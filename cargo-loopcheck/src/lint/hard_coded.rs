@@ -32,7 +32,14 @@ pub(super) enum Form {
 }
 
 impl Linter<'_> {
-    fn report_port(&mut self, lit: IntLit, via: Option<String>, place: Place, ctx: Option<&str>, form: Form) {
+    pub(super) fn report_port(
+        &mut self,
+        lit: IntLit,
+        via: Option<String>,
+        place: Place,
+        ctx: Option<&str>,
+        form: Form,
+    ) {
         self.report_port_from(lit, via.map(|name| format!("`{name}`")), place, ctx, form);
     }
 
@@ -77,6 +84,8 @@ impl Linter<'_> {
         if let Some((lit, via)) = self.env.port_of(expr) {
             self.report_port(lit, via, place, ctx, form);
         } else if let Some((lit, via)) = self.constant_port(expr) {
+            self.report_port_from(lit, Some(via), place, ctx, form);
+        } else if let Some((lit, via)) = self.returned_port(expr) {
             self.report_port_from(lit, Some(via), place, ctx, form);
         }
     }

@@ -3,11 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::eval::Env;
+use super::eval::{Env, IntLit, strip};
 use super::imports::Imports;
 use super::items::{Signature, items, param_names, signature};
 use super::names::is_port_name;
-use super::tokens::Tok;
+use super::tokens::{Tok, pos, string_text};
 
 /// What the rules need to know about the whole file before walking it.
 #[derive(Default)]
@@ -95,6 +95,15 @@ impl LocalFacts {
             .iter()
             .position(|t| t.punct(';'))
             .map_or(toks.len(), |p| p + eq);
+        if let [Tok::Lit(lit)] = strip(&toks[eq + 1..end])
+            && let Some(value) = string_text(&lit.to_string()).and_then(|text| text.parse::<u16>().ok())
+        {
+            let number = IntLit {
+                value,
+                pos: pos(lit.span()),
+            };
+            self.env.numeric_strings.insert(name.to_string(), number);
+        }
         let binding = self.env.binding_of(&toks[eq + 1..end]);
         self.env.consts.insert(name.to_string(), binding);
     }

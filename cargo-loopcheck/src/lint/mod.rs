@@ -51,6 +51,7 @@ mod items;
 mod local_facts;
 mod names;
 mod pass;
+mod pickers;
 mod racy;
 mod reach;
 mod sites;

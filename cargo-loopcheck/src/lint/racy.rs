@@ -2,219 +2,47 @@
 //! and its kin), and a listener dropped right after its port is read, in place or in a helper
 //! that returns the number.
 
-use std::collections::HashSet;
-
 use loopcheck::report::Code;
 
-use super::eval::strip;
-use super::imports::Imports;
-use super::items::{Signature, pattern_names};
-use super::tokens::{Pos, Tok, last_two, path_end, path_pos, segments, shown};
+use super::facts::Racy;
+use super::items::Signature;
+use super::pickers::{ProbeScan, reads_port, returns_port, skip_unwraps};
+use super::tokens::{Pos, Tok};
 use super::walk::Linter;
 
-/// The racy port-allocation function named by a resolved path.
-fn is_racy(path: &[String]) -> bool {
-    let [krate, .., last] = path else {
-        return false;
-    };
-    let allocates = ["free", "unused", "open_port", "available", "select"]
-        .iter()
-        .any(|word| last.contains(word));
-    match krate.as_str() {
-        "portpicker" | "port_check" | "port_scanner" | "freeport" | "openport" | "port_selector" => allocates,
-        "get_port" | "find_port" => true,
-        "netutils" => last == "free_port",
-        _ => false,
-    }
-}
-
-/// What a glob import of a racy crate brings into scope.
-fn glob_exports(krate: &str) -> &'static [&'static str] {
-    match krate {
-        "portpicker" => &["pick_unused_port", "is_free", "is_free_tcp", "is_free_udp"],
-        "port_check" => &[
-            "free_local_port",
-            "free_local_ipv4_port",
-            "free_local_ipv6_port",
-            "free_local_port_in_range",
-            "free_local_ipv4_port_in_range",
-            "free_local_ipv6_port_in_range",
-            "is_local_port_free",
-            "is_local_ipv4_port_free",
-            "is_local_ipv6_port_free",
-        ],
-        "port_scanner" => &[
-            "request_open_port",
-            "local_port_available",
-            "local_ports_available",
-            "local_ports_available_range",
-        ],
-        "freeport" => &["get_free_port"],
-        "openport" => &["pick_unused_port", "pick_random_unused_port", "is_free"],
-        "port_selector" => &[
-            "random_free_port",
-            "random_free_tcp_port",
-            "random_free_udp_port",
-            "select_free_port",
-            "select_from_given_port",
-            "is_free",
-            "is_free_tcp",
-            "is_free_udp",
-        ],
-        "get_port" => &["TcpPort", "UdpPort"],
-        _ => &[],
-    }
-}
-
-impl Imports {
-    /// The full path of a racy allocation function called as `segments`, if it is one.
-    /// `local` tells whether the file defines a function of that name, which shadows globs.
-    fn racy(&self, segments: &[String], local: impl Fn(&str) -> bool) -> Option<Vec<String>> {
-        let first = segments.first()?;
-        if let Some(full) = self.names.get(first) {
-            let full: Vec<String> = full.iter().chain(&segments[1..]).cloned().collect();
-            return is_racy(&full).then_some(full);
-        }
-        if is_racy(segments) {
-            return Some(segments.to_vec());
-        }
-        if local(first) {
-            return None;
-        }
-        self.globs.iter().find_map(|glob| {
-            let krate = glob.first()?;
-            let exported = glob_exports(krate).contains(&first.as_str());
-            let full: Vec<String> = glob.iter().chain(segments).cloned().collect();
-            (exported && is_racy(&full)).then_some(full)
-        })
-    }
-}
-
-/// Listeners bound in a function body, and those whose port is read.
-#[derive(Default)]
-struct ProbeScan {
-    listeners: Vec<(String, Pos, String)>,
-    port_read: HashSet<String>,
-}
-
-/// The bind call `expr` evaluates to, if any: its place and `TcpListener::bind`.
-fn bind_call(expr: &[Tok]) -> Option<(Pos, String)> {
-    let t = strip(expr);
-    let end = path_end(t, 0);
-    if end == 0 || t.len() != end + 1 || t[end].paren().is_none() {
-        return None;
-    }
-    let segments = segments(&t[..end]);
-    (last_two(&segments).1 == "bind").then(|| (path_pos(&t[..end]), shown(&segments)))
-}
-
-/// Skips `?`, `.await`, `.unwrap()`, `.expect(..)`, `.ok()` from `i`.
-fn skip_unwraps(toks: &[Tok], mut i: usize) -> usize {
-    loop {
-        match toks.get(i) {
-            Some(t) if t.punct('?') => i += 1,
-            Some(t) if t.punct('.') => match toks.get(i + 1) {
-                Some(m) if m.is("await") => i += 2,
-                Some(m)
-                    if ["unwrap", "expect", "ok"].iter().any(|n| m.is(n))
-                        && toks.get(i + 2).and_then(Tok::paren).is_some() =>
-                {
-                    i += 3
-                }
-                _ => return i,
-            },
-            _ => return i,
-        }
-    }
-}
-
-/// `.name()` at `i`: the index after it.
-fn empty_method(toks: &[Tok], i: usize, name: &str) -> Option<usize> {
-    (toks.get(i)?.punct('.')
-        && toks.get(i + 1)?.is(name)
-        && toks.get(i + 2)?.paren().is_some_and(<[Tok]>::is_empty))
-    .then_some(i + 3)
-}
-
-/// `.local_addr()?.port()` and the like at `i`.
-fn reads_port(toks: &[Tok], i: usize) -> bool {
-    empty_method(toks, i, "local_addr")
-        .map(|j| skip_unwraps(toks, j))
-        .and_then(|j| empty_method(toks, j, "port"))
-        .is_some()
-}
-
-impl ProbeScan {
-    fn scan(&mut self, toks: &[Tok]) {
-        for (i, tok) in toks.iter().enumerate() {
-            match tok {
-                Tok::Group(_, _, inner) => self.scan(inner),
-                Tok::Ident(ident) if ident == "let" => {
-                    let Some(eq) = toks[i..].iter().position(|t| t.lone('=')).map(|p| p + i) else {
-                        continue;
-                    };
-                    let end = toks[eq..]
-                        .iter()
-                        .position(|t| t.punct(';') || t.brace().is_some())
-                        .map_or(toks.len(), |p| p + eq);
-                    self.bound(&toks[i + 1..eq], &toks[eq + 1..end]);
-                }
-                Tok::Ident(ident) if ident == "match" => {
-                    let Some(arms) = toks[i..].iter().position(|t| t.brace().is_some()).map(|p| p + i) else {
-                        continue;
-                    };
-                    if let Some(body) = toks[arms].brace() {
-                        self.bound(body, &toks[i + 1..arms]);
-                    }
-                }
-                Tok::Ident(ident)
-                    if reads_port(toks, i + 1)
-                        && !(i > 0 && (toks[i - 1].punct('.') || toks[i - 1].punct(':'))) =>
-                {
-                    self.port_read.insert(ident.to_string());
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn bound(&mut self, pattern: &[Tok], expr: &[Tok]) {
-        if let Some((at, call)) = bind_call(expr) {
-            let mut names = Vec::new();
-            pattern_names(pattern, &mut names);
-            for name in names {
-                self.listeners.push((name, at, call.clone()));
-            }
-        }
-    }
-}
-
-/// Whether a function returns a port number (`u16`, `Option<u16>`, `io::Result<u16>`) and no
-/// socket.
-fn returns_port(ret: &[Tok]) -> bool {
-    fn names(toks: &[Tok], out: &mut Vec<String>) {
-        for tok in toks {
-            match tok {
-                Tok::Ident(ident) => out.push(ident.to_string()),
-                Tok::Group(_, _, inner) => names(inner, out),
-                _ => {}
-            }
-        }
-    }
-    if !ret.first().is_some_and(|t| t.punct('-')) {
-        return false;
-    }
-    let mut found = Vec::new();
-    names(ret, &mut found);
-    found.iter().any(|n| n == "u16")
-        && !found.iter().any(|n| {
-            ["Listener", "Socket", "Lease", "Stream"]
-                .iter()
-                .any(|w| n.contains(w))
-        })
-}
-
 impl Linter<'_> {
+    /// A call of a function of another file that returns a racy port: LC014 at the call, as
+    /// in the helper's own file.
+    pub(super) fn check_racy_helper(&mut self, segments: &[String], at: Pos, shown: &str) {
+        let workspace = self.workspace;
+        // Expanded first: `use ports::free_port as spare;` then `spare()` calls `free_port`.
+        let expanded = workspace.expand(&self.imports, segments);
+        let Some(name) = expanded.last() else {
+            return;
+        };
+        self.note_name(name);
+        if !workspace.has_function(name) {
+            return;
+        }
+        let Some(fact) = workspace.function(&expanded, false, self.file, self.imported(segments)) else {
+            return;
+        };
+        let Some(racy) = fact.racy.as_ref().filter(|_| *fact.file != *self.file) else {
+            return;
+        };
+        let defined = format!("`{shown}` (defined at {}:{})", fact.file, fact.line);
+        let message = match racy {
+            Racy::Picks(picker) => format!(
+                "{defined} returns a port `{picker}` picks and lets go: another process can bind it before the test does"
+            ),
+            Racy::Drops(call) => format!(
+                "{defined} returns the port of a listener it drops (`{call}`): another process can bind the port before the test does"
+            ),
+        };
+        let suggestion = self.suggest_socket();
+        self.hit(Code::RacyAllocation, at, None, message, suggestion);
+    }
+
     pub(super) fn suggest_socket(&self) -> String {
         format!(
             "use `loopcheck::pick_unused_port()` (same signature; the port stays leased), or take the socket from the test: `{}(listener: {})`",
@@ -224,7 +52,7 @@ impl Linter<'_> {
     }
 
     pub(super) fn check_racy_call(&mut self, segments: &[String], at: Pos) {
-        if let Some(full) = self.imports.racy(segments, |name| self.local_fns.contains(name)) {
+        if let Some(full) = self.imports.racy(segments, &|name| self.local_fns.contains(name)) {
             let message = format!(
                 "`{}` picks a port and lets it go: another process can bind it before the test does",
                 full.join("::")

@@ -361,6 +361,7 @@ impl<'w> Linter<'w> {
                 }
                 _ if strings_only => i + 1,
                 Tok::Punct('.', ..) => self.method(toks, i),
+                Tok::Punct('<', ..) => self.qualified_call(toks, i),
                 Tok::Ident(ident) => self.ident(toks, i, ident, ctx),
                 _ => i + 1,
             };
@@ -448,8 +449,45 @@ impl<'w> Linter<'w> {
     fn call(&mut self, toks: &[Tok], start: usize, end: usize, args: &[Tok]) -> usize {
         let segments = segments(&toks[start..end]);
         let at = path_pos(&toks[start..end]);
+        self.call_of(&segments, at, toks, end, args)
+    }
+
+    /// `<Type as Trait>::name(args)` or `<Type>::name(args)` at `i` (the `<`): a call of
+    /// `Type::name`, whose receiver, for a method, is the first argument.
+    fn qualified_call(&mut self, toks: &[Tok], i: usize) -> usize {
+        // After a value, `<` compares; after `::`, it is a turbofish the path took.
+        let starts_path = i == 0
+            || match &toks[i - 1] {
+                Tok::Punct(c, ..) => *c != ':' && *c != '>',
+                Tok::Ident(ident) => is_keyword(ident),
+                _ => false,
+            };
+        let ty_end = path_end(toks, i + 1);
+        if !starts_path || ty_end == i + 1 {
+            return i + 1;
+        }
+        let close = skip_angle(toks, i);
+        let end = path_end(toks, close);
+        let qualified = toks[ty_end..close - 1].first().is_none_or(|t| t.is("as"));
+        let Some(Tok::Group(Delimiter::Parenthesis, _, args)) = toks.get(end) else {
+            return i + 1;
+        };
+        if !qualified || end == close || !path_sep(toks, close) {
+            return i + 1;
+        }
+        let mut path = segments(&toks[i + 1..ty_end]);
+        let ty = path.pop().unwrap_or_default();
+        let mut callee = vec![ty];
+        callee.extend(segments(&toks[close..end]));
+        let at = path_pos(&toks[i + 1..ty_end]);
+        self.call_of(&callee, at, toks, end, args)
+    }
+
+    fn call_of(&mut self, segments: &[String], at: Pos, toks: &[Tok], end: usize, args: &[Tok]) -> usize {
+        let segments = segments.to_vec();
         self.check_racy_call(&segments, at);
         let shown = shown(&segments);
+        self.check_racy_helper(&segments, at, &shown);
         let (ty, name) = last_two(&segments);
         let parts = split_commas(args);
         self.check_socket_addr(ty, name, &parts, &shown);
@@ -487,7 +525,8 @@ impl<'w> Linter<'w> {
                     self.check_bind(parts.first().copied(), &shown);
                 }
                 self.check_address_constant(&name, parts.first().copied(), &shown);
-                self.check_child_args(&name, &parts);
+                let after_port_flag = super::wildcard::follows_port_flag(toks, i);
+                self.check_child_args(&name, &parts, after_port_flag);
                 let segments = [name.clone()];
                 if !self.workspace_call(&segments, true, &format!("{shown}(..)"), &parts) {
                     if is_port_name(&name) && self.chain_names_remote_host(toks, i) {

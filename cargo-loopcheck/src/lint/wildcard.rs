@@ -53,10 +53,11 @@ impl Linter<'_> {
     /// the argument or items of an array, tuple or `vec!` count: clap's `Command::new(..)
     /// .arg(Arg::new("host").default_value("::"))` declares an option, it starts nothing.
     /// A number after `--port` (or in `--port=N`, or the value of a `PORT` variable) is LC010.
-    pub(super) fn check_child_args(&mut self, name: &str, args: &[&[Tok]]) {
+    /// `after_port_flag`: the call before on the chain was `.arg("--port")`.
+    pub(super) fn check_child_args(&mut self, name: &str, args: &[&[Tok]], after_port_flag: bool) {
         match (name, args) {
             ("arg" | "args", _) => {
-                let mut after_port_flag = false;
+                let mut after_port_flag = after_port_flag && name == "arg";
                 for arg in args {
                     self.child_strings(arg, name, &mut after_port_flag);
                 }
@@ -76,6 +77,18 @@ impl Linter<'_> {
     /// The strings of a child's argument list; `after_port_flag`: the string before was
     /// `--port`, so this one is a port.
     fn child_strings(&mut self, toks: &[Tok], call: &str, after_port_flag: &mut bool) {
+        if *after_port_flag && !matches!(strip(toks), [Tok::Lit(_)]) {
+            *after_port_flag = false;
+            let place = Place::Fixed(format!("the arguments of a child (`.{call}(..)`)"));
+            if let [Tok::Ident(name)] = strip(toks)
+                && let Some(number) = self.env.numeric_strings.get(&name.to_string()).copied()
+            {
+                self.report_port(number, Some(name.to_string()), place, None, Form::Port);
+            } else {
+                self.check_port(toks, place, None, Form::Port);
+            }
+            return;
+        }
         if let [Tok::Ident(_)] = strip(toks)
             && let Some(host) = self.env.host_of(toks)
             && host.kind == HostKind::Wildcard
@@ -147,6 +160,18 @@ impl Linter<'_> {
         );
         self.hit(Code::WildcardBind, at, None, message, suggestion);
     }
+}
+
+/// Whether the call before `.name(..)` at `dot` on a chain is `.arg("--port")`: its value is the
+/// argument of this one.
+pub(super) fn follows_port_flag(toks: &[Tok], dot: usize) -> bool {
+    dot >= 3
+        && toks[dot - 3].punct('.')
+        && toks[dot - 2].is("arg")
+        && toks[dot - 1].paren().is_some_and(|inner| match strip(inner) {
+            [Tok::Lit(lit)] => string_text(&lit.to_string()).is_some_and(is_port_flag),
+            _ => false,
+        })
 }
 
 /// `--port`, `--http-port`, `-p` is left out: it means other things too often.
