@@ -513,7 +513,7 @@ impl Context {
             pid: Some(own_pid()),
             binary: test_binary().map(std::path::Path::to_path_buf),
         };
-        if let Err(err) = crate::run::append_record(&dir, &record) {
+        if let Err(err) = crate::run::append_record(dir, &record) {
             eprintln!(
                 "loopcheck: cannot write the run record of `{}` into {}: {err}",
                 self.test.name,

@@ -10,6 +10,7 @@
 //! processes lock two different files for the same port. Reusing them also keeps file creation
 //! (about a millisecond on ext4) off the allocation path.
 
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::IpAddr;
@@ -325,43 +326,81 @@ impl Lease {
     }
 
     fn write_record_of(&self, ip: IpAddr, pid: u32) {
-        let record = LeaseRecord {
-            state: RecordState::Held,
-            port: self.port,
-            ip: Some(ip),
-            pid,
-            test: current_test().map(|mut test| {
-                // Keeps every record readable in one `MAX_RECORD` read.
-                if test.len() > MAX_TEST_NAME {
-                    let mut cut = MAX_TEST_NAME;
-                    while !test.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    test.truncate(cut);
-                }
-                test
-            }),
-            run_id: run_id().map(str::to_owned),
-            since_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        };
-        // Padded in a buffer written whole: `Vec::resize` pads byte by byte in the
-        // unoptimised builds tests usually run in.
-        let mut padded = [b' '; RECORD_SIZE];
-        let mut bytes = std::io::Cursor::new(&mut padded[..RECORD_SIZE - 1]);
-        if serde_json::to_writer(&mut bytes, &record).is_ok() {
+        let test = current_test();
+        let since_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut json = encode_held_record(self.port, ip, pid, test.as_deref(), run_id(), since_ms);
+        if json.len() < RECORD_SIZE {
+            // Padded to its full size, so that rewriting it never needs a truncate; in a
+            // buffer written whole, as `Vec::resize` pads byte by byte in unoptimised builds.
+            let mut padded = [b' '; RECORD_SIZE];
+            padded[..json.len()].copy_from_slice(&json);
             padded[RECORD_SIZE - 1] = b'\n';
             let _ = write_at(self.file(), &padded, 0);
-            return;
+        } else {
+            // Longer than the padding (a long test name): written as it is.
+            json.push(b'\n');
+            let _ = write_at(self.file(), &json, 0);
         }
-        // Longer than the padding (a long test name): written as it is.
-        let Ok(mut bytes) = serde_json::to_vec(&record) else {
-            return;
-        };
-        bytes.push(b'\n');
-        let _ = write_at(self.file(), &bytes, 0);
     }
+}
+
+/// A `held` [`LeaseRecord`] as JSON, starting `{"state":"held"` (see [`STATE_OFFSET`]).
+///
+/// Written by hand rather than by `serde_json`: every allocation writes one, and in the
+/// unoptimised builds tests run in, serde's generic code cost more than the rest of the
+/// record's path together. A test's name is cut to [`MAX_TEST_NAME`] bytes, so that every
+/// record is readable in one [`MAX_RECORD`] read.
+fn encode_held_record(
+    port: u16,
+    ip: IpAddr,
+    pid: u32,
+    test: Option<&str>,
+    run_id: Option<&str>,
+    since_ms: u64,
+) -> Vec<u8> {
+    let mut json = String::with_capacity(RECORD_SIZE);
+    // Writing to a String cannot fail.
+    let _ = write!(json, r#"{{"state":"held","port":{port},"ip":"{ip}","pid":{pid}"#);
+    if let Some(test) = test {
+        let mut cut = test.len().min(MAX_TEST_NAME);
+        while !test.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        json.push_str(r#","test":"#);
+        push_json_string(&mut json, &test[..cut]);
+    }
+    if let Some(run_id) = run_id {
+        json.push_str(r#","run_id":"#);
+        push_json_string(&mut json, run_id);
+    }
+    let _ = write!(json, r#","since_ms":{since_ms}}}"#);
+    json.into_bytes()
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(json: &mut String, text: &str) {
+    json.push('"');
+    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\';
+    if text.bytes().all(plain) {
+        json.push_str(text);
+    } else {
+        for c in text.chars() {
+            match c {
+                '"' => json.push_str("\\\""),
+                '\\' => json.push_str("\\\\"),
+                '\n' => json.push_str("\\n"),
+                '\t' => json.push_str("\\t"),
+                '\r' => json.push_str("\\r"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(json, "\\u{:04x}", c as u32);
+                }
+                c => json.push(c),
+            }
+        }
+    }
+    json.push('"');
 }
 
 #[cfg(unix)]
@@ -755,6 +794,52 @@ mod tests {
         assert_eq!(registry.inspect(20002).unwrap().status, LeaseStatus::Stale);
         // loopcheck:allow(LC010): a lease file name in a temporary registry, never bound
         drop(acquire(&registry, 20002));
+    }
+
+    #[test]
+    fn records_are_the_json_readers_expect() {
+        let names = [
+            "module::plain_name",
+            "quotes \" and \\ backslash",
+            "lines\nand\ttabs\r and \u{1} \u{1f}",
+            "unicode: ü ✓ 🦀",
+        ];
+        for (name, ip) in names
+            .into_iter()
+            .zip(["127.0.0.1", "::1", "127.3.2.1", "0.0.0.0"])
+        {
+            let ip: IpAddr = ip.parse().unwrap();
+            let json = encode_held_record(20001, ip, 42, Some(name), Some("run-1.0.0"), 1_700_000_000_123);
+            assert!(
+                json.starts_with(br#"{"state":"held""#),
+                "the state word is at STATE_OFFSET"
+            );
+            assert_eq!(&json[STATE_OFFSET as usize..STATE_OFFSET as usize + 4], b"held");
+            let record: LeaseRecord = serde_json::from_slice(&json).expect("valid JSON");
+            assert_eq!(
+                record,
+                LeaseRecord {
+                    state: RecordState::Held,
+                    port: 20001,
+                    ip: Some(ip),
+                    pid: 42,
+                    test: Some(name.to_owned()),
+                    run_id: Some("run-1.0.0".to_owned()),
+                    since_ms: 1_700_000_000_123,
+                }
+            );
+        }
+        let bare = encode_held_record(20001, "127.0.0.1".parse().unwrap(), 1, None, None, 0);
+        let record: LeaseRecord = serde_json::from_slice(&bare).unwrap();
+        assert_eq!((record.test, record.run_id), (None, None));
+        // A name cut at the limit keeps whole characters.
+        let long = "é".repeat(MAX_TEST_NAME);
+        let json = encode_held_record(20001, "127.0.0.1".parse().unwrap(), 1, Some(&long), None, 0);
+        let test = serde_json::from_slice::<LeaseRecord>(&json)
+            .unwrap()
+            .test
+            .unwrap();
+        assert!(test.len() <= MAX_TEST_NAME && long.starts_with(&test) && !test.is_empty());
     }
 
     #[test]

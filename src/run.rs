@@ -76,8 +76,14 @@ pub(crate) fn run_id() -> Option<&'static str> {
 }
 
 /// The run directory of `cargo loopcheck test` this process belongs to, if any.
-pub(crate) fn run_dir() -> Option<PathBuf> {
-    std::env::var_os(RUN_DIR_VAR).map(PathBuf::from)
+///
+/// Read once per process: every test that ends asks, and `getenv` takes a lock and scans the
+/// environment.
+pub(crate) fn run_dir() -> Option<&'static Path> {
+    static RUN_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    RUN_DIR
+        .get_or_init(|| std::env::var_os(RUN_DIR_VAR).map(PathBuf::from))
+        .as_deref()
 }
 
 /// One socket or port handed to a test.

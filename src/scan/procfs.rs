@@ -27,6 +27,43 @@ impl ProcFs {
         })
     }
 
+    /// The processes whose pid is `first` or higher (and perhaps `first - 1`), in order of
+    /// pid: the listing starts there instead of at the top, so that a sampler that asks for
+    /// the processes started since its last look pays for those, not for every process.
+    ///
+    /// `/proc`'s directory offset past its fixed entries is a pid plus a constant (258 since
+    /// Linux 3.17, which added `thread-self`; 257 before): seeking to 257 + `first` starts
+    /// the listing at `first - 1` or at `first`. An offset this kernel does not take is an
+    /// error, never a shorter listing than asked for.
+    pub(crate) fn pids_from(&self, first: u32) -> io::Result<Pids> {
+        const FIRST_PID_OFFSET: i64 = 257;
+        let fd = open_at(self.root.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let offset = FIRST_PID_OFFSET + i64::from(first);
+        // SAFETY: `fd` is an open directory; lseek has no memory preconditions.
+        if unsafe { libc::lseek(fd.as_raw_fd(), offset, libc::SEEK_SET) } != offset {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Pids {
+            dir: Dir::from_fd(fd)?,
+        })
+    }
+
+    /// Whether `/proc/PID` exists: the process runs, or has ended and is not reaped yet.
+    pub(crate) fn exists(&self, pid: u32) -> bool {
+        let path = PidPath::new(pid, c"");
+        // The path ends in `/`, which names the directory itself.
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the path is NUL-terminated and `stat` is valid for writes.
+        unsafe {
+            libc::fstatat(
+                self.root.as_raw_fd(),
+                path.as_c_str().as_ptr(),
+                stat.as_mut_ptr(),
+                0,
+            ) == 0
+        }
+    }
+
     /// Opens directory `/proc/PID/NAME`.
     pub(crate) fn open_dir(&self, pid: u32, name: &CStr) -> io::Result<Dir> {
         let path = PidPath::new(pid, name);
@@ -44,11 +81,39 @@ impl ProcFs {
         read_at(self.root.as_raw_fd(), path.as_c_str(), buf)
     }
 
+    /// Reads symbolic link `/proc/NAME` (`self`) into `buf`; the link is cut at `buf.len()`.
+    pub(crate) fn readlink_root<'b>(&self, name: &CStr, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+        let len = readlink_at(self.root.as_raw_fd(), name, buf)?;
+        Ok(&buf[..len])
+    }
+
     /// Reads symbolic link `/proc/PID/NAME` into `buf`; the link is cut at `buf.len()`.
     pub(crate) fn readlink<'b>(&self, pid: u32, name: &CStr, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
         let path = PidPath::new(pid, name);
         let len = readlink_at(self.root.as_raw_fd(), path.as_c_str(), buf)?;
         Ok(&buf[..len])
+    }
+}
+
+/// The last pid the kernel handed out in this pid namespace (`/proc/sys/kernel/ns_last_pid`,
+/// present where the kernel has checkpoint/restore support, as distribution kernels do), kept
+/// open: one `pread` tells whether any process started since the last look.
+pub(crate) struct LastPid {
+    file: File,
+}
+
+impl LastPid {
+    pub(crate) fn open() -> io::Result<LastPid> {
+        let fd = open_at(libc::AT_FDCWD, c"/proc/sys/kernel/ns_last_pid", libc::O_RDONLY)?;
+        Ok(LastPid { file: File::from(fd) })
+    }
+
+    pub(crate) fn read(&self) -> Option<u32> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 16];
+        let len = self.file.read_at(&mut buf, 0).ok()?;
+        let text = buf.get(..len)?;
+        parse_u32(text.strip_suffix(b"\n").unwrap_or(text))
     }
 }
 

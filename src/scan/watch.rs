@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::process::{ProcessReader, find_env};
-use super::procfs::ProcFs;
+use super::procfs::{LastPid, ProcFs};
 use super::sock_diag::{Dumper, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
 use super::{ProcessInfo, Protocol, ScanError, SocketEntry};
 
@@ -51,6 +51,7 @@ const LISTENERS: [Query; 4] = [
 /// ```
 pub struct Watch {
     proc: ProcFs,
+    last_pid: Option<LastPid>,
     dumper: Dumper,
     buf: Vec<u8>,
     link: Vec<u8>,
@@ -70,8 +71,10 @@ impl Watch {
             path: "/proc".into(),
             source,
         })?;
+        let last_pid = same_pid_namespace(&proc).then(LastPid::open).and_then(Result::ok);
         Ok(Watch {
             proc,
+            last_pid,
             dumper: Dumper::open().map_err(ScanError::SockDiag)?,
             buf: Vec::with_capacity(4096),
             link: vec![0; libc::PATH_MAX as usize + 1],
@@ -114,6 +117,60 @@ impl Watch {
         }
     }
 
+    /// The last pid the kernel handed out (in this pid namespace); `None` where the kernel
+    /// does not say. Unchanged since the last look means no process started meanwhile.
+    pub fn last_pid(&self) -> Option<u32> {
+        self.last_pid.as_ref()?.read()
+    }
+
+    /// Appends the pids from `first` up to `out` (and perhaps `first - 1`): a listing of
+    /// only the processes started since a pid was handed out, while pids have not wrapped
+    /// around. `false` when this kernel cannot list from a pid (`out` is left alone).
+    pub fn pids_from(&self, first: u32, out: &mut Vec<u32>) -> bool {
+        match self.proc.pids_from(first) {
+            Ok(pids) => {
+                out.extend(pids);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether a TCP socket still listens on `addr` (or its family's wildcard address): one
+    /// exact lookup, no dump; `None` when the kernel cannot be asked.
+    pub fn tcp_listening(&self, addr: std::net::SocketAddr) -> Option<bool> {
+        super::tcp_listening(addr).ok()
+    }
+
+    /// Whether process `pid` exists (runs, or has ended and is not reaped yet).
+    pub fn exists(&self, pid: u32) -> bool {
+        self.proc.exists(pid)
+    }
+
+    /// The children of process `pid`: those of each of its threads (Linux 3.5 and later).
+    pub fn children(&mut self, pid: u32) -> Vec<u32> {
+        let mut children = Vec::new();
+        let Ok(mut tasks) = self.proc.open_dir(pid, c"task") else {
+            return children;
+        };
+        let dir = tasks.fd();
+        while let Some(tid) = tasks.next_name() {
+            let mut path = tid.to_bytes().to_vec();
+            path.extend_from_slice(b"/children\0");
+            let Ok(path) = std::ffi::CStr::from_bytes_with_nul(&path) else {
+                continue;
+            };
+            if super::procfs::read_at(dir, path, &mut self.buf).is_ok() {
+                children.extend(
+                    self.buf
+                        .split(|b| b.is_ascii_whitespace())
+                        .filter_map(super::procfs::parse_u32),
+                );
+            }
+        }
+        children
+    }
+
     /// The parent of process `pid`; `None` when it is gone or has none.
     pub fn parent(&mut self, pid: u32) -> Option<u32> {
         self.proc.read(pid, c"stat", &mut self.buf).ok()?;
@@ -139,6 +196,16 @@ impl Watch {
             .map(|key| find_env(&self.buf, key.as_bytes()))
             .collect()
     }
+}
+
+/// Whether `/proc` shows this process's own pid namespace, whose last pid `ns_last_pid` is: a
+/// `/proc` mounted from another namespace numbers processes differently.
+fn same_pid_namespace(proc: &ProcFs) -> bool {
+    let mut link = [0u8; 16];
+    proc.readlink_root(c"self", &mut link)
+        .ok()
+        .and_then(super::procfs::parse_u32)
+        == Some(std::process::id())
 }
 
 impl std::fmt::Debug for Watch {
@@ -184,5 +251,42 @@ mod tests {
         let path = watch.environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"]);
         assert_eq!(path[0], std::env::var("PATH").ok());
         assert_eq!(path[1], None);
+    }
+
+    #[test]
+    fn lists_only_the_processes_started_since_a_pid() {
+        let mut watch = Watch::open().unwrap();
+        let Some(before) = watch.last_pid() else {
+            crate::sys::skip_test("this kernel has no /proc/sys/kernel/ns_last_pid");
+            return;
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id();
+        let after = watch.last_pid();
+        let mut since = Vec::new();
+        let listed = watch.pids_from(before + 1, &mut since);
+        let children = watch.children(std::process::id());
+        let exists = watch.exists(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = watch.exists(pid);
+
+        assert!(after.is_some_and(|after| after >= pid), "{after:?} >= {pid}");
+        assert!(listed, "this kernel lists /proc from a pid");
+        assert!(since.contains(&pid), "{pid} in {since:?}");
+        // Only the new ones (the one before them may be listed too), in order.
+        assert!(since.iter().all(|&p| p >= before), "{since:?} from {before}");
+        assert!(since.is_sorted(), "{since:?}");
+        assert!(!since.contains(&1) || before <= 1);
+        assert!(children.contains(&pid), "{pid} in {children:?}");
+        assert!(exists && !gone, "the child exists, then is reaped");
+        // From past the last pid, only what started since (likely nothing) is listed.
+        let beyond = after.unwrap_or(pid) + 1;
+        let mut newer = Vec::new();
+        assert!(watch.pids_from(beyond, &mut newer));
+        assert!(newer.iter().all(|&p| p + 1 >= beyond), "{newer:?} from {beyond}");
     }
 }

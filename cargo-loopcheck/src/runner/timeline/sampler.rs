@@ -18,6 +18,11 @@ use super::{Held, Lifetime, MAX_ENTRIES, Owner, Timeline, watched};
 /// sockets whose owner is not a process of the run (a dev server, another user's listener).
 const FULL_WALK_EVERY: Duration = Duration::from_millis(200);
 
+/// Between full listings of `/proc`, a tick lists only the processes started since the last
+/// one (see [`Listing`]); a full listing still runs at least this often, and whenever pids
+/// have wrapped around.
+const FULL_LISTING_EVERY: Duration = Duration::from_millis(200);
+
 /// More descendants than this are not followed (a fork bomb must not stall the sampler).
 const MAX_DESCENDANTS: usize = 4096;
 
@@ -72,11 +77,11 @@ struct State {
     timeline: Timeline,
     /// Live descendants by pid: how often they were seen, and their lifetime's index.
     live: HashMap<u32, (u32, usize)>,
-    /// Processes seen in the last tick that this command did not start.
+    /// Processes seen that this command did not start (as of the last full listing, and
+    /// those started since).
     foreign: HashSet<u32>,
-    /// The set built during a tick, kept to reuse its allocation.
-    foreign_next: HashSet<u32>,
     pids: Vec<u32>,
+    listing: Listing,
     /// Sockets seen in the last tick, by (protocol, local address, inode): their span's index.
     open: HashMap<(Protocol, SocketAddr, Option<u64>), usize>,
     /// Spans whose owner is not among the descendants, for the next full walk.
@@ -87,12 +92,13 @@ struct State {
 }
 
 fn sample(stop: &AtomicBool, started: Instant, interval: Duration) -> Timeline {
-    let watch = match Watch::open() {
+    let mut watch = match Watch::open() {
         Ok(watch) => watch,
         Err(error) => {
             return Timeline::missing(format!("no socket timeline was recorded: {error}"));
         }
     };
+    let listing = Listing::start(&mut watch);
     let mut state = State {
         watch,
         started,
@@ -103,8 +109,8 @@ fn sample(stop: &AtomicBool, started: Instant, interval: Duration) -> Timeline {
         },
         live: HashMap::new(),
         foreign: HashSet::new(),
-        foreign_next: HashSet::new(),
         pids: Vec::new(),
+        listing,
         open: HashMap::new(),
         unowned: Vec::new(),
         last_full_walk: None,
@@ -220,22 +226,37 @@ impl State {
 
     /// Updates the lifetimes of this command's descendants; returns their pids.
     fn processes(&mut self, now: Duration) -> Vec<u32> {
-        // One listing of `/proc`: a pid not seen in the last tick is read once, to learn
-        // whether this command started it; every other process is left alone.
+        // A pid not seen before is read once, to learn whether this command started it;
+        // every other process is left alone.
         let mut pids = std::mem::take(&mut self.pids);
         pids.clear();
-        self.watch.pids(&mut pids);
+        let full = self.listing.list(&self.watch, &mut pids);
         let mut live = HashMap::with_capacity(self.live.len() + 4);
-        let mut foreign = std::mem::take(&mut self.foreign_next);
-        foreign.clear();
         let mut fresh: Vec<(u32, Option<u32>)> = Vec::new();
-        for &pid in &pids {
-            if let Some(&(seen, index)) = self.live.get(&pid) {
-                live.insert(pid, (seen, index));
-            } else if self.foreign.contains(&pid) {
-                foreign.insert(pid);
-            } else if pid != self.me {
-                fresh.push((pid, self.watch.parent(pid)));
+        if full {
+            // What the listing lacks has ended; the foreign set is rebuilt from it.
+            let mut foreign = HashSet::with_capacity(self.foreign.len());
+            for &pid in &pids {
+                if let Some(&entry) = self.live.get(&pid) {
+                    live.insert(pid, entry);
+                } else if self.foreign.contains(&pid) || self.listing.is_foreign_by_age(pid) {
+                    foreign.insert(pid);
+                } else if pid != self.me {
+                    fresh.push((pid, self.watch.parent(pid)));
+                }
+            }
+            self.foreign = foreign;
+        } else {
+            // Only new processes were listed: the live ones are asked whether they still are.
+            for (&pid, &entry) in &self.live {
+                if self.watch.exists(pid) {
+                    live.insert(pid, entry);
+                }
+            }
+            for &pid in &pids {
+                if pid != self.me && !live.contains_key(&pid) && !self.foreign.contains(&pid) {
+                    fresh.push((pid, self.watch.parent(pid)));
+                }
             }
         }
         // Parents before children, whatever order the listing had: a new process whose
@@ -257,7 +278,7 @@ impl State {
                     }
                     Some(parent) if waiting.contains(&parent) => rest.push((pid, ppid)),
                     _ => {
-                        foreign.insert(pid);
+                        self.foreign.insert(pid);
                     }
                 }
             }
@@ -266,7 +287,7 @@ impl State {
                 break;
             }
         }
-        foreign.extend(pending.into_iter().map(|(pid, _)| pid));
+        self.foreign.extend(pending.into_iter().map(|(pid, _)| pid));
         let mut descendants = Vec::with_capacity(live.len());
         for (&pid, entry) in &mut live {
             let (seen, index) = *entry;
@@ -280,7 +301,6 @@ impl State {
         // The newest first: a new socket most likely belongs to a new test process.
         descendants.sort_unstable_by(|a, b| b.cmp(a));
         self.live = live;
-        self.foreign_next = std::mem::replace(&mut self.foreign, foreign);
         self.pids = pids;
         descendants.into_iter().map(|(_, pid)| pid).collect()
     }
@@ -387,10 +407,11 @@ impl State {
             .iter()
             .filter_map(|&i| self.timeline.sockets[i].inode)
             .collect();
-        // This process first: the cheapest, and what a test of the sampler binds in.
+        // The newest descendants first (a test process that has just started), this process
+        // last: its own descriptors hold no test's socket but the sampler's own tests'.
         let mut first = Vec::with_capacity(descendants.len() + 1);
-        first.push(self.me);
         first.extend_from_slice(descendants);
+        first.push(self.me);
         let found = self.watch.owners(&inodes, &first, false);
         let mut unresolved = Vec::new();
         for &index in fresh {
@@ -429,10 +450,15 @@ impl State {
         if !due && !force {
             return;
         }
-        // A socket closed since it was seen has no owner left to find.
+        // A socket closed since it was seen has no owner left to find: a listener of a test
+        // that lived a millisecond is often gone by now, and a walk would not find it.
         let latest = self.last_tick;
-        self.unowned
-            .retain(|&i| Some(self.timeline.sockets[i].last) == latest);
+        let (sockets, watch) = (&self.timeline.sockets, &self.watch);
+        self.unowned.retain(|&i| {
+            let held = &sockets[i];
+            Some(held.last) == latest
+                && (held.protocol != Protocol::Tcp || watch.tcp_listening(held.local) != Some(false))
+        });
         if self.unowned.is_empty() {
             return;
         }
@@ -455,8 +481,84 @@ impl State {
     }
 }
 
+/// How a tick finds the processes started since the last one. A full listing of `/proc`
+/// costs about a microsecond per process on the host (the kernel builds an entry for each);
+/// where the kernel tells the last pid it handed out (`ns_last_pid`), a tick lists nothing
+/// when no process started, and otherwise only the pids above the last one seen.
+#[derive(Default)]
+struct Listing {
+    /// The kernel's last pid at the last listing; `None` when it does not say, and then
+    /// every tick lists all of `/proc`.
+    last_pid: Option<u32>,
+    /// The last pid handed out before the sampler started: a process with a pid up to this
+    /// one existed before the run and is no descendant, unless it is one of `preexisting`.
+    /// `None` once pids have wrapped around.
+    started_after: Option<u32>,
+    /// This command's descendants when the sampler started.
+    preexisting: HashSet<u32>,
+    last_full: Option<Instant>,
+}
+
+impl Listing {
+    fn start(watch: &mut Watch) -> Listing {
+        let Some(last_pid) = watch.last_pid() else {
+            return Listing::default();
+        };
+        // Read after the last pid, so that a child started in between is among them.
+        let mut preexisting = HashSet::new();
+        let mut parents = vec![std::process::id()];
+        while let Some(parent) = parents.pop() {
+            for child in watch.children(parent) {
+                if preexisting.len() < MAX_DESCENDANTS && preexisting.insert(child) {
+                    parents.push(child);
+                }
+            }
+        }
+        Listing {
+            last_pid: Some(last_pid),
+            started_after: Some(last_pid),
+            preexisting,
+            last_full: None,
+        }
+    }
+
+    /// Appends to `pids` the processes to look at this tick; `true` for a full listing (every
+    /// process), `false` for only those started since the last one.
+    fn list(&mut self, watch: &Watch, pids: &mut Vec<u32>) -> bool {
+        let current = self.last_pid.and(watch.last_pid());
+        let full_due = self.last_full.is_none_or(|at| at.elapsed() >= FULL_LISTING_EVERY);
+        if let (Some(last), Some(now)) = (self.last_pid, current) {
+            if now < last {
+                // Pids wrapped around: new processes may have low pids now.
+                self.started_after = None;
+            } else if !full_due {
+                if now == last {
+                    return false;
+                }
+                if watch.pids_from(last.saturating_add(1), pids) {
+                    self.last_pid = Some(now);
+                    return false;
+                }
+            }
+        }
+        self.last_pid = current;
+        self.last_full = Some(Instant::now());
+        watch.pids(pids);
+        true
+    }
+
+    /// Whether `pid` is known to be no descendant without reading it: it existed before the
+    /// sampler started and was not among this command's descendants then.
+    fn is_foreign_by_age(&self, pid: u32) -> bool {
+        self.started_after
+            .is_some_and(|before| pid <= before && !self.preexisting.contains(&pid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use loopcheck::scan::ProcessInfo;
+
     use super::*;
 
     #[test]
@@ -478,6 +580,64 @@ mod tests {
         assert!(held.last > held.first, "{held:?}");
         assert_eq!(held.owner.as_ref().map(|o| o.pid), Some(std::process::id()));
         assert!(timeline.samples > 5);
+    }
+
+    #[test]
+    fn records_the_lifetimes_of_children_started_before_and_during_the_run() {
+        let sleep = |secs: &str| {
+            std::process::Command::new("sleep")
+                .arg(secs)
+                .spawn()
+                .expect("sleep runs")
+        };
+        // One child is there before the sampler starts, one starts while it runs and ends
+        // before it stops, and a grandchild (through `sh`) starts late.
+        let mut before = sleep("5");
+        let running = Running::start(Duration::from_millis(5)).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let mut during = sleep("5");
+        std::thread::sleep(Duration::from_millis(60));
+        during.kill().unwrap();
+        during.wait().unwrap();
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .expect("sh runs");
+        std::thread::sleep(Duration::from_millis(80));
+        let timeline = running.stop();
+        // The `sleep` whose parent is our `sh`: other tests of this binary start sleeps too.
+        let grandchild = timeline
+            .processes
+            .iter()
+            .map(|p| p.owner.pid)
+            .find(|&pid| ProcessInfo::read(pid).and_then(|p| p.ppid) == Some(shell.id()));
+        // `sh` waits for its `sleep`: ending that `sleep` lets `sh` end too.
+        if let Some(pid) = grandchild {
+            // SAFETY: kill has no memory preconditions; the pid is the sleep this test started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        shell.kill().unwrap();
+        shell.wait().unwrap();
+        before.kill().unwrap();
+        before.wait().unwrap();
+
+        let lifetime = |pid: u32| timeline.processes.iter().find(|p| p.owner.pid == pid);
+        let first = lifetime(before.id()).expect("the child started before the sampler is seen");
+        assert!(first.owner.of_run);
+        let second = lifetime(during.id()).expect("the child started during the run is seen");
+        assert!(
+            second.owner.of_run && second.owner.command.starts_with("sleep"),
+            "{second:?}"
+        );
+        assert!(
+            second.last < first.last,
+            "the ended child's lifetime ends first: {second:?} {first:?}"
+        );
+        assert!(
+            grandchild.is_some(),
+            "a grandchild is a descendant: {:?}",
+            timeline.processes
+        );
     }
 
     #[test]

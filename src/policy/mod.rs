@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
+mod services;
+
 /// The environment variable that overrides the allocation range.
 pub const PORT_RANGE_VAR: &str = "LOOPCHECK_PORT_RANGE";
 
@@ -137,13 +139,15 @@ impl PortPolicy {
         let kernel = sys::kernel_ports();
         let requested = std::env::var(PORT_RANGE_VAR).ok();
         let services = match requested {
-            Some(_) => String::new(),
-            None => std::fs::read_to_string(SERVICES_FILE).unwrap_or_default(),
+            Some(_) => Vec::new(),
+            None => services::named_ports(),
         };
         PortPolicy::build(kernel, requested.as_deref(), &services)
     }
 
-    fn build(kernel: KernelPorts, requested: Option<&str>, services: &str) -> Result<PortPolicy> {
+    /// The policy from the kernel's ports, `LOOPCHECK_PORT_RANGE` and the ports the services
+    /// file names.
+    fn build(kernel: KernelPorts, requested: Option<&str>, services: &[u16]) -> Result<PortPolicy> {
         let (wanted, source) = match requested {
             Some(value) => (parse_range(PORT_RANGE_VAR, value)?, RangeSource::Environment),
             None => (PortRange::new(DEFAULT_LOWEST, u16::MAX), RangeSource::Default),
@@ -152,8 +156,9 @@ impl PortPolicy {
         excluded.extend(kernel.ephemeral);
         let outside_kernel = subtract(wanted, &excluded);
         let named: Vec<u16> = match source {
-            RangeSource::Default => parse_services(services)
-                .into_iter()
+            RangeSource::Default => services
+                .iter()
+                .copied()
                 .filter(|&port| outside_kernel.iter().any(|r| r.contains(port)))
                 .collect(),
             RangeSource::Environment => Vec::new(),
@@ -262,24 +267,6 @@ impl PortPolicy {
 pub(crate) fn join_ranges(ranges: &[PortRange]) -> String {
     let parts: Vec<String> = ranges.iter().map(ToString::to_string).collect();
     parts.join(",")
-}
-
-/// The ports a services file (`/etc/services`) names: `name port/protocol [aliases] [# ..]`,
-/// sorted and without repeats.
-pub(crate) fn parse_services(text: &str) -> Vec<u16> {
-    let mut ports: Vec<u16> = text
-        .lines()
-        .filter_map(|line| {
-            let line = line.split('#').next()?;
-            let mut fields = line.split_whitespace();
-            let _name = fields.next()?;
-            let (port, _protocol) = fields.next()?.split_once('/')?;
-            port.parse().ok()
-        })
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
 }
 
 /// Parses `LO-HI` as given in `variable`.
@@ -556,7 +543,7 @@ mod tests {
     #[test]
     fn default_range_avoids_ephemeral_and_reserved_ports() {
         let policy =
-            PortPolicy::build(kernel((32768, 60999), &[(8080, 8080), (20000, 20010)]), None, "").unwrap();
+            PortPolicy::build(kernel((32768, 60999), &[(8080, 8080), (20000, 20010)]), None, &[]).unwrap();
         assert_eq!(policy.allocation_display(), "10000-19999,20011-32767,61000-65535");
         assert_eq!(policy.source, RangeSource::Default);
         assert!(
@@ -575,14 +562,14 @@ mod tests {
 
     #[test]
     fn environment_range_is_clipped_to_the_kernels_free_ports() {
-        let policy = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-40000"), "").unwrap();
+        let policy = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-40000"), &[]).unwrap();
         assert_eq!(policy.allocation_display(), "30000-32767");
         assert_eq!(policy.source, RangeSource::Environment);
     }
 
     #[test]
     fn environment_range_inside_the_ephemeral_range_is_an_error() {
-        let err = PortPolicy::build(kernel((32768, 60999), &[]), Some("40000-40010"), "").unwrap_err();
+        let err = PortPolicy::build(kernel((32768, 60999), &[]), Some("40000-40010"), &[]).unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("40000-40010") && message.contains("ephemeral 32768-60999"),
@@ -602,7 +589,7 @@ mod tests {
             ("80-2000", "below 1024"),
             ("-5", "`` is not a port number"),
         ] {
-            let err = PortPolicy::build(kernel((32768, 60999), &[]), Some(value), "").unwrap_err();
+            let err = PortPolicy::build(kernel((32768, 60999), &[]), Some(value), &[]).unwrap_err();
             let message = err.to_string();
             assert!(
                 message.contains("LOOPCHECK_PORT_RANGE") && message.contains("LO-HI"),
@@ -612,12 +599,10 @@ mod tests {
         }
     }
 
-    const SERVICES: &str = "# comment 1/tcp\nhttp\t\t80/tcp\t\twww\t# web\nmemcache 11211/tcp\nmemcache 11211/udp\nbad line\nx 99999/tcp\nsvn 3690/tcp\nfoo 40000/tcp\n";
-
     #[test]
     fn the_default_range_leaves_out_low_ports_and_named_services() {
-        assert_eq!(parse_services(SERVICES), [80, 3690, 11211, 40000]);
-        let policy = PortPolicy::build(kernel((32768, 60999), &[]), None, SERVICES).unwrap();
+        let named = services::parse(services::SERVICES);
+        let policy = PortPolicy::build(kernel((32768, 60999), &[]), None, &named).unwrap();
         assert_eq!(policy.allocation_display(), "10000-11210,11212-32767,61000-65535");
         assert_eq!(
             policy.named,
@@ -625,22 +610,22 @@ mod tests {
             "only named ports that would otherwise be allocated"
         );
         // A range that asks for low and named ports gets them.
-        let asked = PortPolicy::build(kernel((32768, 60999), &[]), Some("3000-12000"), SERVICES).unwrap();
+        let asked = PortPolicy::build(kernel((32768, 60999), &[]), Some("3000-12000"), &named).unwrap();
         assert_eq!(asked.allocation_display(), "3000-12000");
         assert!(asked.named.is_empty());
     }
 
     #[test]
     fn the_window_is_what_is_tried_first() {
-        let policy = PortPolicy::build(kernel((32768, 60999), &[(21000, 21999)]), None, "").unwrap();
+        let policy = PortPolicy::build(kernel((32768, 60999), &[(21000, 21999)]), None, &[]).unwrap();
         assert_eq!(
             join_ranges(&policy.tried_first()),
             "20000-20999,22000-25095",
             "4096 allocatable ports from 20000"
         );
-        let small = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-30009"), "").unwrap();
+        let small = PortPolicy::build(kernel((32768, 60999), &[]), Some("30000-30009"), &[]).unwrap();
         assert_eq!(join_ranges(&small.tried_first()), "30000-30009");
-        let wrapping = PortPolicy::build(kernel((32768, 60999), &[]), Some("10000-21000"), "").unwrap();
+        let wrapping = PortPolicy::build(kernel((32768, 60999), &[]), Some("10000-21000"), &[]).unwrap();
         assert_eq!(join_ranges(&wrapping.tried_first()), "10000-13094,20000-21000");
     }
 
