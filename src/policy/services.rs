@@ -117,7 +117,7 @@ mod cache {
         let (stored, rest) = rest.split_at(KEY_WORDS * 8);
         let (count, ports) = rest.split_at(4);
         let count = u32::from_le_bytes(count.try_into().ok()?) as usize;
-        if magic != MAGIC || ports.len() != count * 2 || stored != key_bytes(key) {
+        if magic != MAGIC || ports.len() / 2 != count || ports.len() % 2 != 0 || stored != key_bytes(key) {
             return None;
         }
         let mut list = Vec::with_capacity(count);

@@ -239,7 +239,9 @@ impl State {
             for &pid in &pids {
                 if let Some(&entry) = self.live.get(&pid) {
                     live.insert(pid, entry);
-                } else if self.foreign.contains(&pid) || self.listing.is_foreign_by_age(pid) {
+                } else if (self.foreign.contains(&pid) && !self.listing.wrapped)
+                    || self.listing.is_foreign_by_age(pid)
+                {
                     foreign.insert(pid);
                 } else if pid != self.me {
                     fresh.push((pid, self.watch.parent(pid)));
@@ -457,7 +459,7 @@ impl State {
         self.unowned.retain(|&i| {
             let held = &sockets[i];
             Some(held.last) == latest
-                && (held.protocol != Protocol::Tcp || watch.tcp_listening(held.local) != Some(false))
+                && (force || held.protocol != Protocol::Tcp || watch.tcp_listening(held.local) != Some(false))
         });
         if self.unowned.is_empty() {
             return;
@@ -487,15 +489,17 @@ impl State {
 /// when no process started, and otherwise only the pids above the last one seen.
 #[derive(Default)]
 struct Listing {
-    /// The kernel's last pid at the last listing; `None` when it does not say, and then
-    /// every tick lists all of `/proc`.
+    /// The kernel's last pid at the last tick and at the one before; `None` when it does
+    /// not say, and then every tick lists all of `/proc`. A new process takes its pid a
+    /// moment before it shows in `/proc`, so each listing starts after the older of the two.
     last_pid: Option<u32>,
-    /// The last pid handed out before the sampler started: a process with a pid up to this
-    /// one existed before the run and is no descendant, unless it is one of `preexisting`.
-    /// `None` once pids have wrapped around.
-    started_after: Option<u32>,
-    /// This command's descendants when the sampler started.
-    preexisting: HashSet<u32>,
+    before_last: Option<u32>,
+    /// The processes there when the sampler started that were not this command's
+    /// descendants then: no descendant can have their pids, until pids wrap around (then
+    /// `None`).
+    foreign_at_start: Option<HashSet<u32>>,
+    /// Set by a full listing after a wrap-around: what is known of old pids is stale.
+    wrapped: bool,
     last_full: Option<Instant>,
 }
 
@@ -504,7 +508,10 @@ impl Listing {
         let Some(last_pid) = watch.last_pid() else {
             return Listing::default();
         };
-        // Read after the last pid, so that a child started in between is among them.
+        // Listed first, then the descendants: a process is in its parent's `children` from
+        // the moment it shows in `/proc`, so none listed here is missed below.
+        let mut existing = Vec::new();
+        watch.pids(&mut existing);
         let mut preexisting = HashSet::new();
         let mut parents = vec![std::process::id()];
         while let Some(parent) = parents.pop() {
@@ -514,33 +521,49 @@ impl Listing {
                 }
             }
         }
+        let me = std::process::id();
+        let foreign = existing
+            .into_iter()
+            .filter(|pid| *pid != me && !preexisting.contains(pid))
+            .collect();
         Listing {
             last_pid: Some(last_pid),
-            started_after: Some(last_pid),
-            preexisting,
+            before_last: Some(last_pid),
+            foreign_at_start: Some(foreign),
+            wrapped: false,
             last_full: None,
         }
     }
 
     /// Appends to `pids` the processes to look at this tick; `true` for a full listing (every
-    /// process), `false` for only those started since the last one.
+    /// process), `false` for only those started lately.
     fn list(&mut self, watch: &Watch, pids: &mut Vec<u32>) -> bool {
+        self.wrapped = false;
         let current = self.last_pid.and(watch.last_pid());
         let full_due = self.last_full.is_none_or(|at| at.elapsed() >= FULL_LISTING_EVERY);
-        if let (Some(last), Some(now)) = (self.last_pid, current) {
-            if now < last {
-                // Pids wrapped around: new processes may have low pids now.
-                self.started_after = None;
-            } else if !full_due {
-                if now == last {
-                    return false;
-                }
-                if watch.pids_from(last.saturating_add(1), pids) {
-                    self.last_pid = Some(now);
-                    return false;
+        match (self.before_last, self.last_pid, current) {
+            (Some(before), Some(last), Some(now)) if now >= last => {
+                if !full_due {
+                    if now == last && last == before {
+                        return false;
+                    }
+                    if watch.pids_from(before.saturating_add(1), pids) {
+                        self.before_last = Some(last);
+                        self.last_pid = Some(now);
+                        return false;
+                    }
                 }
             }
+            (_, Some(_), Some(_)) => {
+                // Pids wrapped around: new processes may have low pids now.
+                self.foreign_at_start = None;
+                self.wrapped = true;
+            }
+            // The kernel no longer says: full listings from now on, and no pid is known to
+            // be foreign by age (a wrap-around would go unnoticed).
+            _ => self.foreign_at_start = None,
         }
+        self.before_last = self.last_pid;
         self.last_pid = current;
         self.last_full = Some(Instant::now());
         watch.pids(pids);
@@ -550,8 +573,9 @@ impl Listing {
     /// Whether `pid` is known to be no descendant without reading it: it existed before the
     /// sampler started and was not among this command's descendants then.
     fn is_foreign_by_age(&self, pid: u32) -> bool {
-        self.started_after
-            .is_some_and(|before| pid <= before && !self.preexisting.contains(&pid))
+        self.foreign_at_start
+            .as_ref()
+            .is_some_and(|foreign| foreign.contains(&pid))
     }
 }
 
