@@ -50,6 +50,23 @@ impl Sandbox {
         self.lease(args).output().unwrap()
     }
 
+    /// Runs `lease ARGS` until its error names every one of `pids` as a holder (at most 10s),
+    /// and returns the last output. A command can print its line before the tool that spawned
+    /// it has handed its leases over (until then the records name the tool), so a test that
+    /// read the command's pid from that line asks again rather than race the hand-over.
+    fn output_naming(&self, args: &[&str], pids: &[u32]) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let output = self.output(args);
+            let text = stderr(&output);
+            let named = pids.iter().all(|pid| text.contains(&format!("pid {pid}")));
+            if named || Instant::now() > deadline {
+                return output;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts `lease ARGS -- sh -c SCRIPT`; the script's first line on stdout is returned.
     fn start(&self, args: &[&str], script: &str) -> Running {
         let mut full: Vec<&str> = args.to_vec();
@@ -213,19 +230,9 @@ fn concurrent_leases_are_exclusive_and_a_full_range_names_its_holders() {
     let all: Vec<u16> = sandbox.block.ports().collect();
     assert_eq!(ports, all, "three commands, three distinct ports of the range");
 
-    // A command can print its line before the tool, which spawned it, has written it into
-    // the records as their holder: the full range is asked again until the records name
-    // every command (bounded), and then checked.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (output, text) = loop {
-        let output = sandbox.output(&["--", "true"]);
-        let text = stderr(&output);
-        let named = lines.iter().all(|(_, pid)| text.contains(&format!("pid {pid}")));
-        if named || Instant::now() > deadline {
-            break (output, text);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let pids: Vec<u32> = lines.iter().map(|l| l.1).collect();
+    let output = sandbox.output_naming(&["--", "true"], &pids);
+    let text = stderr(&output);
     assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     assert!(text.contains("cannot lease a port for `true`"), "{text}");
     assert!(text.contains(&format!("held in {}", sandbox.range())), "{text}");
@@ -261,7 +268,8 @@ fn a_block_skips_a_foreign_holder_inside_the_range() {
         sandbox.range()
     );
 
-    let output = sandbox.output(&["--block", "2", "--", "true"]);
+    let command: u32 = command.parse().unwrap();
+    let output = sandbox.output_naming(&["--block", "2", "--", "true"], &[command]);
     assert_eq!(output.status.code(), Some(Exit::COULD_NOT_RUN.into()));
     let text = stderr(&output);
     assert!(
@@ -389,13 +397,8 @@ fn the_command_is_the_holder_and_its_background_child_keeps_the_lease() {
     let mut running = sandbox.start(&[], "echo $$; exec sleep 60");
     let command: u32 = running.line().parse().unwrap();
     let tool = running.child.id();
-    // The tool names the command in the records just after starting it: the command may print
-    // its line first.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    sandbox.output_naming(&["--", "true"], &[command]);
     let named = |text: &str| text.contains(&format!("by pid {command}"));
-    while !named(&stderr(&sandbox.output(&["--", "true"]))) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     signal(tool, libc::SIGKILL);
     running.child.wait().unwrap();
     let output = sandbox.output(&["--", "true"]);
