@@ -5,9 +5,13 @@
 //! - `connect`: bind `127.0.0.1:0` (or take a `TcpListener` argument), connect;
 //! - `roundtrip`: the same, then accept and send one byte each way.
 //!
-//! Each fixture comes in three variants: plain `#[test]`s, `#[test]`s that take their
-//! listener from `loopcheck::tcp_listener()` (the lease alone), and `#[loopback_test]`s (the
-//! lease and the harness: leak check, children check, context).
+//! Each fixture comes in five variants: plain `#[test]`s, `#[test]`s that take their
+//! listener from `loopcheck::tcp_listener()` (the lease alone), `#[loopback_test]`s (the
+//! lease and the harness: leak check, children check, context), plain `#[test]`s that make
+//! the system calls `#[loopback_test]` makes, directly (`benches/harness/floor.rs`): the floor
+//! the harness is up against while it keeps its safety properties, and the same floor in a
+//! binary that also links the harness (one ignored `#[loopback_test]`), so that it is loaded
+//! as `#[loopback_test]`'s binaries are.
 //!
 //! `cargo bench --bench harness` generates crates under `target/bench-harness`, builds them,
 //! and prints a Markdown table. Variants are interleaved: every round runs each of them once,
@@ -21,11 +25,21 @@
 //!   loopcheck checkout in `DIR` (for before/after figures from one run);
 //! - `BENCH_CANDIDATE=DIR` measures the loopcheck checkout in `DIR` instead of this one;
 //! - `BENCH_ROUNDS` (default 31) and `BENCH_NEXTEST_ROUNDS` (default 11) set the rounds;
+//! - `BENCH_RUN_DIR=1` gives every run an empty `LOOPCHECK_RUN_DIR`, as `cargo loopcheck test`
+//!   does, so that the `#[loopback_test]`s also write their run records (the floor writes
+//!   none: it is then a floor without them);
+//! - `BENCH_OPTIMISED_LOOPCHECK=1` builds loopcheck with `opt-level = 3` in the generated
+//!   crates (`[profile.dev.package.loopcheck]`), the tests themselves unoptimised as usual;
 //! - arguments pick fixtures and runners: `-- roundtrip nextest` runs only those.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The floor's code, which the generated crates include, compiled (and linted) here as well.
+#[allow(dead_code)]
+#[path = "harness/floor.rs"]
+mod floor;
 
 const TESTS: usize = 200;
 
@@ -123,9 +137,16 @@ fn measure(command: &[String]) {
             "note: no network namespace (needs root or user namespaces): measuring on the host's sockets"
         );
     }
+    let run_dir = std::env::var_os("BENCH_RUN_DIR")
+        .filter(|v| v == "1")
+        .map(|_| tempfile::tempdir().expect("a run directory"));
+    let mut child = Command::new(&command[0]);
+    if let Some(dir) = &run_dir {
+        child.env(loopcheck::lease::RUN_DIR_VAR, dir.path());
+    }
     let before = children_cpu();
     let start = Instant::now();
-    let status = Command::new(&command[0])
+    let status = child
         .args(&command[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -231,6 +252,12 @@ fn main() {
         load()
     );
     println!("loopcheck: {}", candidate_loopcheck.display());
+    if std::env::var_os("BENCH_RUN_DIR").is_some_and(|v| v == "1") {
+        println!("every run with an empty LOOPCHECK_RUN_DIR: the run records are written");
+    }
+    if std::env::var_os("BENCH_OPTIMISED_LOOPCHECK").is_some_and(|v| v == "1") {
+        println!("loopcheck built with opt-level = 3, the tests unoptimised");
+    }
     if let Some(dir) = std::env::var_os("BENCH_BASELINE") {
         println!("baseline: loopcheck at {}", Path::new(&dir).display());
     }
@@ -259,6 +286,18 @@ fn main() {
                 "library",
             ),
             variant("`#[loopback_test]`", &candidate, &candidate_dir, "loopback"),
+            variant(
+                "plain + the harness's system calls (floor)",
+                &candidate,
+                &candidate_dir,
+                "floor",
+            ),
+            variant(
+                "the floor + the harness linked, not run",
+                &candidate,
+                &candidate_dir,
+                "linked",
+            ),
         ];
         if let Some((binaries, dir)) = &baseline {
             variants.push(variant("`#[loopback_test]`, baseline", binaries, dir, "loopback"));
@@ -354,13 +393,18 @@ fn interleaved(rounds: usize, variants: &[Variant], runner: Runner) -> Vec<Vec<S
 fn generate(dir: &Path, loopcheck: &Path) {
     std::fs::create_dir_all(dir.join("tests")).expect("bench crate directory");
     std::fs::create_dir_all(dir.join("src")).expect("bench crate directory");
-    let manifest = format!(
+    let mut manifest = format!(
         "[package]\nname = \"bench-harness\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-         [dev-dependencies]\nloopcheck = {{ path = {:?} }}\n\n[workspace]\n",
+         [dev-dependencies]\nlibc = \"0.2\"\nloopcheck = {{ path = {:?} }}\n\n[workspace]\n",
         loopcheck.display().to_string()
     );
+    if std::env::var_os("BENCH_OPTIMISED_LOOPCHECK").is_some_and(|v| v == "1") {
+        manifest.push_str("\n[profile.dev.package.loopcheck]\nopt-level = 3\n");
+    }
     write_if_changed(&dir.join("Cargo.toml"), &manifest);
     write_if_changed(&dir.join("src/lib.rs"), "");
+    std::fs::create_dir_all(dir.join("tests/floor")).expect("bench crate directory");
+    write_if_changed(&dir.join("tests/floor/mod.rs"), include_str!("harness/floor.rs"));
     let header = "use std::io::{Read, Write};\nuse std::net::{TcpListener, TcpStream};\n\n\
                   #[allow(dead_code)]\nfn roundtrip(listener: &TcpListener) {\n    \
                   let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();\n    \
@@ -375,6 +419,7 @@ fn generate(dir: &Path, loopcheck: &Path) {
         let mut plain = String::from(header);
         let mut library = String::from(header);
         let mut loopback = format!("{header}use loopcheck::loopback_test;\n\n");
+        let mut floor = format!("{header}mod floor;\n\n");
         for i in 0..TESTS {
             plain.push_str(&format!(
                 "#[test]\nfn t{i:03}() {{\n    let listener = TcpListener::bind(\"127.0.0.1:0\").unwrap();\n    {body}\n}}\n\n"
@@ -385,10 +430,24 @@ fn generate(dir: &Path, loopcheck: &Path) {
             loopback.push_str(&format!(
                 "#[loopback_test]\nfn t{i:03}(listener: TcpListener) {{\n    {body}\n}}\n\n"
             ));
+            // The address is asked for once more than the harness does (it knows it from the
+            // allocation): one `getsockname` above the floor.
+            floor.push_str(&format!(
+                "#[test]\nfn t{i:03}() {{\n    let listener = TcpListener::bind(\"127.0.0.1:0\").unwrap();\n    \
+                 let addr = listener.local_addr().unwrap();\n    let lease = floor::acquire(&listener, addr);\n    \
+                 {body}\n    drop(listener);\n    floor::release(lease, addr);\n}}\n\n"
+            ));
         }
         write_if_changed(&dir.join(format!("tests/plain_{fixture}.rs")), &plain);
         write_if_changed(&dir.join(format!("tests/library_{fixture}.rs")), &library);
         write_if_changed(&dir.join(format!("tests/loopback_{fixture}.rs")), &loopback);
+        // The same, with the harness linked in but never run (an ignored `#[loopback_test]`):
+        // a test binary also pays, at every start, for loading the code that diagnoses a failure.
+        let linked = format!(
+            "{floor}#[loopcheck::loopback_test]\n#[ignore]\nfn never_run(listener: TcpListener) {{\n    {body}\n}}\n"
+        );
+        write_if_changed(&dir.join(format!("tests/floor_{fixture}.rs")), &floor);
+        write_if_changed(&dir.join(format!("tests/linked_{fixture}.rs")), &linked);
     }
 }
 

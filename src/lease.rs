@@ -369,38 +369,14 @@ fn encode_held_record(
             cut -= 1;
         }
         json.push_str(r#","test":"#);
-        push_json_string(&mut json, &test[..cut]);
+        crate::json::push_string(&mut json, &test[..cut]);
     }
     if let Some(run_id) = run_id {
         json.push_str(r#","run_id":"#);
-        push_json_string(&mut json, run_id);
+        crate::json::push_string(&mut json, run_id);
     }
     let _ = write!(json, r#","since_ms":{since_ms}}}"#);
     json.into_bytes()
-}
-
-/// Appends `text` as a JSON string literal.
-fn push_json_string(json: &mut String, text: &str) {
-    json.push('"');
-    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\';
-    if text.bytes().all(plain) {
-        json.push_str(text);
-    } else {
-        for c in text.chars() {
-            match c {
-                '"' => json.push_str("\\\""),
-                '\\' => json.push_str("\\\\"),
-                '\n' => json.push_str("\\n"),
-                '\t' => json.push_str("\\t"),
-                '\r' => json.push_str("\\r"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(json, "\\u{:04x}", c as u32);
-                }
-                c => json.push(c),
-            }
-        }
-    }
-    json.push('"');
 }
 
 #[cfg(unix)]

@@ -89,6 +89,7 @@ mod alloc;
 mod block;
 mod error;
 mod harness;
+mod json;
 /// The run contract with `cargo loopcheck test`. Hidden from the docs: only the CLI reads the
 /// records; users see the variables as `loopcheck::lease::{TEST_VAR, RUN_DIR_VAR}`.
 #[doc(hidden)]

@@ -134,6 +134,69 @@ pub struct RunRecord {
     pub binary: Option<PathBuf>,
 }
 
+impl RunRecord {
+    /// The record as one line of JSON, ending in a newline: the value `serde_json` would
+    /// write, written by hand (see [`crate::json`]) except for the diagnoses and leaks, which
+    /// only failing and leaking tests have. One difference: a `binary` path that is not UTF-8
+    /// is written as `null`, where `serde_json` fails and the record would be lost.
+    fn to_json_line(&self) -> io::Result<Vec<u8>> {
+        use crate::json::{push_optional_string, push_string};
+        use std::fmt::Write as _;
+
+        let push_diagnoses = |json: &mut String, list: &[Diagnosis]| -> io::Result<()> {
+            if list.is_empty() {
+                json.push_str("[]");
+            } else {
+                json.push_str(&serde_json::to_string(list).map_err(io::Error::other)?);
+            }
+            Ok(())
+        };
+        let mut json = String::with_capacity(256);
+        json.push_str(r#"{"name":"#);
+        push_string(&mut json, &self.name);
+        if let Some(outcome) = &self.outcome {
+            json.push_str(r#","outcome":"#);
+            push_string(&mut json, outcome);
+        }
+        json.push_str(r#","message":"#);
+        push_optional_string(&mut json, self.message.as_deref());
+        json.push_str(r#","ports":["#);
+        for (i, port) in self.ports.iter().enumerate() {
+            // Writing to a String cannot fail.
+            let _ = write!(json, "{}{port}", if i == 0 { "" } else { "," });
+        }
+        json.push_str(r#"],"given":["#);
+        for (i, given) in self.given.iter().enumerate() {
+            let _ = write!(
+                json,
+                r#"{}{{"protocol":"{}","port":{},"addrs":["#,
+                if i == 0 { "" } else { "," },
+                given.protocol.as_str(),
+                given.port
+            );
+            for (j, addr) in given.addrs.iter().enumerate() {
+                let _ = write!(json, r#"{}"{addr}""#, if j == 0 { "" } else { "," });
+            }
+            json.push_str("]}");
+        }
+        json.push_str(r#"],"diagnoses":"#);
+        push_diagnoses(&mut json, &self.diagnoses)?;
+        json.push_str(r#","leaks":"#);
+        push_diagnoses(&mut json, &self.leaks)?;
+        if let Some(duration_ms) = self.duration_ms {
+            let _ = write!(json, r#","duration_ms":{duration_ms}"#);
+        }
+        if let Some(pid) = self.pid {
+            let _ = write!(json, r#","pid":{pid}"#);
+        }
+        json.push_str(r#","binary":"#);
+        // A path that is not UTF-8 is left out, where `serde_json` would lose the record.
+        push_optional_string(&mut json, self.binary.as_deref().and_then(Path::to_str));
+        json.push_str("}\n");
+        Ok(json.into_bytes())
+    }
+}
+
 /// Appends `record` as one line to `records.jsonl` in `dir`, in one `write` to a file opened
 /// once per process in append mode: a record costs one system call rather than a file creation
 /// (about 0.2 ms on ext4), and appends of whole lines from several processes do not interleave.
@@ -142,8 +205,7 @@ pub(crate) fn append_record(dir: &Path, record: &RunRecord) -> io::Result<()> {
     use std::sync::Mutex;
 
     static FILE: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
-    let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-    line.push(b'\n');
+    let line = record.to_json_line()?;
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if file.as_ref().is_none_or(|(open, _)| open != dir) {
         let path = dir.join(RECORDS_FILE);
@@ -247,5 +309,62 @@ mod tests {
         let json = |r: &RunRecord| serde_json::to_value(r).unwrap();
         let read: Vec<_> = read_records(dir.path()).iter().map(json).collect();
         assert_eq!(read, [json(&record), json(&record)]);
+    }
+
+    #[test]
+    fn the_hand_written_line_is_the_value_serde_writes() {
+        let leak = Diagnosis::new(Code::LeakedChild, None, "child \"x\" still\nrunning", "end it");
+        let full = RunRecord {
+            name: "net::\"odd\"\tname".to_owned(),
+            outcome: Some("failed".to_owned()),
+            message: Some("panicked at src/lib.rs:3:5:\nAddrInUse \u{1}".to_owned()),
+            ports: vec![1, 65535],
+            given: vec![
+                GivenSocket {
+                    protocol: Protocol::Tcp,
+                    // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
+                    port: 1,
+                    // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
+                    addrs: ["127.0.0.1:1", "[::1]:1", "[fe80::1%2]:1"]
+                        .map(|a| a.parse().unwrap())
+                        .to_vec(),
+                },
+                GivenSocket {
+                    protocol: Protocol::Udp,
+                    // loopcheck:allow(LC010): test data the code under test parses or prints, never bound
+                    port: 65535,
+                    addrs: Vec::new(),
+                },
+            ],
+            diagnoses: vec![leak.clone()],
+            leaks: vec![leak.clone(), leak],
+            duration_ms: Some(u64::MAX),
+            pid: Some(u32::MAX),
+            binary: Some(PathBuf::from("/target/debug/deps/net-ü")),
+        };
+        let bare = RunRecord {
+            name: "net::bare".to_owned(),
+            ..RunRecord::default()
+        };
+        for record in [full, bare] {
+            let line = record.to_json_line().unwrap();
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert!(!line[..line.len() - 1].contains(&b'\n'), "one line");
+            let hand: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(hand, serde_json::to_value(&record).unwrap());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_binary_path_that_is_not_utf8_loses_only_itself() {
+        use std::os::unix::ffi::OsStrExt;
+        let record = RunRecord {
+            name: "net::t".to_owned(),
+            binary: Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/bin/\xff"))),
+            ..RunRecord::default()
+        };
+        let read: RunRecord = serde_json::from_slice(&record.to_json_line().unwrap()).unwrap();
+        assert_eq!((read.name.as_str(), read.binary), ("net::t", None));
     }
 }

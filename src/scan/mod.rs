@@ -380,13 +380,13 @@ mod linux {
 
     use super::process::ProcessReader;
     use super::procfs::ProcFs;
-    use super::sock_diag::{ALL_STATES, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
+    use super::sock_diag::{ALL_STATES, Family, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
     use super::{Protocol, Selection, SocketTable, owners};
 
-    /// One netlink dump per selected protocol and family; listeners only means the kernel
-    /// walks the listening tables alone.
+    /// One netlink dump per selected protocol and family, one for both families for TCP;
+    /// listeners only means the kernel walks the listening tables alone.
     pub(super) fn queries(selection: &Selection) -> Vec<Query> {
-        let mut queries = Vec::with_capacity(4);
+        let mut queries = Vec::with_capacity(3);
         for (protocol, wanted, listening) in [
             (Protocol::Tcp, selection.tcp, TCP_LISTEN_BIT),
             (Protocol::Udp, selection.udp, UDP_UNCONNECTED_BIT),
@@ -399,10 +399,15 @@ mod linux {
             } else {
                 ALL_STATES
             };
-            for ipv6 in [false, true] {
+            // TCP asks for both families in one dump: one walk of each table instead of two.
+            let families: &[Family] = match protocol {
+                Protocol::Tcp => &[Family::Both],
+                Protocol::Udp => &[Family::V4, Family::V6],
+            };
+            for &family in families {
                 queries.push(Query {
                     protocol,
-                    ipv6,
+                    family,
                     states,
                 });
             }
@@ -570,7 +575,9 @@ mod tests {
     #[test]
     fn queries_follow_the_selection() {
         let queries = linux::queries(&Selection::new(&ScanOptions::listeners()));
-        assert_eq!(queries.len(), 4);
+        // TCP over both families in one query, UDP one per family.
+        assert_eq!(queries.len(), 3);
+        assert_eq!(queries[0].family, sock_diag::Family::Both);
         assert!(queries.iter().all(|q| q.states.count_ones() == 1));
         let queries = linux::queries(&Selection::new(&ScanOptions {
             udp: true,

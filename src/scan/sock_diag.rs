@@ -1,19 +1,25 @@
-//! Linux netlink `NETLINK_SOCK_DIAG` dumps (`inet_diag_req_v2` / `inet_diag_msg`), the way
-//! `ss` reads the socket tables, written against the kernel's UAPI layouts
-//! (`linux/netlink.h`, `linux/sock_diag.h`, `linux/inet_diag.h`).
+//! Linux netlink `NETLINK_SOCK_DIAG` dumps (`inet_diag_req_v2`, and `inet_diag_req` for TCP
+//! over both families / `inet_diag_msg`), the way `ss` reads the socket tables, written against
+//! the kernel's UAPI layouts (`linux/netlink.h`, `linux/sock_diag.h`, `linux/inet_diag.h`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Protocol, SocketEntry, SocketState};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The older request of `inet_diag` (`struct inet_diag_req`), TCP only: the kernel ignores its
+/// family for dumps, so one dump walks each table once for IPv4 and IPv6 together, where
+/// `SOCK_DIAG_BY_FAMILY` walks it once per family. Its replies carry this type too.
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 /// `NLM_F_DUMP_INTR`: the tables changed while the dump ran, so it may be inconsistent.
 const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_HDRLEN: usize = 16;
 const INET_DIAG_REQ_V2_LEN: usize = 56;
+const INET_DIAG_REQ_LEN: usize = 60;
 const INET_DIAG_MSG_LEN: usize = 72;
 
 /// Kernel state bits (`1 << TCP_*`) for [`Query::states`].
@@ -31,11 +37,21 @@ const MAX_DATAGRAMS_PER_DUMP: usize = 1 << 20;
 const MAX_INTERRUPTS: usize = 1000;
 const RECV_TIMEOUT_SECS: libc::time_t = 5;
 
-/// One dump request: a protocol over one address family, restricted to some states.
+/// The address families a [`Query`] covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    V4,
+    V6,
+    /// IPv4 and IPv6 in one dump: TCP only (see [`TCPDIAG_GETSOCK`]); where the kernel
+    /// refuses that request, the dump falls back to one query per family.
+    Both,
+}
+
+/// One dump request: a protocol over one or both address families, restricted to some states.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Query {
     pub(crate) protocol: Protocol,
-    pub(crate) ipv6: bool,
+    pub(crate) family: Family,
     /// A bit mask of `1 << TCP_*` states; the kernel filters on it, so excluded states
     /// (`TIME_WAIT` for listeners) cost nothing.
     pub(crate) states: u32,
@@ -53,12 +69,18 @@ pub(crate) fn dump(queries: &[Query], out: &mut Vec<SocketEntry>) -> io::Result<
     Dumper::open()?.dump(queries, out)
 }
 
+/// Set once the kernel refused a [`Family::Both`] request: dumpers opened after it ask per
+/// family at once, rather than each paying for a refusal.
+static BOTH_FAMILIES_REFUSED: AtomicBool = AtomicBool::new(false);
+
 /// A netlink socket and its receive buffer, kept for repeated dumps (a sampler's): opening
 /// them costs as much as a small dump.
 pub(crate) struct Dumper {
     socket: NetlinkSocket,
     buf: Vec<u8>,
     seq: u32,
+    /// The kernel refused a [`Family::Both`] request once: ask per family from then on.
+    one_family_at_a_time: bool,
 }
 
 impl Dumper {
@@ -67,6 +89,7 @@ impl Dumper {
             socket: NetlinkSocket::open()?,
             buf: vec![0u8; RECV_BUFFER],
             seq: 0,
+            one_family_at_a_time: BOTH_FAMILIES_REFUSED.load(Ordering::Relaxed),
         })
     }
 
@@ -74,22 +97,46 @@ impl Dumper {
     pub(crate) fn dump(&mut self, queries: &[Query], out: &mut Vec<SocketEntry>) -> io::Result<DumpNotes> {
         let mut notes = DumpNotes::default();
         for query in queries {
-            self.seq = self.seq.wrapping_add(1);
-            let seq = self.seq;
-            self.query(seq, query, out, &mut notes)?;
+            let both = query.family == Family::Both && query.protocol == Protocol::Tcp;
+            if both && !self.one_family_at_a_time {
+                let kept = out.len();
+                match self.query(query, out, &mut notes) {
+                    Ok(()) => continue,
+                    Err(error)
+                        if !matches!(
+                            error.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP)
+                        ) =>
+                    {
+                        return Err(error);
+                    }
+                    Err(_) => {
+                        out.truncate(kept);
+                        self.one_family_at_a_time = true;
+                        BOTH_FAMILIES_REFUSED.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            if query.family == Family::Both {
+                for family in [Family::V4, Family::V6] {
+                    self.query(&Query { family, ..*query }, out, &mut notes)?;
+                }
+            } else {
+                self.query(query, out, &mut notes)?;
+            }
         }
         Ok(notes)
     }
 
-    fn query(
-        &mut self,
-        seq: u32,
-        query: &Query,
-        out: &mut Vec<SocketEntry>,
-        notes: &mut DumpNotes,
-    ) -> io::Result<()> {
+    /// One dump; a [`Family::Both`] query must be TCP.
+    fn query(&mut self, query: &Query, out: &mut Vec<SocketEntry>, notes: &mut DumpNotes) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
         let (socket, buf) = (&self.socket, &mut self.buf);
-        socket.send(&request(seq, query))?;
+        match query.family {
+            Family::Both => socket.send(&request_both_families(seq, query.states))?,
+            _ => socket.send(&request(seq, query))?,
+        }
         let mut finished = false;
         for _ in 0..MAX_DATAGRAMS_PER_DUMP {
             let len = socket.recv(buf)?;
@@ -108,13 +155,12 @@ impl Dumper {
 /// `nlmsghdr` + `inet_diag_req_v2`, with an all-zero socket id (no address filter).
 fn request(seq: u32, query: &Query) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
     let mut req = [0u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    req[0..4].copy_from_slice(&((NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN) as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req[6..8].copy_from_slice(&flags.to_ne_bytes());
-    req[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0: the kernel is the destination.
-    let family = if query.ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+    dump_header(&mut req, SOCK_DIAG_BY_FAMILY, seq);
+    let family = if query.family == Family::V6 {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     let protocol = match query.protocol {
         Protocol::Tcp => libc::IPPROTO_TCP,
         Protocol::Udp => libc::IPPROTO_UDP,
@@ -124,6 +170,27 @@ fn request(seq: u32, query: &Query) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN]
     // idiag_ext 0: no extensions, so every reply is the bare 72-byte message.
     req[20..24].copy_from_slice(&query.states.to_ne_bytes());
     req
+}
+
+/// `nlmsghdr` + `inet_diag_req` for a TCP dump of both families: family, address lengths and
+/// extensions zero, an all-zero socket id, then the states (`idiag_dbs` zero).
+fn request_both_families(seq: u32, states: u32) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + INET_DIAG_REQ_LEN];
+    dump_header(&mut req, TCPDIAG_GETSOCK, seq);
+    let states_at = NLMSG_HDRLEN + 4 + 48;
+    req[states_at..states_at + 4].copy_from_slice(&states.to_ne_bytes());
+    req
+}
+
+/// Writes the `nlmsghdr` of a dump request of type `kind` over the whole of `req`; its
+/// `nlmsg_pid` stays 0: the kernel is the destination.
+fn dump_header(req: &mut [u8], kind: u16, seq: u32) {
+    let len = u32::try_from(req.len()).unwrap_or(u32::MAX);
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
 }
 
 /// Whether a TCP socket listens on `addr`, or on its family's wildcard address: the question
@@ -144,7 +211,7 @@ pub(crate) fn tcp_listening(addr: SocketAddr) -> io::Result<bool> {
     *seq = seq.wrapping_add(1);
     let query = Query {
         protocol: Protocol::Tcp,
-        ipv6: addr.is_ipv6(),
+        family: if addr.is_ipv6() { Family::V6 } else { Family::V4 },
         states: TCP_LISTEN_BIT,
     };
     let mut req = request(*seq, &query);
@@ -231,7 +298,7 @@ fn parse_datagram(
                 }
                 None => return Err(invalid("truncated netlink error")),
             },
-            SOCK_DIAG_BY_FAMILY => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 let Some(msg) = payload.get(..INET_DIAG_MSG_LEN) else {
                     return Err(invalid("truncated inet_diag_msg"));
                 };
@@ -499,7 +566,7 @@ mod tests {
     fn request_layout() {
         let query = Query {
             protocol: Protocol::Udp,
-            ipv6: true,
+            family: Family::V6,
             states: UDP_UNCONNECTED_BIT,
         };
         let req = request(7, &query);
@@ -647,7 +714,7 @@ mod tests {
         let local = listener.local_addr().unwrap();
         let query = Query {
             protocol: Protocol::Tcp,
-            ipv6: false,
+            family: Family::V4,
             states: TCP_LISTEN_BIT,
         };
         let mut out = Vec::new();
@@ -663,6 +730,53 @@ mod tests {
             }
             Err(err) => crate::sys::skip_test(&format!("netlink sock_diag is unavailable here: {err}")),
         }
+    }
+
+    #[test]
+    fn one_tcp_dump_covers_both_families_as_two_do() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = crate::policy::ipv6_available()
+            .then(|| std::net::TcpListener::bind("[::1]:0").ok())
+            .flatten();
+        let mut ours: Vec<SocketAddr> = vec![v4.local_addr().unwrap()];
+        ours.extend(v6.iter().map(|l| l.local_addr().unwrap()));
+        let both = Query {
+            protocol: Protocol::Tcp,
+            family: Family::Both,
+            states: TCP_LISTEN_BIT,
+        };
+        let mut dumper = match Dumper::open() {
+            Ok(dumper) => dumper,
+            Err(err) => {
+                return crate::sys::skip_test(&format!("netlink sock_diag is unavailable here: {err}"));
+            }
+        };
+        // One request, then (as after a refusal) one per family: the same listeners.
+        for one_at_a_time in [false, true] {
+            dumper.one_family_at_a_time = one_at_a_time;
+            let mut out = Vec::new();
+            dumper.dump(&[both], &mut out).unwrap();
+            if !one_at_a_time && dumper.one_family_at_a_time {
+                crate::sys::skip_test("this kernel refuses TCPDIAG_GETSOCK: only the fallback was tested");
+            }
+            for addr in &ours {
+                let found: Vec<_> = out.iter().filter(|s| s.local == *addr).collect();
+                assert_eq!(
+                    found.len(),
+                    1,
+                    "{addr} once, one request per family: {one_at_a_time}"
+                );
+                assert_eq!(found[0].state, SocketState::Listen);
+                assert!(found[0].inode.is_some());
+            }
+        }
+        let req = request_both_families(3, TCP_LISTEN_BIT);
+        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 76);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(
+            u32::from_ne_bytes(req[68..72].try_into().unwrap()),
+            TCP_LISTEN_BIT
+        );
     }
 
     mod fuzz {

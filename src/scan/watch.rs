@@ -4,32 +4,28 @@
 
 use std::collections::HashMap;
 
-use super::process::{ProcessReader, find_env};
+use super::process::{ProcessReader, find_envs};
 use super::procfs::{LastPid, ProcFs};
-use super::sock_diag::{Dumper, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
+use super::sock_diag::{Dumper, Family, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
 use super::{ProcessInfo, Protocol, ScanError, SocketEntry};
 
 /// What every sample asks the kernel: listening TCP and unconnected (bound) UDP sockets, over
-/// IPv4 and IPv6. Connected sockets and `TIME_WAIT` are filtered out by the kernel.
-const LISTENERS: [Query; 4] = [
+/// IPv4 and IPv6 (TCP in one dump). Connected sockets and `TIME_WAIT` are filtered out by the
+/// kernel.
+const LISTENERS: [Query; 3] = [
     Query {
         protocol: Protocol::Tcp,
-        ipv6: false,
-        states: TCP_LISTEN_BIT,
-    },
-    Query {
-        protocol: Protocol::Tcp,
-        ipv6: true,
+        family: Family::Both,
         states: TCP_LISTEN_BIT,
     },
     Query {
         protocol: Protocol::Udp,
-        ipv6: false,
+        family: Family::V4,
         states: UDP_UNCONNECTED_BIT,
     },
     Query {
         protocol: Protocol::Udp,
-        ipv6: true,
+        family: Family::V6,
         states: UDP_UNCONNECTED_BIT,
     },
 ];
@@ -104,10 +100,22 @@ impl Watch {
 
     /// Reads process `pid`; `None` when it is gone.
     pub fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
+        self.process_with_environment(pid, &[])
+            .map(|(process, _)| process)
+    }
+
+    /// Reads process `pid` and, from the same read of its environment, the values of the
+    /// variables `keys`, as [`environment`](Self::environment) gives them; `None` when the
+    /// process is gone.
+    pub fn process_with_environment(
+        &mut self,
+        pid: u32,
+        keys: &[&str],
+    ) -> Option<(ProcessInfo, Vec<Option<String>>)> {
         let mut reader = ProcessReader::with_users(&self.proc, self.users.take());
-        let process = reader.read(pid);
+        let read = reader.read_with_environment(pid, keys);
         self.users = reader.into_users();
-        process
+        read
     }
 
     /// Appends the pids of every process to `out` (one `/proc` directory listing).
@@ -192,9 +200,7 @@ impl Watch {
         if self.proc.read(pid, c"environ", &mut self.buf).is_err() {
             return vec![None; keys.len()];
         }
-        keys.iter()
-            .map(|key| find_env(&self.buf, key.as_bytes()))
-            .collect()
+        find_envs(&self.buf, keys)
     }
 }
 
@@ -251,6 +257,10 @@ mod tests {
         let path = watch.environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"]);
         assert_eq!(path[0], std::env::var("PATH").ok());
         assert_eq!(path[1], None);
+        let (process, both) = watch
+            .process_with_environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"])
+            .unwrap();
+        assert_eq!((process.pid, both), (me, path));
     }
 
     #[test]
