@@ -247,11 +247,6 @@ pub(crate) fn parse_cmdline(buf: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The values of the variables `keys`, in order, in a NUL-separated environment block.
-pub(crate) fn find_envs(environ: &[u8], keys: &[&str]) -> Vec<Option<String>> {
-    keys.iter().map(|key| find_env(environ, key.as_bytes())).collect()
-}
-
 /// The value of variable `key` in a NUL-separated environment block (`/proc/PID/environ`).
 pub(crate) fn find_env(environ: &[u8], key: &[u8]) -> Option<String> {
     environ.split(|&b| b == 0).find_map(|entry| {
@@ -319,16 +314,6 @@ impl<'p> ProcessReader<'p> {
 
     /// `None` when `/proc/PID/stat` cannot be read: the process is gone.
     pub(crate) fn read(&mut self, pid: u32) -> Option<ProcessInfo> {
-        self.read_with_environment(pid, &[]).map(|(process, _)| process)
-    }
-
-    /// [`read`](Self::read), and the values of the environment variables `keys` from the
-    /// same read of `/proc/PID/environ` (all `None` when it is unreadable).
-    pub(crate) fn read_with_environment(
-        &mut self,
-        pid: u32,
-        keys: &[&str],
-    ) -> Option<(ProcessInfo, Vec<Option<String>>)> {
         use std::os::unix::ffi::OsStrExt;
 
         self.proc.read(pid, c"stat", &mut self.buf).ok()?;
@@ -351,11 +336,11 @@ impl<'p> ProcessReader<'p> {
         };
         let user = uid.and_then(|uid| self.user_name(uid));
         // Another user's environment needs ptrace access: unreadable is normal.
-        let (loopcheck_test, values) = match self.proc.read(pid, c"environ", &mut self.buf) {
-            Ok(()) => (find_env(&self.buf, LOOPCHECK_TEST), find_envs(&self.buf, keys)),
-            Err(_) => (None, vec![None; keys.len()]),
+        let loopcheck_test = match self.proc.read(pid, c"environ", &mut self.buf) {
+            Ok(()) => find_env(&self.buf, LOOPCHECK_TEST),
+            Err(_) => None,
         };
-        let process = ProcessInfo {
+        Some(ProcessInfo {
             pid,
             ppid,
             pgid,
@@ -367,8 +352,7 @@ impl<'p> ProcessReader<'p> {
             start_time,
             state,
             loopcheck_test,
-        };
-        Some((process, values))
+        })
     }
 
     /// Hands over the user names read so far, for a later reader.

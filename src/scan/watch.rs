@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::process::{ProcessReader, find_envs};
+use super::process::{ProcessReader, find_env};
 use super::procfs::{LastPid, ProcFs};
 use super::sock_diag::{Dumper, Family, Query, TCP_LISTEN_BIT, UDP_UNCONNECTED_BIT};
 use super::{ProcessInfo, Protocol, ScanError, SocketEntry};
@@ -100,22 +100,10 @@ impl Watch {
 
     /// Reads process `pid`; `None` when it is gone.
     pub fn process(&mut self, pid: u32) -> Option<ProcessInfo> {
-        self.process_with_environment(pid, &[])
-            .map(|(process, _)| process)
-    }
-
-    /// Reads process `pid` and, from the same read of its environment, the values of the
-    /// variables `keys`, as [`environment`](Self::environment) gives them; `None` when the
-    /// process is gone.
-    pub fn process_with_environment(
-        &mut self,
-        pid: u32,
-        keys: &[&str],
-    ) -> Option<(ProcessInfo, Vec<Option<String>>)> {
         let mut reader = ProcessReader::with_users(&self.proc, self.users.take());
-        let read = reader.read_with_environment(pid, keys);
+        let process = reader.read(pid);
         self.users = reader.into_users();
-        read
+        process
     }
 
     /// Appends the pids of every process to `out` (one `/proc` directory listing).
@@ -200,7 +188,9 @@ impl Watch {
         if self.proc.read(pid, c"environ", &mut self.buf).is_err() {
             return vec![None; keys.len()];
         }
-        find_envs(&self.buf, keys)
+        keys.iter()
+            .map(|key| find_env(&self.buf, key.as_bytes()))
+            .collect()
     }
 }
 
@@ -257,10 +247,6 @@ mod tests {
         let path = watch.environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"]);
         assert_eq!(path[0], std::env::var("PATH").ok());
         assert_eq!(path[1], None);
-        let (process, both) = watch
-            .process_with_environment(me, &["PATH", "LOOPCHECK_NO_SUCH_VAR"])
-            .unwrap();
-        assert_eq!((process.pid, both), (me, path));
     }
 
     #[test]

@@ -368,9 +368,9 @@ impl State {
 
     /// Who process `pid` is, attributed to its test, and its parent's pid.
     fn owner(&mut self, pid: u32) -> Option<(Owner, Option<u32>)> {
-        let (process, environment) = self.watch.process_with_environment(pid, &KEYS)?;
+        let process = self.watch.process(pid)?;
         let [test_name, binary_id, attempt, loopcheck_test, run_dir] =
-            <[Option<String>; 5]>::try_from(environment).ok()?;
+            <[Option<String>; 5]>::try_from(self.watch.environment(pid, &KEYS)).ok()?;
         let exact = process
             .cmdline
             .iter()
