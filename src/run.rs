@@ -190,7 +190,7 @@ impl RunRecord {
             let _ = write!(json, r#","pid":{pid}"#);
         }
         json.push_str(r#","binary":"#);
-        // A path that is not UTF-8 is left out, where `serde_json` would lose the record.
+        // A path that is not UTF-8 is written as null, where `serde_json` would lose the record.
         push_optional_string(&mut json, self.binary.as_deref().and_then(Path::to_str));
         json.push_str("}\n");
         Ok(json.into_bytes())

@@ -97,38 +97,35 @@ impl Dumper {
     pub(crate) fn dump(&mut self, queries: &[Query], out: &mut Vec<SocketEntry>) -> io::Result<DumpNotes> {
         let mut notes = DumpNotes::default();
         for query in queries {
-            let both = query.family == Family::Both && query.protocol == Protocol::Tcp;
-            if both && !self.one_family_at_a_time {
+            if query.family != Family::Both {
+                self.query(query, out, &mut notes)?;
+                continue;
+            }
+            if query.protocol == Protocol::Tcp && !self.one_family_at_a_time {
                 let kept = out.len();
                 match self.query(query, out, &mut notes) {
                     Ok(()) => continue,
                     Err(error)
-                        if !matches!(
+                        if matches!(
                             error.raw_os_error(),
                             Some(libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP)
                         ) =>
                     {
-                        return Err(error);
-                    }
-                    Err(_) => {
                         out.truncate(kept);
                         self.one_family_at_a_time = true;
                         BOTH_FAMILIES_REFUSED.store(true, Ordering::Relaxed);
                     }
+                    Err(error) => return Err(error),
                 }
             }
-            if query.family == Family::Both {
-                for family in [Family::V4, Family::V6] {
-                    self.query(&Query { family, ..*query }, out, &mut notes)?;
-                }
-            } else {
-                self.query(query, out, &mut notes)?;
+            for family in [Family::V4, Family::V6] {
+                self.query(&Query { family, ..*query }, out, &mut notes)?;
             }
         }
         Ok(notes)
     }
 
-    /// One dump; a [`Family::Both`] query must be TCP.
+    /// One dump; [`dump`](Self::dump) sends a [`Family::Both`] query here for TCP only.
     fn query(&mut self, query: &Query, out: &mut Vec<SocketEntry>, notes: &mut DumpNotes) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
