@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+mod cache;
+
 /// What loopcheck needs to know about a workspace.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -19,31 +21,21 @@ pub struct Workspace {
 
 impl Workspace {
     /// Reads the workspace of `manifest_path`, or of the current directory. Uses `$CARGO`
-    /// when set, as cargo sets it for subcommands.
+    /// when set, as cargo sets it for subcommands. An unchanged workspace is read from the
+    /// cache of an earlier run (see [`cache`]).
     pub fn load(manifest_path: Option<&Path>) -> Result<Workspace> {
-        let mut command = cargo_metadata::MetadataCommand::new();
-        command.no_deps();
-        if let Some(path) = manifest_path {
-            command.manifest_path(path);
+        let cached = cache_dir().zip(cache::Invocation::current(manifest_path));
+        if let Some((dir, invocation)) = &cached
+            && let Some(metadata) = cache::lookup(dir, invocation)
+        {
+            return Ok(Workspace::from(metadata));
         }
-        let metadata = command.exec().map_err(|source| match source {
-            cargo_metadata::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::Spawn {
-                program: std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-                source: io,
-            },
-            source => Error::Metadata {
-                manifest: manifest_path.map(Path::to_path_buf),
-                source,
-            },
-        })?;
-        let members: Vec<cargo_metadata::Package> =
-            metadata.workspace_packages().into_iter().cloned().collect();
-        Ok(Workspace {
-            root: metadata.workspace_root.into_std_path_buf(),
-            target_dir: metadata.target_directory.into_std_path_buf(),
-            packages: members,
-            metadata: metadata.workspace_metadata,
-        })
+        let started = std::time::SystemTime::now();
+        let metadata = run_metadata(manifest_path)?;
+        if let Some((dir, invocation)) = &cached {
+            cache::store(dir, invocation, &metadata, started);
+        }
+        Ok(Workspace::from(metadata))
     }
 
     /// What `exe` is to this workspace, in words: a target's test binary (`deps/NAME-HASH`)
@@ -94,6 +86,59 @@ impl Workspace {
     }
 }
 
+impl From<cargo_metadata::Metadata> for Workspace {
+    fn from(metadata: cargo_metadata::Metadata) -> Workspace {
+        let members: Vec<cargo_metadata::Package> =
+            metadata.workspace_packages().into_iter().cloned().collect();
+        Workspace {
+            root: metadata.workspace_root.into_std_path_buf(),
+            target_dir: metadata.target_directory.into_std_path_buf(),
+            packages: members,
+            metadata: metadata.workspace_metadata,
+        }
+    }
+}
+
+/// `cargo metadata --no-deps` for `manifest_path`.
+fn run_metadata(manifest_path: Option<&Path>) -> Result<cargo_metadata::Metadata> {
+    let mut command = cargo_metadata::MetadataCommand::new();
+    command.no_deps();
+    if let Some(path) = manifest_path {
+        command.manifest_path(path);
+    }
+    command.exec().map_err(|source| match source {
+        cargo_metadata::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => Error::Spawn {
+            program: std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            source: io,
+        },
+        source => Error::Metadata {
+            manifest: manifest_path.map(Path::to_path_buf),
+            source,
+        },
+    })
+}
+
+/// The metadata cache's directory, `cache` in the lease registry, created private; `None`
+/// (no cache) when it cannot be, or is not this user's alone.
+fn cache_dir() -> Option<PathBuf> {
+    let dir = loopcheck::lease::checked_registry_dir().ok()?.join("cache");
+    loopcheck::sys::create_private_dir(&dir).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(&dir).ok()?;
+        // SAFETY: geteuid has no preconditions.
+        let own = meta.uid() == unsafe { libc::geteuid() };
+        let private = meta.is_dir() && own && meta.permissions().mode() & 0o077 == 0;
+        private.then_some(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
 /// The target name in a binary's path under the target directory: the file name, without
 /// `.exe` and, under `deps/` only, without the `-HASH` cargo appends there. A `bin` target
 /// keeps its name whole: `dev-server` is not `dev` with a hash.
@@ -117,6 +162,13 @@ fn binary_target_name(exe: &Path) -> Option<&str> {
 /// `dev-server`, and package `api` with the test target `api-tests`.
 #[cfg(test)]
 pub(crate) fn fixture(dir: &Path) -> Workspace {
+    write_fixture(dir);
+    Workspace::load(Some(&dir.join("Cargo.toml"))).expect("cargo metadata reads the fixture")
+}
+
+/// Writes [`fixture`]'s files into `dir`.
+#[cfg(test)]
+fn write_fixture(dir: &Path) {
     let files = [
         (
             "Cargo.toml",
@@ -139,7 +191,6 @@ pub(crate) fn fixture(dir: &Path) -> Workspace {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    Workspace::load(Some(&dir.join("Cargo.toml"))).expect("cargo metadata reads the fixture")
 }
 
 #[cfg(test)]
