@@ -155,16 +155,15 @@ impl PortPolicy {
         let mut excluded: Vec<PortRange> = kernel.reserved.clone();
         excluded.extend(kernel.ephemeral);
         let outside_kernel = subtract(wanted, &excluded);
-        let named: Vec<u16> = match source {
-            RangeSource::Default => services
-                .iter()
-                .copied()
-                .filter(|&port| outside_kernel.iter().any(|r| r.contains(port)))
-                .collect(),
-            RangeSource::Environment => Vec::new(),
+        let (allocation, named) = match source {
+            RangeSource::Default if services.is_sorted() => without_ports(&outside_kernel, services),
+            RangeSource::Default => {
+                let mut sorted = services.to_vec();
+                sorted.sort_unstable();
+                without_ports(&outside_kernel, &sorted)
+            }
+            RangeSource::Environment => (outside_kernel, Vec::new()),
         };
-        excluded.extend(named.iter().map(|&port| PortRange::new(port, port)));
-        let allocation = subtract(wanted, &excluded);
         if allocation.is_empty() {
             let mut taken: Vec<String> = kernel
                 .ephemeral
@@ -312,6 +311,36 @@ fn subtract(wanted: PortRange, excluded: &[PortRange]) -> Vec<PortRange> {
         left.push(PortRange::new(next as u16, wanted.end));
     }
     left
+}
+
+/// `ranges` (sorted, disjoint) without the sorted `ports`, and those of `ports` that were in
+/// them, once each. One pass over both: it runs in every test process, unoptimised, on a
+/// services list of hundreds of ports.
+fn without_ports(ranges: &[PortRange], ports: &[u16]) -> (Vec<PortRange>, Vec<u16>) {
+    let mut left = Vec::with_capacity(ranges.len() + ports.len());
+    let mut removed: Vec<u16> = Vec::new();
+    let mut at = 0;
+    for range in ranges {
+        while at < ports.len() && ports[at] < range.start {
+            at += 1;
+        }
+        let mut next = u32::from(range.start);
+        while at < ports.len() && ports[at] <= range.end {
+            let port = ports[at];
+            if u32::from(port) > next {
+                left.push(PortRange::new(next as u16, port - 1));
+            }
+            if removed.last() != Some(&port) {
+                removed.push(port);
+            }
+            next = u32::from(port) + 1;
+            at += 1;
+        }
+        if next <= u32::from(range.end) {
+            left.push(PortRange::new(next as u16, range.end));
+        }
+    }
+    (left, removed)
 }
 
 /// Ports the kernel uses by itself, as read from the host.
@@ -613,6 +642,42 @@ mod tests {
         let asked = PortPolicy::build(kernel((32768, 60999), &[]), Some("3000-12000"), &named).unwrap();
         assert_eq!(asked.allocation_display(), "3000-12000");
         assert!(asked.named.is_empty());
+    }
+
+    #[test]
+    fn named_ports_are_cut_out_in_one_pass_as_subtract_would() {
+        let ranges = [PortRange::new(10000, 10009), PortRange::new(10020, 10029)];
+        let cases: [&[u16]; 6] = [
+            &[],
+            &[10000, 10009, 10020, 10029],
+            &[10001, 10002, 10003],
+            &[10005, 10005, 10006],
+            &[80, 10015, 10025, 65535],
+            &[
+                10000, 10001, 10002, 10003, 10004, 10005, 10006, 10007, 10008, 10009,
+            ],
+        ];
+        for ports in cases {
+            let (left, removed) = without_ports(&ranges, ports);
+            let mut excluded = vec![PortRange::new(10010, 10019)];
+            excluded.extend(ports.iter().map(|&p| PortRange::new(p, p)));
+            assert_eq!(
+                left,
+                subtract(PortRange::new(10000, 10029), &excluded),
+                "{ports:?}"
+            );
+            let mut inside: Vec<u16> = ports
+                .iter()
+                .copied()
+                .filter(|&p| ranges.iter().any(|r| r.contains(p)))
+                .collect();
+            inside.dedup();
+            assert_eq!(removed, inside, "{ports:?}");
+        }
+        // A list out of order (a services cache written by another version) is sorted first.
+        let policy = PortPolicy::build(kernel((32768, 60999), &[]), None, &[40000, 11211, 80]).unwrap();
+        assert_eq!(policy.allocation_display(), "10000-11210,11212-32767,61000-65535");
+        assert_eq!(policy.named, [11211]);
     }
 
     #[test]
