@@ -6,12 +6,12 @@
 //! is the same (directory, manifest, `$CARGO`, the `CARGO*`, `RUSTUP_*` and `HOME` variables)
 //! and every input is as it was: each member's manifest, directory and the directories cargo
 //! discovers targets in (`src`, `src/bin`, `tests`, `examples`, `benches` and their
-//! subdirectories), each member's parent (a `members` glob), the root manifest, the cargo
-//! configuration files cargo would read, and `$CARGO` itself. A state is the modification
-//! time, the change time, the size and the inode. An input modified within [`RACY`] of the read
-//! is not trusted (a second change in the same clock tick would keep its time), and the entry is
-//! not kept. The entries live in the lease registry, private to the user; any error means a
-//! fresh `cargo metadata`.
+//! subdirectories), the directory of each target's file, each member's parent (a `members`
+//! glob), the root manifest, the configuration files cargo would read, and `$CARGO` itself. A
+//! state is the modification time, the change time, the size and the inode. An input modified
+//! within [`RACY`] of the read is not trusted (a second change in the same clock tick would keep
+//! its time), and the entry is not kept. The entries live in the lease registry, private to the
+//! user; any error means a fresh `cargo metadata`.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -174,6 +174,13 @@ fn inputs_of(metadata: &cargo_metadata::Metadata, invocation: &Invocation) -> Ve
         inputs.extend(dir.parent().map(Path::to_path_buf));
         inputs.push(dir.to_path_buf());
         inputs.push(dir.join("src"));
+        // A target's file may be anywhere the manifest says: its directory tells of a rename.
+        inputs.extend(
+            package
+                .targets
+                .iter()
+                .filter_map(|t| t.src_path.as_std_path().parent().map(Path::to_path_buf)),
+        );
         // Targets are discovered as `NAME.rs` and `NAME/main.rs` in these.
         for discovered in ["src/bin", "tests", "examples", "benches"] {
             let discovered = dir.join(discovered);
