@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench alloc` runs everything and prints a Markdown report; `-- collisions`
 //! or `-- latency` runs one part. Worker processes are this binary run again with `--worker`.
+//! `-- cold-write` (Linux, not part of the default run) times one lease record's write to a
+//! file that has left the page cache, as 512 bytes and as the whole 4,096-byte block.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +30,7 @@ fn main() {
         Some("latency") => latency(),
         Some("first-call") => first_call(),
         Some("crash") => crash(),
+        Some("cold-write") => cold_write(),
         Some("--worker-hold") => {
             // Leases a port, says which, and waits to be killed.
             let lease = loopcheck::reserve_port().expect("port");
@@ -41,7 +44,9 @@ fn main() {
             collisions();
         }
         Some(other) => {
-            eprintln!("unknown part `{other}`: expected collisions, latency, first-call or crash");
+            eprintln!(
+                "unknown part `{other}`: expected collisions, latency, first-call, crash or cold-write"
+            );
             std::process::exit(2);
         }
     }
@@ -416,7 +421,7 @@ fn floor(path: &str) {
         .expect("scratch lease file");
     file.try_lock().expect("lock");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    std::os::unix::fs::FileExt::write_all_at(&file, &[b' '; 512], 0).expect("record");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[b' '; 4096], 0).expect("record");
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `stat` is valid for writes.
     unsafe { libc::fstat(listener.as_raw_fd(), stat.as_mut_ptr()) };
@@ -441,7 +446,7 @@ fn first_call() {
     let scratch = loopcheck::lease::checked_registry_dir()
         .expect("registry")
         .join(format!("bench-floor-{}", std::process::id()));
-    std::fs::write(&scratch, [b' '; 512]).expect("scratch lease file");
+    std::fs::write(&scratch, [b' '; 4096]).expect("scratch lease file");
     let scratch_arg = scratch.to_string_lossy().into_owned();
     let mut samples = [Vec::new(), Vec::new(), Vec::new()];
     // Interleaved, so that drift of the machine affects the three alike.
@@ -472,4 +477,58 @@ fn first_call() {
             median.as_secs_f64() / base.as_secs_f64()
         );
     }
+}
+
+/// One write at offset 0 of a file evicted from the page cache just before (as a lease file of
+/// a registry in use is after a build), of part of the block and of all of it: a partial write
+/// reads the block from disk first.
+#[cfg(target_os = "linux")]
+fn cold_write() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    const FILES: usize = 200;
+    let dir = loopcheck::lease::checked_registry_dir()
+        .expect("registry")
+        .join(format!("bench-cold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let path = |i: usize| dir.join(i.to_string());
+    for i in 0..2 * FILES {
+        let file = std::fs::File::create(path(i)).expect("scratch file");
+        file.write_all_at(&[b' '; 512], 0).expect("write");
+        // On disk and clean, so that the page cache may drop it.
+        file.sync_all().expect("sync");
+    }
+    let mut taken = [Vec::new(), Vec::new()];
+    for i in 0..FILES {
+        // Interleaved, so that drift of the machine affects both alike.
+        for (sizes, size) in [512usize, 4096].into_iter().enumerate() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path(2 * i + sizes))
+                .expect("scratch file");
+            // SAFETY: advice about a descriptor this function owns.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let start = Instant::now();
+            file.write_all_at(&vec![b' '; size], 0).expect("write");
+            taken[sizes].push(start.elapsed());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("### A record's write to a lease file out of the page cache ({FILES} files each)\n");
+    println!("| write at offset 0 | median | p90 |");
+    println!("|---|---:|---:|");
+    for (sizes, label) in ["512 bytes (part of the block)", "4,096 bytes (the whole block)"]
+        .into_iter()
+        .enumerate()
+    {
+        let samples = &mut taken[sizes];
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        println!("| {label} | {:.1} us | {:.1} us |", at(0.5), at(0.9));
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cold_write() {
+    eprintln!("cold-write needs posix_fadvise to drop a file from the page cache: Linux only");
 }

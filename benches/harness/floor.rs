@@ -75,7 +75,7 @@ pub(crate) fn acquire(listener: &TcpListener, addr: SocketAddr) -> Lease {
     // process closed it has a lease file still locked for a moment. The call is what counts.
     // SAFETY: flock on a descriptor this function owns.
     let _ = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    let mut record = [b' '; 512];
+    let mut record = [b' '; 4096];
     let text = format!(
         r#"{{"state":"held","port":{},"ip":"{}","pid":{}}}"#,
         addr.port(),
