@@ -384,6 +384,21 @@ mod tests {
         proptest::collection::vec(tree, 0..40).prop_map(|parts| parts.join(" "))
     }
 
+    /// Found by the test below: a `<` that opens no qualified path before the end of its group.
+    #[test]
+    fn a_lone_angle_before_a_keyword_is_no_panic() {
+        let crates = vec!["ws".to_owned()];
+        for text in ["( < fn )", "fn f() { (< fn) }", "<", "< T", "x(<a"] {
+            let facts = WorkspaceFacts::new(
+                vec![file_facts("tests/a.rs", text, true, &crates)],
+                crates.clone(),
+            );
+            for scope in [Scope::TestFile, Scope::Source] {
+                let _ = lint_file("tests/a.rs", text, scope, &LintConfig::default(), Some(&facts));
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 

@@ -467,6 +467,10 @@ impl<'w> Linter<'w> {
             return i + 1;
         }
         let close = skip_angle(toks, i);
+        // No `>` after the type (`( < fn )`): no qualified path.
+        if close <= ty_end {
+            return i + 1;
+        }
         let end = path_end(toks, close);
         let qualified = toks[ty_end..close - 1].first().is_none_or(|t| t.is("as"));
         let Some(Tok::Group(Delimiter::Parenthesis, _, args)) = toks.get(end) else {
