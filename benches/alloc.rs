@@ -3,7 +3,8 @@
 //! `cargo bench --bench alloc` runs everything and prints a Markdown report; `-- collisions`
 //! or `-- latency` runs one part. Worker processes are this binary run again with `--worker`.
 //! `-- cold-write` (Linux, not part of the default run) times one lease record's write to a
-//! file that has left the page cache, as 512 bytes and as the whole 4,096-byte block.
+//! file that has left the page cache, as 512 bytes and as the whole 4,096-byte block, in the
+//! target directory's file system.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -481,15 +482,16 @@ fn first_call() {
 
 /// One write at offset 0 of a file evicted from the page cache just before (as a lease file of
 /// a registry in use is after a build), of part of the block and of all of it: a partial write
-/// reads the block from disk first.
+/// reads the block from disk first. The files are in the target directory, on disk: a registry
+/// on a tmpfs (`$XDG_RUNTIME_DIR`) has no disk to wait for.
 #[cfg(target_os = "linux")]
 fn cold_write() {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     const FILES: usize = 200;
-    let dir = loopcheck::lease::checked_registry_dir()
-        .expect("registry")
-        .join(format!("bench-cold-{}", std::process::id()));
+    const SIZES: [usize; 2] = [512, 4096];
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cold-write-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let path = |i: usize| dir.join(i.to_string());
     for i in 0..2 * FILES {
@@ -498,30 +500,36 @@ fn cold_write() {
         // On disk and clean, so that the page cache may drop it.
         file.sync_all().expect("sync");
     }
+    let records = SIZES.map(|size| vec![b' '; size]);
     let mut taken = [Vec::new(), Vec::new()];
     for i in 0..FILES {
-        // Interleaved, so that drift of the machine affects both alike.
-        for (sizes, size) in [512usize, 4096].into_iter().enumerate() {
+        // Alternating, so that drift of the machine affects both alike.
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
             let file = std::fs::OpenOptions::new()
                 .write(true)
-                .open(path(2 * i + sizes))
+                .open(path(2 * i + which))
                 .expect("scratch file");
             // SAFETY: advice about a descriptor this function owns.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(advised, 0, "posix_fadvise(DONTNEED) failed");
             let start = Instant::now();
-            file.write_all_at(&vec![b' '; size], 0).expect("write");
-            taken[sizes].push(start.elapsed());
+            file.write_all_at(&records[which], 0).expect("write");
+            taken[which].push(start.elapsed());
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("### A record's write to a lease file out of the page cache ({FILES} files each)\n");
+    println!(
+        "### A record's write to a file out of the page cache ({FILES} files each, in {})\n",
+        env!("CARGO_TARGET_TMPDIR")
+    );
     println!("| write at offset 0 | median | p90 |");
     println!("|---|---:|---:|");
-    for (sizes, label) in ["512 bytes (part of the block)", "4,096 bytes (the whole block)"]
+    for (which, label) in ["512 bytes (part of the block)", "4,096 bytes (the whole block)"]
         .into_iter()
         .enumerate()
     {
-        let samples = &mut taken[sizes];
+        let samples = &mut taken[which];
         samples.sort();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
         println!("| {label} | {:.1} us | {:.1} us |", at(0.5), at(0.9));

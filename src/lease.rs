@@ -37,8 +37,8 @@ pub use crate::run::{RUN_DIR_VAR, TEST_VAR};
 /// Records are padded to this size so that rewriting one never needs a truncate, and to a
 /// whole block of the usual 4 KiB file systems: a write of part of a block that is not in the
 /// page cache reads the block from disk first. Lease files of a registry in use go cold (a
-/// build evicts them), and every test process's first lease was such a write: 0.07-0.8 ms
-/// here, against 2.5 us for the whole block (`cargo bench --bench alloc -- cold-write`).
+/// build evicts them), and every test process's first lease was such a write: a median of
+/// 67 us here, against 2.5 us for the whole block (`cargo bench --bench alloc -- cold-write`).
 const RECORD_SIZE: usize = 4096;
 
 /// The most a reader reads of a record; records are kept shorter by truncating test names.

@@ -83,7 +83,7 @@ pub(crate) fn acquire(listener: &TcpListener, addr: SocketAddr) -> Lease {
         std::process::id()
     );
     record[..text.len()].copy_from_slice(text.as_bytes());
-    record[511] = b'\n';
+    record[record.len() - 1] = b'\n';
     file.write_at(&record, 0).expect("lease record");
     // SAFETY: all-zero is a valid `stat`.
     let mut stat = unsafe { std::mem::zeroed::<libc::stat>() };

@@ -3,12 +3,15 @@
 //!
 //! `cargo metadata` costs 10-15 ms of CPU, as much as a small suite; the commands read a
 //! workspace on every run, and it rarely changes. An entry is used only while the invocation
-//! is the same (directory, manifest, `$CARGO`, the `CARGO*`, `RUSTUP_*` and `HOME` variables)
+//! is the same (directory, manifest, `$CARGO`, the `CARGO*`, `RUSTUP_*`, `HOME` and `PATH`
+//! variables)
 //! and every input is as it was:
-//! - each member's manifest and directory, its parent, the directories cargo discovers targets
-//!   in (`src`, and `src/bin`, `tests`, `examples`, `benches` with their subdirectories), and
-//!   the directory of each target's file;
-//! - the root manifest, and the directories its `members` globs expand through;
+//! - each member's manifest and directory, its parent, `Cargo.toml` in each directory between
+//!   it and the root, the directories cargo discovers targets in (`src`, and `src/bin`,
+//!   `tests`, `examples`, `benches` with their subdirectories), and the directory of each
+//!   target's file;
+//! - the root directory and manifest, and the directories its `members` globs expand through
+//!   (a workspace whose globs reach more than [`MAX_GLOB_DIRS`] is not cached);
 //! - in every ancestor of the current directory and of the manifest given, `Cargo.toml` (cargo
 //!   looks there for the package and the workspace root), cargo's configuration files and
 //!   `rust-toolchain(.toml)`; cargo's configuration in `CARGO_HOME`; `$CARGO` itself.
@@ -130,8 +133,11 @@ pub(super) fn store(
         return;
     };
     let trusted_before = nanos(trusted_before);
+    let Some(paths) = inputs_of(metadata, invocation) else {
+        return;
+    };
     let mut inputs = Vec::new();
-    for path in inputs_of(metadata, invocation) {
+    for path in paths {
         let state = state(&path);
         // The change time too: a file moved into place (`mv`, `cp -p`, `tar x`) keeps an old
         // modification time, never an old change time.
@@ -170,8 +176,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// Everything the output of `cargo metadata --no-deps` was read from.
-fn inputs_of(metadata: &cargo_metadata::Metadata, invocation: &Invocation) -> Vec<PathBuf> {
+/// Everything the output of `cargo metadata --no-deps` was read from; `None` when that is too
+/// much to watch (a `members` glob over more than [`MAX_GLOB_DIRS`] directories).
+fn inputs_of(metadata: &cargo_metadata::Metadata, invocation: &Invocation) -> Option<Vec<PathBuf>> {
     let root = metadata.workspace_root.as_std_path();
     let mut inputs = vec![root.to_path_buf(), root.join("Cargo.toml")];
     for package in metadata.workspace_packages() {
@@ -181,6 +188,11 @@ fn inputs_of(metadata: &cargo_metadata::Metadata, invocation: &Invocation) -> Ve
             continue;
         };
         inputs.extend(dir.parent().map(Path::to_path_buf));
+        // Cargo looks for each member's workspace root above it: a manifest created on the way
+        // makes another workspace.
+        for above in dir.ancestors().skip(1).take_while(|a| a.starts_with(root)) {
+            inputs.push(above.join("Cargo.toml"));
+        }
         inputs.push(dir.to_path_buf());
         inputs.push(dir.join("src"));
         // A target's file may be anywhere the manifest says: its directory tells of a rename.
@@ -197,7 +209,7 @@ fn inputs_of(metadata: &cargo_metadata::Metadata, invocation: &Invocation) -> Ve
             inputs.push(discovered);
         }
     }
-    inputs.extend(glob_member_dirs(root));
+    inputs.extend(glob_member_dirs(root)?);
     // Cargo finds the manifest and the workspace root by walking up from the current directory
     // (or the manifest given), and reads its configuration from the current directory's
     // ancestors and CARGO_HOME; the manifest's ancestors are looked at too, in case a version
@@ -227,10 +239,12 @@ fn inputs_of(metadata: &cargo_metadata::Metadata, invocation: &Invocation) -> Ve
     inputs.extend(invocation.cargo.as_ref().map(PathBuf::from));
     inputs.sort();
     inputs.dedup();
-    inputs
+    Some(inputs)
 }
 
-/// The directories in `dir`, following symlinks as cargo does.
+/// The directories in `dir`, linked ones too (cargo's target discovery does not look into
+/// those, so watching one costs at most a needless fresh read; a `members` glob does follow
+/// them).
 fn subdirectories(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -242,19 +256,19 @@ fn subdirectories(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The most directories watched for one `members` glob; a glob reaching further is watched as
-/// far as this goes (the cache is then only as good as its other inputs).
+/// The most directories watched for the `members` globs together; a workspace whose globs
+/// reach further is not cached.
 const MAX_GLOB_DIRS: usize = 4096;
 
-/// The directories a `members` glob of the root manifest expands through, from its literal
-/// prefix down to its depth: a new member shows as a new entry in one of them, or a manifest
-/// created in one.
-fn glob_member_dirs(root: &Path) -> Vec<PathBuf> {
+/// The directories the `members` globs of the root manifest expand through, from each glob's
+/// literal prefix down to its depth: a new member shows as a new entry in one of them, or a
+/// manifest created in one. `None` when they are more than [`MAX_GLOB_DIRS`].
+fn glob_member_dirs(root: &Path) -> Option<Vec<PathBuf>> {
     let Ok(text) = std::fs::read_to_string(root.join("Cargo.toml")) else {
-        return Vec::new();
+        return Some(Vec::new());
     };
     let Ok(manifest) = text.parse::<toml::Table>() else {
-        return Vec::new();
+        return Some(Vec::new());
     };
     let members = manifest
         .get("workspace")
@@ -262,29 +276,86 @@ fn glob_member_dirs(root: &Path) -> Vec<PathBuf> {
         .and_then(toml::Value::as_array);
     let mut dirs = Vec::new();
     for pattern in members.into_iter().flatten().filter_map(toml::Value::as_str) {
-        let parts: Vec<&str> = pattern.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
-        let Some(first_glob) = parts.iter().position(|p| p.contains(['*', '?', '['])) else {
+        let parts: Vec<std::path::Component<'_>> = Path::new(pattern).components().collect();
+        let is_glob = |part: &std::path::Component<'_>| {
+            part.as_os_str()
+                .to_str()
+                .is_some_and(|p| p.contains(['*', '?', '[']))
+        };
+        let Some(first_glob) = parts.iter().position(is_glob) else {
             continue;
         };
-        let mut level = vec![
-            parts[..first_glob]
-                .iter()
-                .fold(root.to_path_buf(), |d, p| d.join(p)),
-        ];
-        for _ in first_glob..parts.len() {
+        // An absolute prefix replaces the root, as cargo reads it.
+        let prefix: PathBuf = parts[..first_glob].iter().collect();
+        let mut level = vec![root.join(prefix)];
+        for part in &parts[first_glob..] {
+            let part = part.as_os_str().to_str().unwrap_or("*");
             let mut next = Vec::new();
             for dir in level {
-                next.extend(subdirectories(&dir));
+                if part.contains(['*', '?', '[']) {
+                    next.extend(subdirectories(&dir).into_iter().filter(|sub| {
+                        sub.file_name()
+                            .and_then(|name| name.to_str())
+                            .is_none_or(|name| wildcard_match(part, name))
+                    }));
+                } else {
+                    next.push(dir.join(part));
+                }
                 dirs.push(dir);
             }
             level = next;
             if dirs.len() + level.len() > MAX_GLOB_DIRS {
-                break;
+                return None;
             }
         }
         dirs.extend(level);
     }
-    dirs
+    Some(dirs)
+}
+
+/// Whether `name` matches the glob component `pattern`: `*` any run, `?` one character; a
+/// `[...]` class matches any one character (watching more directories than cargo expands is
+/// harmless). A leading `.` is matched only by one in the pattern, so that `*` does not watch
+/// `.git`.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let mut simple = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '[' {
+            // `[...]` is one character of a class.
+            for c in chars.by_ref() {
+                if c == ']' {
+                    break;
+                }
+            }
+            simple.push('?');
+        } else {
+            simple.push(c);
+        }
+    }
+    let (pattern, name): (Vec<char>, Vec<char>) = (simple.chars().collect(), name.chars().collect());
+    // The classic two-pointer match with one backtrack point for the last `*`.
+    let (mut p, mut n, mut star, mut resume) = (0, 0, None, 0);
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some(p);
+            resume = n;
+            p += 1;
+        } else if let Some(at) = star {
+            p = at + 1;
+            resume += 1;
+            n = resume;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
 }
 
 /// The state of `path` now, following symlinks as cargo does.
@@ -357,10 +428,11 @@ mod tests {
     /// Reads the workspace with `cargo metadata` and keeps it in `cache`: `settled` as if the
     /// read came well after the last change (so that it is trusted), else as of now.
     fn read_and_store(cache: &Path, invocation: &Invocation, settled: bool) -> cargo_metadata::Metadata {
+        let now = SystemTime::now();
         let metadata = super::super::run_metadata(invocation.manifest.as_deref()).unwrap();
         let started = match settled {
             true => SystemTime::now() + RACY + Duration::from_secs(1),
-            false => SystemTime::now(),
+            false => now,
         };
         store(cache, invocation, &metadata, started);
         metadata
@@ -499,6 +571,51 @@ mod tests {
         each_change_is_seen(cache.path(), &invocation, changes);
         let cached = lookup(cache.path(), &invocation).unwrap();
         assert_eq!(cached.workspace_packages().len(), 5);
+    }
+
+    #[test]
+    fn a_file_with_an_old_modification_time_but_a_new_change_time_is_not_trusted() {
+        let top = tempfile::tempdir().unwrap();
+        super::super::write_fixture(top.path());
+        // Every modification time an hour back, as `cp -p` or `tar x` leave them; the change
+        // times are now.
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let mut pending = vec![top.path().to_path_buf()];
+        while let Some(path) = pending.pop() {
+            if path.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let invocation = Invocation::current(Some(&top.path().join("Cargo.toml"))).unwrap();
+        read_and_store(cache.path(), &invocation, false);
+        assert!(
+            lookup(cache.path(), &invocation).is_none(),
+            "kept on old modification times"
+        );
+    }
+
+    #[test]
+    fn glob_components_match_as_cargo_expands_them() {
+        for (pattern, name, matches) in [
+            ("*", "api", true),
+            ("*", ".git", false),
+            (".*", ".hidden", true),
+            ("app-*", "app-web", true),
+            ("app-*", "lib-web", false),
+            ("*-svc", "auth-svc", true),
+            ("a?c", "abc", true),
+            ("a?c", "abbc", false),
+            ("[ab]x", "bx", true),
+            ("*a*b", "xaxxb", true),
+            ("*a*b", "xaxxbc", false),
+        ] {
+            assert_eq!(wildcard_match(pattern, name), matches, "{pattern} {name}");
+        }
     }
 
     #[test]
