@@ -401,8 +401,9 @@ fn crash() {
 }
 
 /// The system calls a first `tcp_listener` cannot do without, made by hand: read the two
-/// port-policy files, check the registry directory, open and lock a lease file (`path`, which
-/// exists), bind and listen, write the record, and `fstat` the socket.
+/// port-policy files, check the registry directory, look at the services file and read the
+/// list kept from it, open and lock a lease file (`path`, which exists), bind and listen, write
+/// the record, and `fstat` the socket.
 fn floor(path: &str) {
     use std::io::Read;
     use std::os::fd::AsRawFd;
@@ -415,6 +416,9 @@ fn floor(path: &str) {
     }
     let registry = std::path::Path::new(path).parent().expect("registry");
     std::hint::black_box(std::fs::symlink_metadata(registry).expect("registry"));
+    // The services file's state, then the ports kept from it (whatever is there).
+    std::hint::black_box(std::fs::metadata("/etc/services").ok());
+    let _ = std::fs::File::open(registry.join("services-ports")).and_then(|mut f| f.read(&mut buf));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
