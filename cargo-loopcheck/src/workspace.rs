@@ -123,20 +123,24 @@ fn run_metadata(manifest_path: Option<&Path>) -> Result<cargo_metadata::Metadata
 fn cache_dir() -> Option<PathBuf> {
     let dir = loopcheck::lease::checked_registry_dir().ok()?.join("cache");
     loopcheck::sys::create_private_dir(&dir).ok()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let meta = std::fs::symlink_metadata(&dir).ok()?;
-        // SAFETY: geteuid has no preconditions.
-        let own = meta.uid() == unsafe { libc::geteuid() };
-        let private = meta.is_dir() && own && meta.permissions().mode() & 0o077 == 0;
-        private.then_some(dir)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        None
-    }
+    is_private(&dir).then_some(dir)
+}
+
+/// Whether `dir` is a directory (not a link to one) of this user that no one else can use.
+#[cfg(unix)]
+fn is_private(dir: &Path) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::symlink_metadata(dir).is_ok_and(|meta| {
+        meta.is_dir()
+            && Some(meta.uid()) == loopcheck::sys::current_uid()
+            && meta.permissions().mode() & 0o077 == 0
+    })
+}
+
+/// No owner and mode to check here: the cache is not used.
+#[cfg(not(unix))]
+fn is_private(_dir: &Path) -> bool {
+    false
 }
 
 /// The target name in a binary's path under the target directory: the file name, without
