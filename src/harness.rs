@@ -16,7 +16,7 @@ use crate::PortLease;
 use crate::diagnose::Diagnoser;
 use crate::lease::own_pid;
 use crate::report::{Code, Diagnosis, Protocol};
-use crate::run::{GivenSocket as Given, RunRecord, TEST_VAR};
+use crate::run::{GivenSocket as Given, RecordFields, TEST_VAR};
 use crate::scan::{ProcessInfo, ScanOptions};
 
 /// What `leaks = "..."` asked for.
@@ -501,19 +501,17 @@ impl Context {
         let Some(dir) = crate::run::run_dir() else {
             return;
         };
-        let record = RunRecord {
-            name: self.test.name.to_owned(),
-            outcome: Some(outcome.to_owned()),
-            message: message.map(str::to_owned),
-            ports: self.given.iter().map(|g| g.port).collect(),
-            given: self.given.clone(),
-            diagnoses: diagnoses.to_vec(),
-            leaks: leaks.to_vec(),
+        let record = RecordFields {
+            name: self.test.name,
+            outcome: Some(outcome),
+            message,
+            given: &self.given,
+            diagnoses,
+            leaks,
             duration_ms: Some(elapsed.as_millis() as u64),
-            pid: Some(own_pid()),
-            binary: test_binary().map(std::path::Path::to_path_buf),
         };
-        if let Err(err) = crate::run::append_record(dir, &record) {
+        let ports = self.given.iter().map(|g| g.port);
+        if let Err(err) = crate::run::append_record(dir, &record, ports, process_fields()) {
             eprintln!(
                 "loopcheck: cannot write the run record of `{}` into {}: {err}",
                 self.test.name,
@@ -523,10 +521,14 @@ impl Context {
     }
 }
 
-/// This test binary's path, read once per process (`current_exe` is a `readlink`).
-fn test_binary() -> Option<&'static std::path::Path> {
-    static BINARY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    BINARY.get_or_init(|| std::env::current_exe().ok()).as_deref()
+/// The end of this process's run records: its pid and test binary, encoded once per process
+/// (`current_exe` is a `readlink`).
+fn process_fields() -> &'static str {
+    static FIELDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let binary = std::env::current_exe().ok();
+        crate::run::process_fields(Some(own_pid()), binary.as_deref())
+    })
 }
 
 /// Whether something still listens on (TCP) or is bound to (UDP) `addr`. One question to

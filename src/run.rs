@@ -134,12 +134,24 @@ pub struct RunRecord {
     pub binary: Option<PathBuf>,
 }
 
-impl RunRecord {
-    /// The record as one line of JSON, ending in a newline: the value `serde_json` would
-    /// write, written by hand (see [`crate::json`]) except for the diagnoses and leaks, which
-    /// only failing and leaking tests have. One difference: a `binary` path that is not UTF-8
-    /// is written as `null`, where `serde_json` fails and the record would be lost.
-    fn to_json_line(&self) -> io::Result<Vec<u8>> {
+/// A record's fields that change from test to test, borrowed from the harness: a record is
+/// encoded straight from them, without copying them into a [`RunRecord`] first.
+pub(crate) struct RecordFields<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) outcome: Option<&'a str>,
+    pub(crate) message: Option<&'a str>,
+    pub(crate) given: &'a [GivenSocket],
+    pub(crate) diagnoses: &'a [Diagnosis],
+    pub(crate) leaks: &'a [Diagnosis],
+    pub(crate) duration_ms: Option<u64>,
+}
+
+impl RecordFields<'_> {
+    /// The record as one line of JSON, ending in a newline, with `ports` and `process` (the
+    /// end [`process_fields`] wrote once for the process): the value `serde_json` writes for
+    /// the [`RunRecord`], written by hand (see [`crate::json`]) except for the diagnoses and
+    /// leaks, which only failing and leaking tests have.
+    fn to_json_line(&self, ports: impl Iterator<Item = u16>, process: &str) -> io::Result<Vec<u8>> {
         use crate::json::{push_optional_string, push_string};
         use std::fmt::Write as _;
 
@@ -153,15 +165,15 @@ impl RunRecord {
         };
         let mut json = String::with_capacity(256);
         json.push_str(r#"{"name":"#);
-        push_string(&mut json, &self.name);
-        if let Some(outcome) = &self.outcome {
+        push_string(&mut json, self.name);
+        if let Some(outcome) = self.outcome {
             json.push_str(r#","outcome":"#);
             push_string(&mut json, outcome);
         }
         json.push_str(r#","message":"#);
-        push_optional_string(&mut json, self.message.as_deref());
+        push_optional_string(&mut json, self.message);
         json.push_str(r#","ports":["#);
-        for (i, port) in self.ports.iter().enumerate() {
+        for (i, port) in ports.enumerate() {
             // Writing to a String cannot fail.
             let _ = write!(json, "{}{port}", if i == 0 { "" } else { "," });
         }
@@ -180,32 +192,50 @@ impl RunRecord {
             json.push_str("]}");
         }
         json.push_str(r#"],"diagnoses":"#);
-        push_diagnoses(&mut json, &self.diagnoses)?;
+        push_diagnoses(&mut json, self.diagnoses)?;
         json.push_str(r#","leaks":"#);
-        push_diagnoses(&mut json, &self.leaks)?;
+        push_diagnoses(&mut json, self.leaks)?;
         if let Some(duration_ms) = self.duration_ms {
             let _ = write!(json, r#","duration_ms":{duration_ms}"#);
         }
-        if let Some(pid) = self.pid {
-            let _ = write!(json, r#","pid":{pid}"#);
-        }
-        json.push_str(r#","binary":"#);
-        // A path that is not UTF-8 is written as null, where `serde_json` would lose the record.
-        push_optional_string(&mut json, self.binary.as_deref().and_then(Path::to_str));
-        json.push_str("}\n");
+        json.push_str(process);
         Ok(json.into_bytes())
     }
+}
+
+/// The end of a record line, the same for every record of a process: its `pid` and `binary`,
+/// the closing brace and the newline. A path that is not UTF-8 is written as null, where
+/// `serde_json` would lose the record.
+pub(crate) fn process_fields(pid: Option<u32>, binary: Option<&Path>) -> String {
+    use std::fmt::Write as _;
+
+    let mut json = String::new();
+    if let Some(pid) = pid {
+        // Writing to a String cannot fail.
+        let _ = write!(json, r#","pid":{pid}"#);
+    }
+    json.push_str(r#","binary":"#);
+    crate::json::push_optional_string(&mut json, binary.and_then(Path::to_str));
+    json.push_str("}\n");
+    json
 }
 
 /// Appends `record` as one line to `records.jsonl` in `dir`, in one `write` to a file opened
 /// once per process in append mode: a record costs one system call rather than a file creation
 /// (about 0.2 ms on ext4), and appends of whole lines from several processes do not interleave.
-pub(crate) fn append_record(dir: &Path, record: &RunRecord) -> io::Result<()> {
+///
+/// `process` is the line's end, from [`process_fields`].
+pub(crate) fn append_record(
+    dir: &Path,
+    record: &RecordFields<'_>,
+    ports: impl Iterator<Item = u16>,
+    process: &str,
+) -> io::Result<()> {
     use std::io::Write;
     use std::sync::Mutex;
 
     static FILE: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
-    let line = record.to_json_line()?;
+    let line = record.to_json_line(ports, process)?;
     let mut file = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if file.as_ref().is_none_or(|(open, _)| open != dir) {
         let path = dir.join(RECORDS_FILE);
@@ -263,6 +293,27 @@ mod tests {
     use super::*;
     use crate::report::Code;
 
+    /// `record`'s fields, as the harness hands them to [`append_record`].
+    fn fields(record: &RunRecord) -> RecordFields<'_> {
+        RecordFields {
+            name: &record.name,
+            outcome: record.outcome.as_deref(),
+            message: record.message.as_deref(),
+            given: &record.given,
+            diagnoses: &record.diagnoses,
+            leaks: &record.leaks,
+            duration_ms: record.duration_ms,
+        }
+    }
+
+    /// `record` as the line [`append_record`] writes.
+    fn line_of(record: &RunRecord) -> Vec<u8> {
+        let process = process_fields(record.pid, record.binary.as_deref());
+        fields(record)
+            .to_json_line(record.ports.iter().copied(), &process)
+            .unwrap()
+    }
+
     #[test]
     fn records_are_lines_and_a_torn_or_bad_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
@@ -304,8 +355,16 @@ mod tests {
             pid: Some(std::process::id()),
             binary: Some(PathBuf::from("/bin/test")),
         };
-        append_record(dir.path(), &record).unwrap();
-        append_record(dir.path(), &record).unwrap();
+        let process = process_fields(record.pid, record.binary.as_deref());
+        for _ in 0..2 {
+            append_record(
+                dir.path(),
+                &fields(&record),
+                record.ports.iter().copied(),
+                &process,
+            )
+            .unwrap();
+        }
         let json = |r: &RunRecord| serde_json::to_value(r).unwrap();
         let read: Vec<_> = read_records(dir.path()).iter().map(json).collect();
         assert_eq!(read, [json(&record), json(&record)]);
@@ -347,7 +406,7 @@ mod tests {
             ..RunRecord::default()
         };
         for record in [full, bare] {
-            let line = record.to_json_line().unwrap();
+            let line = line_of(&record);
             assert_eq!(line.last(), Some(&b'\n'));
             assert!(!line[..line.len() - 1].contains(&b'\n'), "one line");
             let hand: serde_json::Value = serde_json::from_slice(&line).unwrap();
@@ -364,7 +423,7 @@ mod tests {
             binary: Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/bin/\xff"))),
             ..RunRecord::default()
         };
-        let read: RunRecord = serde_json::from_slice(&record.to_json_line().unwrap()).unwrap();
+        let read: RunRecord = serde_json::from_slice(&line_of(&record)).unwrap();
         assert_eq!((read.name.as_str(), read.binary), ("net::t", None));
     }
 }

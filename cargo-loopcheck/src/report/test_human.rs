@@ -14,12 +14,7 @@ pub(crate) fn zombies(term: &Term, zombies: &[ZombieReport]) {
     if zombies.is_empty() {
         return;
     }
-    let choice = if term.colors() {
-        anstream::ColorChoice::Always
-    } else {
-        anstream::ColorChoice::Never
-    };
-    let mut text = anstream::AutoStream::new(Vec::new(), choice);
+    let mut text = rendered(term);
     for report in zombies {
         for mut finding in report.zombie.findings() {
             match report.outcome {
@@ -60,7 +55,8 @@ pub(crate) fn progress(term: &Term, round: (u32, u32), copy: (u32, u32), executi
 
 /// The human report: each failing or flaky test with its diagnoses, leaks, flakes, a summary.
 pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Result<()> {
-    let mut err = term.stderr();
+    // Rendered whole, then written at once: one system call rather than one per piece.
+    let mut err = rendered(term);
     writeln!(err)?;
     if !run.zombies.is_empty() {
         writeln!(
@@ -120,7 +116,17 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         run.run_id,
         run_dir.display()
     )?;
-    Ok(())
+    std::io::stderr().lock().write_all(&err.into_inner())
+}
+
+/// A buffer for text bound for stderr, styled as `term` chooses.
+fn rendered(term: &Term) -> anstream::AutoStream<Vec<u8>> {
+    let choice = if term.colors() {
+        anstream::ColorChoice::Always
+    } else {
+        anstream::ColorChoice::Never
+    };
+    anstream::AutoStream::new(Vec::new(), choice)
 }
 
 fn test_heading(err: &mut impl Write, test: &TestReport) -> std::io::Result<()> {

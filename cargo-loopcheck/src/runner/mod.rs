@@ -17,6 +17,7 @@
 //!    with `--junit FILE`.
 
 mod attach;
+mod background;
 mod blame;
 mod copy;
 mod exec;
@@ -48,6 +49,7 @@ use crate::cli::{Common, TestArgs};
 use crate::error::{Error, Result};
 use crate::report::test_human as output;
 use crate::term::{Format, Term};
+use background::Background;
 use blame::Blamer;
 use copy::{FinishedCopy, run_copy};
 use exec::Invocation;
@@ -221,6 +223,9 @@ impl Run<'_> {
             (results, fresh)
         });
         let round_timeline = sampler.stop();
+        // What the copies left is read on threads of their own while the results are parsed:
+        // the runner has ended, and the cores are idle.
+        let mut gathered: Vec<Gathered> = copies.iter().map(|dir| Gathered::start(dir)).collect();
         round_timeline.add_to(&mut found.timeline, round == 0);
         if let Some(fresh) = fresh {
             *prepared = Some(fresh?);
@@ -231,7 +236,12 @@ impl Run<'_> {
         // Holders of a failure's port are looked for while the round's leftovers live.
         let runner = self.invocation.runner;
         let mut blamer = Blamer::new(workspace, targets, self.args.concurrent, &round_timeline, runner);
-        for (copy, (result, dir)) in results.into_iter().zip(&copies).enumerate() {
+        for (copy, ((result, dir), gathered)) in results
+            .into_iter()
+            .zip(&copies)
+            .zip(gathered.drain(..))
+            .enumerate()
+        {
             let mut runner_skipped = None;
             if let Ok(finished) = &result {
                 found.interrupted = found.interrupted.or(finished.run.stopped);
@@ -260,7 +270,7 @@ impl Run<'_> {
                 let listed = u32::try_from(listed).unwrap_or(u32::MAX);
                 found.skipped_unlisted = found.skipped_unlisted.max(count.saturating_sub(listed));
             }
-            self.explain_copy(&mut round_executions, dir, targets, &mut blamer, found);
+            self.explain_copy(&mut round_executions, dir, gathered, targets, &mut blamer, found);
             if !self.single {
                 let copy = u32::try_from(copy).unwrap_or(u32::MAX);
                 output::progress(
@@ -300,6 +310,7 @@ impl Run<'_> {
         &self,
         round_executions: &mut [Execution],
         dir: &Path,
+        gathered: Gathered,
         targets: &Targets,
         blamer: &mut Blamer<'_>,
         found: &mut Found,
@@ -307,11 +318,11 @@ impl Run<'_> {
         found.unattributed.extend(attach::attach_records(
             round_executions,
             targets,
-            loopcheck::run::read_records(dir),
+            gathered.records.join(),
         ));
         // The leftovers are the evidence: they are ended only once the failures that
         // their sockets explain have been explained.
-        let leftovers = leftovers::leftovers(dir);
+        let leftovers = gathered.leftovers.join();
         for execution in round_executions.iter_mut() {
             blamer.explain(execution, dir);
         }
@@ -323,6 +334,27 @@ impl Run<'_> {
                 Some(execution) => model::merge(&mut execution.leaks, &[diagnosis]),
                 None => model::merge(&mut found.unattributed, &[diagnosis]),
             }
+        }
+    }
+}
+
+/// What a copy left once it ended: its run records, and its processes still running.
+struct Gathered {
+    records: Background<Vec<loopcheck::run::RunRecord>>,
+    leftovers: Background<Vec<(loopcheck::scan::RunProcess, Diagnosis)>>,
+}
+
+impl Gathered {
+    /// Starts reading both for the copy `dir`.
+    fn start(dir: &Path) -> Gathered {
+        let (records_dir, leftovers_dir) = (dir.to_path_buf(), dir.to_path_buf());
+        Gathered {
+            records: Background::start("loopcheck-records", move || {
+                loopcheck::run::read_records(&records_dir)
+            }),
+            leftovers: Background::start("loopcheck-leftovers", move || {
+                leftovers::leftovers(&leftovers_dir)
+            }),
         }
     }
 }

@@ -31,19 +31,46 @@ impl Setup<'_> {
     pub(crate) fn prepare(&self, reap: bool, copies: &[PathBuf]) -> Result<Prepared> {
         let workspace = Workspace::load(self.common.manifest_path.as_deref())?;
         let targets = Targets::new(&workspace);
-        let ours: Vec<u32> = copies
-            .iter()
-            .flat_map(|dir| loopcheck::scan::processes_of_run(dir))
-            .map(|p| p.process.pid)
-            .collect();
         let mut zombies = find_zombies(&workspace, reap);
-        zombies.retain(|z| !ours.contains(&z.zombie.pid));
+        if !zombies.is_empty() && !copies.is_empty() {
+            let pids: Vec<u32> = zombies.iter().map(|z| z.zombie.pid).collect();
+            let ours = of_run(&pids, copies);
+            zombies.retain(|z| !ours.contains(&z.zombie.pid));
+        }
         if self.human {
             output::zombies(self.term, &zombies);
         }
         prune_runs(self.runs, self.run_id);
         Ok((workspace, targets, zombies))
     }
+}
+
+/// The processes among `pids` (the zombies') that are this run's: those whose
+/// `LOOPCHECK_RUN_DIR` is one of its `copies`. Only their environments are read, not every
+/// process's: this runs beside the suite, and zombies are few.
+fn of_run(pids: &[u32], copies: &[PathBuf]) -> Vec<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let dirs: Option<Vec<&str>> = copies.iter().map(|dir| dir.to_str()).collect();
+        if let (Some(dirs), Ok(mut watch)) = (dirs, loopcheck::scan::Watch::open()) {
+            let keys = [loopcheck::lease::RUN_DIR_VAR];
+            return pids
+                .iter()
+                .copied()
+                .filter(|&pid| {
+                    let found = watch.environment(pid, &keys).pop().flatten();
+                    found.is_some_and(|dir| dirs.contains(&dir.as_str()))
+                })
+                .collect();
+        }
+    }
+    // A directory name that is not UTF-8 is compared byte for byte, in a walk of `/proc`.
+    copies
+        .iter()
+        .flat_map(|dir| loopcheck::scan::processes_of_run(dir))
+        .map(|p| p.process.pid)
+        .filter(|pid| pids.contains(pid))
+        .collect()
 }
 
 /// The zombies of the workspace, left alone or, with `reap`, ended.
@@ -61,5 +88,52 @@ fn find_zombies(workspace: &Workspace, reap: bool) -> Vec<ZombieReport> {
             eprintln!("warning: cannot look for zombie listeners: {error}");
             Vec::new()
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A `sleep` whose `LOOPCHECK_RUN_DIR` is `dir`; killed and reaped when dropped.
+    struct Sleeper(std::process::Child);
+
+    impl Sleeper {
+        fn start(dir: &Path) -> Sleeper {
+            let child = std::process::Command::new("sleep")
+                .arg("30")
+                .env(loopcheck::lease::RUN_DIR_VAR, dir)
+                .spawn()
+                .expect("start sleep");
+            Sleeper(child)
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn only_the_processes_of_this_runs_copies_are_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let (copy, other) = (root.path().join("run.0.0"), root.path().join("other.0.0"));
+        let ours = Sleeper::start(&copy);
+        let theirs = Sleeper::start(&other);
+        let pids = [ours.0.id(), theirs.0.id()];
+        // A fresh `sleep` may not have run `exec` yet: its environment is then still this
+        // process's. Bounded: 500 tries of 10 ms.
+        let mut found = Vec::new();
+        for _ in 0..500 {
+            found = of_run(&pids, std::slice::from_ref(&copy));
+            if found == [ours.0.id()] {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(found, [ours.0.id()]);
+        assert!(of_run(&pids, &[]).is_empty());
     }
 }
