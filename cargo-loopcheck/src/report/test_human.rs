@@ -30,8 +30,7 @@ pub(crate) fn zombies(term: &Term, zombies: &[ZombieReport]) {
             let _ = crate::term::write_finding(&mut text, &finding);
         }
     }
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(&text.into_inner());
+    let _ = term.stderr().write_all(&text.into_inner());
 }
 
 /// One line per copy of a flake hunt, as it finishes: `(round, rounds)`, `(copy, copies)`.
@@ -116,10 +115,11 @@ pub(crate) fn human(term: &Term, run: &TestRun, run_dir: &Path) -> std::io::Resu
         run.run_id,
         run_dir.display()
     )?;
-    std::io::stderr().lock().write_all(&err.into_inner())
+    term.stderr().write_all(&err.into_inner())
 }
 
-/// A buffer for text bound for stderr, styled as `term` chooses.
+/// A buffer for text bound for stderr, styled as `term` chooses; written out through
+/// [`Term::stderr`], which turns the styles into console calls where a terminal needs that.
 fn rendered(term: &Term) -> anstream::AutoStream<Vec<u8>> {
     let choice = if term.colors() {
         anstream::ColorChoice::Always

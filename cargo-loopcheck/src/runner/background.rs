@@ -1,15 +1,16 @@
-//! Work done on a thread of its own and collected later, or at once where no thread starts.
+//! Work done on a thread of its own and collected later, or done when it is collected.
 
 use std::thread::JoinHandle;
 
-/// A value computed in the background.
+/// A value computed in the background, or on demand.
 pub(crate) enum Background<T> {
     Running(JoinHandle<T>),
-    Ready(T),
+    Later(Box<dyn FnOnce() -> T + Send>),
 }
 
 impl<T: Send + 'static> Background<T> {
-    /// Starts `work` on a thread named `name`; where no thread can start, does it now.
+    /// Starts `work` on a thread named `name`; where no thread can start, it is done when
+    /// collected.
     pub(crate) fn start<F>(name: &str, work: F) -> Background<T>
     where
         F: FnOnce() -> T + Clone + Send + 'static,
@@ -18,8 +19,13 @@ impl<T: Send + 'static> Background<T> {
         let fallback = work.clone();
         match std::thread::Builder::new().name(name.into()).spawn(work) {
             Ok(handle) => Background::Running(handle),
-            Err(_) => Background::Ready(fallback()),
+            Err(_) => Background::later(fallback),
         }
+    }
+
+    /// `work`, done when collected.
+    pub(crate) fn later(work: impl FnOnce() -> T + Send + 'static) -> Background<T> {
+        Background::Later(Box::new(work))
     }
 
     /// The value, once the work is done; a panic in it goes on here.
@@ -28,7 +34,7 @@ impl<T: Send + 'static> Background<T> {
             Background::Running(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Background::Ready(value) => value,
+            Background::Later(work) => work(),
         }
     }
 }

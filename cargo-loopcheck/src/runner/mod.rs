@@ -223,9 +223,12 @@ impl Run<'_> {
             (results, fresh)
         });
         let round_timeline = sampler.stop();
-        // What the copies left is read on threads of their own while the results are parsed:
-        // the runner has ended, and the cores are idle.
-        let mut gathered: Vec<Gathered> = copies.iter().map(|dir| Gathered::start(dir)).collect();
+        // What a lone copy left is read on threads of their own while its results are parsed:
+        // the runner has ended, and the cores are idle. Several copies are read one by one, each
+        // after the copies before it were explained and torn down, as many threads would only
+        // compete for the cores.
+        let background = copies.len() == 1;
+        let mut gathered: Vec<Gathered> = copies.iter().map(|dir| Gathered::new(dir, background)).collect();
         round_timeline.add_to(&mut found.timeline, round == 0);
         if let Some(fresh) = fresh {
             *prepared = Some(fresh?);
@@ -253,7 +256,11 @@ impl Run<'_> {
             let mut round_executions = match read {
                 Ok(executions) => executions,
                 Err(error) => {
-                    teardown::after_failed_round(self.term, dir, self.args.keep_leftovers);
+                    teardown::after_failed_round(
+                        self.term,
+                        gathered.leftovers.join(),
+                        self.args.keep_leftovers,
+                    );
                     if found.executions.is_empty() {
                         return Err(error);
                     }
@@ -345,16 +352,22 @@ struct Gathered {
 }
 
 impl Gathered {
-    /// Starts reading both for the copy `dir`.
-    fn start(dir: &Path) -> Gathered {
+    /// Both for the copy `dir`: read at once on threads of their own (`background`), or when
+    /// collected.
+    fn new(dir: &Path, background: bool) -> Gathered {
         let (records_dir, leftovers_dir) = (dir.to_path_buf(), dir.to_path_buf());
-        Gathered {
-            records: Background::start("loopcheck-records", move || {
-                loopcheck::run::read_records(&records_dir)
-            }),
-            leftovers: Background::start("loopcheck-leftovers", move || {
-                leftovers::leftovers(&leftovers_dir)
-            }),
+        let records = move || loopcheck::run::read_records(&records_dir);
+        let leftovers = move || leftovers::leftovers(&leftovers_dir);
+        if background {
+            Gathered {
+                records: Background::start("loopcheck-records", records),
+                leftovers: Background::start("loopcheck-leftovers", leftovers),
+            }
+        } else {
+            Gathered {
+                records: Background::later(records),
+                leftovers: Background::later(leftovers),
+            }
         }
     }
 }

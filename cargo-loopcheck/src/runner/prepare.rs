@@ -45,21 +45,33 @@ impl Setup<'_> {
     }
 }
 
-/// The processes among `pids` (the zombies') that are this run's: those whose
-/// `LOOPCHECK_RUN_DIR` is one of its `copies`. Only their environments are read, not every
-/// process's: this runs beside the suite, and zombies are few.
+/// The processes among `pids` (the zombies') that are this run's, as
+/// `loopcheck::scan::processes_of_run` tells them: their `LOOPCHECK_RUN_DIR` is one of its
+/// `copies`, and they were not started by the build (which sets `CARGO_CRATE_NAME` for the
+/// compiler, and `OUT_DIR`, `TARGET` and `HOST` for a build script). Only these processes'
+/// environments are read, not every process's: this runs beside the suite, and zombies are
+/// few.
 fn of_run(pids: &[u32], copies: &[PathBuf]) -> Vec<u32> {
     #[cfg(target_os = "linux")]
     {
         let dirs: Option<Vec<&str>> = copies.iter().map(|dir| dir.to_str()).collect();
         if let (Some(dirs), Ok(mut watch)) = (dirs, loopcheck::scan::Watch::open()) {
-            let keys = [loopcheck::lease::RUN_DIR_VAR];
+            let keys = [
+                loopcheck::lease::RUN_DIR_VAR,
+                "CARGO_CRATE_NAME",
+                "OUT_DIR",
+                "TARGET",
+                "HOST",
+            ];
             return pids
                 .iter()
                 .copied()
                 .filter(|&pid| {
-                    let found = watch.environment(pid, &keys).pop().flatten();
-                    found.is_some_and(|dir| dirs.contains(&dir.as_str()))
+                    let [dir, crate_name, out_dir, target, host] =
+                        <[Option<String>; 5]>::try_from(watch.environment(pid, &keys)).unwrap_or_default();
+                    let of_build =
+                        crate_name.is_some() || (out_dir.is_some() && target.is_some() && host.is_some());
+                    !of_build && dir.is_some_and(|dir| dirs.contains(&dir.as_str()))
                 })
                 .collect();
         }
@@ -95,14 +107,16 @@ fn find_zombies(workspace: &Workspace, reap: bool) -> Vec<ZombieReport> {
 mod tests {
     use super::*;
 
-    /// A `sleep` whose `LOOPCHECK_RUN_DIR` is `dir`; killed and reaped when dropped.
+    /// A `sleep` whose `LOOPCHECK_RUN_DIR` is `dir`, with the variables `env`; killed and
+    /// reaped when dropped.
     struct Sleeper(std::process::Child);
 
     impl Sleeper {
-        fn start(dir: &Path) -> Sleeper {
+        fn start(dir: &Path, env: &[(&str, &str)]) -> Sleeper {
             let child = std::process::Command::new("sleep")
                 .arg("30")
                 .env(loopcheck::lease::RUN_DIR_VAR, dir)
+                .envs(env.iter().copied())
                 .spawn()
                 .expect("start sleep");
             Sleeper(child)
@@ -120,20 +134,14 @@ mod tests {
     fn only_the_processes_of_this_runs_copies_are_its_own() {
         let root = tempfile::tempdir().unwrap();
         let (copy, other) = (root.path().join("run.0.0"), root.path().join("other.0.0"));
-        let ours = Sleeper::start(&copy);
-        let theirs = Sleeper::start(&other);
-        let pids = [ours.0.id(), theirs.0.id()];
-        // A fresh `sleep` may not have run `exec` yet: its environment is then still this
-        // process's. Bounded: 500 tries of 10 ms.
-        let mut found = Vec::new();
-        for _ in 0..500 {
-            found = of_run(&pids, std::slice::from_ref(&copy));
-            if found == [ours.0.id()] {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(found, [ours.0.id()]);
+        let ours = Sleeper::start(&copy, &[]);
+        let theirs = Sleeper::start(&other, &[]);
+        let build = Sleeper::start(&copy, &[("CARGO_CRATE_NAME", "demo")]);
+        let script = Sleeper::start(&copy, &[("OUT_DIR", "/o"), ("TARGET", "t"), ("HOST", "h")]);
+        let pids = [ours.0.id(), theirs.0.id(), build.0.id(), script.0.id()];
+        // Of the run's directory, but started by the build: not the run's.
+        assert_eq!(of_run(&pids, std::slice::from_ref(&copy)), [ours.0.id()]);
+        assert_eq!(of_run(&pids, std::slice::from_ref(&other)), [theirs.0.id()]);
         assert!(of_run(&pids, &[]).is_empty());
     }
 }

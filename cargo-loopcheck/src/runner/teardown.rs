@@ -63,8 +63,8 @@ fn record(
 /// A round that did not run its tests (a setup script failed, the runner crashed) may still
 /// have left processes: they are ended (or kept) all the same, and shown on stderr, since the
 /// run ends with its error instead of a report.
-pub(crate) fn after_failed_round(term: &Term, run_dir: &std::path::Path, keep: bool) {
-    for (_, diagnosis) in end(super::leftovers::leftovers(run_dir), keep) {
+pub(crate) fn after_failed_round(term: &Term, leftovers: Vec<(RunProcess, Diagnosis)>, keep: bool) {
+    for (_, diagnosis) in end(leftovers, keep) {
         term.diagnosis(&diagnosis);
     }
 }
