@@ -156,7 +156,7 @@ impl PortPolicy {
         excluded.extend(kernel.ephemeral);
         let outside_kernel = subtract(wanted, &excluded);
         let (allocation, named) = match source {
-            RangeSource::Default if services.is_sorted() => without_ports(&outside_kernel, services),
+            RangeSource::Default if is_sorted(services) => without_ports(&outside_kernel, services),
             RangeSource::Default => {
                 let mut sorted = services.to_vec();
                 sorted.sort_unstable();
@@ -311,6 +311,19 @@ fn subtract(wanted: PortRange, excluded: &[PortRange]) -> Vec<PortRange> {
         left.push(PortRange::new(next as u16, wanted.end));
     }
     left
+}
+
+/// Whether `ports` are in order: `<[u16]>::is_sorted`, as an index loop. It runs in every test
+/// process, unoptimised, where the slice method's iterator costs several calls a port.
+fn is_sorted(ports: &[u16]) -> bool {
+    let mut at = 1;
+    while at < ports.len() {
+        if ports[at - 1] > ports[at] {
+            return false;
+        }
+        at += 1;
+    }
+    true
 }
 
 /// `ranges` (sorted, disjoint) without the sorted `ports`, and those of `ports` that were in
@@ -642,6 +655,22 @@ mod tests {
         let asked = PortPolicy::build(kernel((32768, 60999), &[]), Some("3000-12000"), &named).unwrap();
         assert_eq!(asked.allocation_display(), "3000-12000");
         assert!(asked.named.is_empty());
+    }
+
+    #[test]
+    fn the_order_check_agrees_with_the_slice_method() {
+        let cases: [&[u16]; 7] = [
+            &[],
+            &[7],
+            &[1, 1],
+            &[1, 2, 3],
+            &[2, 1],
+            &[1, 3, 2],
+            &[0, 65535, 65535],
+        ];
+        for ports in cases {
+            assert_eq!(is_sorted(ports), ports.is_sorted(), "{ports:?}");
+        }
     }
 
     #[test]
