@@ -523,8 +523,8 @@ impl Context {
 
 /// The end of this process's run records: its pid and test binary, encoded once per process
 /// (`current_exe` is a `readlink`).
-fn process_fields() -> &'static str {
-    static FIELDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+fn process_fields() -> &'static [u8] {
+    static FIELDS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     FIELDS.get_or_init(|| {
         let binary = std::env::current_exe().ok();
         crate::run::process_fields(Some(own_pid()), binary.as_deref())

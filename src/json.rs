@@ -1,33 +1,48 @@
 //! Hand-written JSON for the records every test writes: the lease record and the run record.
 //!
 //! Tests run unoptimised, and there `serde_json`'s generic code costs more per record than
-//! the rest of the record's path together; these writers produce the same JSON values (the
-//! tests of each record compare them with `serde_json`'s) with a few string appends.
+//! the rest of the record's path together, and so does the formatting machinery of `write!`;
+//! these writers produce the same JSON values (the tests of each record compare them with
+//! `serde_json`'s) with a few appends of bytes, into a vector or straight into a lease
+//! record's block.
 
-use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// Where hand-written JSON goes: the bytes of a run record, or a lease record's block.
+pub(crate) trait Out {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
 
 /// Appends `text` as a JSON string literal.
-pub(crate) fn push_string(json: &mut String, text: &str) {
-    json.push('"');
+pub(crate) fn push_string(json: &mut impl Out, text: &str) {
+    json.put(b"\"");
     if needs_no_escape(text) {
-        json.push_str(text);
+        json.put(text.as_bytes());
     } else {
         for c in text.chars() {
             match c {
-                '"' => json.push_str("\\\""),
-                '\\' => json.push_str("\\\\"),
-                '\n' => json.push_str("\\n"),
-                '\t' => json.push_str("\\t"),
-                '\r' => json.push_str("\\r"),
+                '"' => json.put(b"\\\""),
+                '\\' => json.put(b"\\\\"),
+                '\n' => json.put(b"\\n"),
+                '\t' => json.put(b"\\t"),
+                '\r' => json.put(b"\\r"),
                 c if (c as u32) < 0x20 => {
-                    // Writing to a String cannot fail.
-                    let _ = write!(json, "\\u{:04x}", c as u32);
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    let low = c as usize;
+                    json.put(&[b'\\', b'u', b'0', b'0', HEX[low >> 4], HEX[low & 0xf]]);
                 }
-                c => json.push(c),
+                c => json.put(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
     }
-    json.push('"');
+    json.put(b"\"");
 }
 
 /// Whether `text` goes into a JSON string as it is: no control character, quote or backslash.
@@ -47,10 +62,56 @@ fn needs_no_escape(text: &str) -> bool {
 }
 
 /// Appends `text` as a JSON string, or `null` when there is none.
-pub(crate) fn push_optional_string(json: &mut String, text: Option<&str>) {
+pub(crate) fn push_optional_string(json: &mut impl Out, text: Option<&str>) {
     match text {
         Some(text) => push_string(json, text),
-        None => json.push_str("null"),
+        None => json.put(b"null"),
+    }
+}
+
+/// Appends `n` in decimal, as `Display` writes it, without the formatting machinery (about a
+/// thousand instructions a number in unoptimised builds).
+pub(crate) fn push_u64(json: &mut impl Out, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    json.put(&digits[at..]);
+}
+
+/// Appends `addr` as `Display` writes it: IPv4 by hand, IPv6 (whose short forms have rules of
+/// their own) through `Display`.
+pub(crate) fn push_ip(json: &mut impl Out, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            push_u64(json, u64::from(a));
+            json.put(b".");
+            push_u64(json, u64::from(b));
+            json.put(b".");
+            push_u64(json, u64::from(c));
+            json.put(b".");
+            push_u64(json, u64::from(d));
+        }
+        IpAddr::V6(v6) => json.put(v6.to_string().as_bytes()),
+    }
+}
+
+/// Appends `addr` as `Display` writes it: `IP:PORT`, or `[IP]:PORT` for IPv6.
+pub(crate) fn push_socket_addr(json: &mut impl Out, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            push_ip(json, IpAddr::V4(*v4.ip()));
+            json.put(b":");
+            push_u64(json, u64::from(v4.port()));
+        }
+        SocketAddr::V6(v6) => json.put(v6.to_string().as_bytes()),
     }
 }
 
@@ -67,10 +128,41 @@ mod tests {
             "new\nline\ttab\r",
             "\u{1}\u{1f}\u{7f}",
             "ü → 🦀",
+            "\u{0}\u{b}\u{1b}",
         ] {
-            let mut json = String::new();
+            let mut json = Vec::new();
             push_string(&mut json, text);
+            let json = String::from_utf8(json).unwrap();
             assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text, "{json}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0, 7, 9, 10, 99, 100, 65_535, 1_700_000_000_123, u64::MAX] {
+            let mut json = b"x".to_vec();
+            push_u64(&mut json, n);
+            assert_eq!(json, format!("x{n}").into_bytes());
+        }
+        for addr in [
+            // loopcheck:allow(LC010): addresses formatted in memory, never bound
+            "127.0.0.1:20001",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.0.9:80",
+            // loopcheck:allow(LC010): addresses formatted in memory, never bound
+            "[::1]:20001",
+            "[fe80::1%2]:9",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let (mut ip, mut whole) = (Vec::new(), Vec::new());
+            push_ip(&mut ip, addr.ip());
+            push_socket_addr(&mut whole, addr);
+            assert_eq!(
+                (ip, whole),
+                (addr.ip().to_string().into_bytes(), addr.to_string().into_bytes())
+            );
         }
     }
 }

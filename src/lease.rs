@@ -10,7 +10,6 @@
 //! processes lock two different files for the same port. Reusing them also keeps file creation
 //! (about a millisecond on ext4) off the allocation path.
 
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::IpAddr;
@@ -334,18 +333,61 @@ impl Lease {
         let since_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut json = encode_held_record(self.port, ip, pid, test.as_deref(), run_id(), since_ms);
-        if json.len() < RECORD_SIZE {
-            // Padded to its full size, so that rewriting it never needs a truncate; in a
-            // buffer written whole, as `Vec::resize` pads byte by byte in unoptimised builds.
-            let mut padded = [b' '; RECORD_SIZE];
-            padded[..json.len()].copy_from_slice(&json);
-            padded[RECORD_SIZE - 1] = b'\n';
-            let _ = write_at(self.file(), &padded, 0);
+        // On this stack frame, and borrowed: a record moved by value would touch fresh stack
+        // pages of the test's new thread, each a page fault.
+        let mut block = [b' '; RECORD_SIZE];
+        let record = encode_held_record(
+            &mut block,
+            self.port,
+            ip,
+            pid,
+            test.as_deref(),
+            run_id(),
+            since_ms,
+        );
+        let _ = write_at(self.file(), record.bytes(), 0);
+    }
+}
+
+/// A lease record as it is written: in a block of [`RECORD_SIZE`] bytes padded with spaces
+/// and ending in a newline, so that rewriting it never needs a truncate (and a whole block
+/// written is never read from disk first); or, when longer (a long test name full of escapes),
+/// as it is, with its newline.
+///
+/// Written into the block in place rather than through a `String`: in the unoptimised builds
+/// tests run in, every `String` append is a chain of calls, and every allocation writes one.
+struct RecordText<'a> {
+    block: &'a mut [u8; RECORD_SIZE],
+    len: usize,
+    longer: Option<Vec<u8>>,
+}
+
+impl RecordText<'_> {
+    /// The record's bytes, as they are written.
+    fn bytes(&self) -> &[u8] {
+        match &self.longer {
+            Some(longer) => longer,
+            None => &self.block[..],
+        }
+    }
+}
+
+impl crate::json::Out for RecordText<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(longer) = &mut self.longer {
+            longer.extend_from_slice(bytes);
+            return;
+        }
+        let end = self.len + bytes.len();
+        // The block's last byte is its newline.
+        if end < RECORD_SIZE {
+            self.block[self.len..end].copy_from_slice(bytes);
+            self.len = end;
         } else {
-            // Longer than the padding (a long test name): written as it is.
-            json.push(b'\n');
-            let _ = write_at(self.file(), &json, 0);
+            let mut longer = Vec::with_capacity(2 * end);
+            longer.extend_from_slice(&self.block[..self.len]);
+            longer.extend_from_slice(bytes);
+            self.longer = Some(longer);
         }
     }
 }
@@ -355,32 +397,50 @@ impl Lease {
 /// Written by hand rather than by `serde_json`: every allocation writes one, and in the
 /// unoptimised builds tests run in, serde's generic code cost more than the rest of the
 /// record's path together. A test's name is cut to [`MAX_TEST_NAME`] bytes, so that every
-/// record is readable in one [`MAX_RECORD`] read.
-fn encode_held_record(
+/// record is readable in one [`MAX_RECORD`] read. `block` must hold spaces: they are the
+/// padding.
+fn encode_held_record<'a>(
+    block: &'a mut [u8; RECORD_SIZE],
     port: u16,
     ip: IpAddr,
     pid: u32,
     test: Option<&str>,
     run_id: Option<&str>,
     since_ms: u64,
-) -> Vec<u8> {
-    let mut json = String::with_capacity(RECORD_SIZE);
-    // Writing to a String cannot fail.
-    let _ = write!(json, r#"{{"state":"held","port":{port},"ip":"{ip}","pid":{pid}"#);
+) -> RecordText<'a> {
+    use crate::json::{Out, push_ip, push_string, push_u64};
+
+    block[RECORD_SIZE - 1] = b'\n';
+    let mut record = RecordText {
+        block,
+        len: 0,
+        longer: None,
+    };
+    record.put(br#"{"state":"held","port":"#);
+    push_u64(&mut record, u64::from(port));
+    record.put(br#","ip":""#);
+    push_ip(&mut record, ip);
+    record.put(br#"","pid":"#);
+    push_u64(&mut record, u64::from(pid));
     if let Some(test) = test {
         let mut cut = test.len().min(MAX_TEST_NAME);
         while !test.is_char_boundary(cut) {
             cut -= 1;
         }
-        json.push_str(r#","test":"#);
-        crate::json::push_string(&mut json, &test[..cut]);
+        record.put(br#","test":"#);
+        push_string(&mut record, &test[..cut]);
     }
     if let Some(run_id) = run_id {
-        json.push_str(r#","run_id":"#);
-        crate::json::push_string(&mut json, run_id);
+        record.put(br#","run_id":"#);
+        push_string(&mut record, run_id);
     }
-    let _ = write!(json, r#","since_ms":{since_ms}}}"#);
-    json.into_bytes()
+    record.put(br#","since_ms":"#);
+    push_u64(&mut record, since_ms);
+    record.put(b"}");
+    if let Some(longer) = &mut record.longer {
+        longer.push(b'\n');
+    }
+    record
 }
 
 #[cfg(unix)]
@@ -789,14 +849,26 @@ mod tests {
             .zip(["127.0.0.1", "::1", "127.3.2.1", "0.0.0.0"])
         {
             let ip: IpAddr = ip.parse().unwrap();
-            // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-            let json = encode_held_record(20001, ip, 42, Some(name), Some("run-1.0.0"), 1_700_000_000_123);
+            let mut block = [b' '; RECORD_SIZE];
+            let record = encode_held_record(
+                &mut block,
+                // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
+                20001,
+                ip,
+                42,
+                Some(name),
+                Some("run-1.0.0"),
+                1_700_000_000_123,
+            );
+            let json = record.bytes();
+            assert_eq!(json.len(), RECORD_SIZE, "padded to the block");
+            assert_eq!(json.last(), Some(&b'\n'));
             assert!(
                 json.starts_with(br#"{"state":"held""#),
                 "the state word is at STATE_OFFSET"
             );
             assert_eq!(&json[STATE_OFFSET as usize..STATE_OFFSET as usize + 4], b"held");
-            let record: LeaseRecord = serde_json::from_slice(&json).expect("valid JSON");
+            let record: LeaseRecord = serde_json::from_slice(json).expect("valid JSON");
             assert_eq!(
                 record,
                 LeaseRecord {
@@ -811,19 +883,53 @@ mod tests {
                 }
             );
         }
+        let mut block = [b' '; RECORD_SIZE];
         // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-        let bare = encode_held_record(20001, "127.0.0.1".parse().unwrap(), 1, None, None, 0);
-        let record: LeaseRecord = serde_json::from_slice(&bare).unwrap();
+        let bare = encode_held_record(&mut block, 20001, "127.0.0.1".parse().unwrap(), 1, None, None, 0);
+        let record: LeaseRecord = serde_json::from_slice(bare.bytes()).unwrap();
         assert_eq!((record.test, record.run_id), (None, None));
         // A name cut at the limit keeps whole characters.
         let long = "é".repeat(MAX_TEST_NAME);
-        // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-        let json = encode_held_record(20001, "127.0.0.1".parse().unwrap(), 1, Some(&long), None, 0);
-        let test = serde_json::from_slice::<LeaseRecord>(&json)
+        let mut block = [b' '; RECORD_SIZE];
+        let json = encode_held_record(
+            &mut block,
+            // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
+            20001,
+            "127.0.0.1".parse().unwrap(),
+            1,
+            Some(&long),
+            None,
+            0,
+        );
+        let test = serde_json::from_slice::<LeaseRecord>(json.bytes())
             .unwrap()
             .test
             .unwrap();
         assert!(test.len() <= MAX_TEST_NAME && long.starts_with(&test) && !test.is_empty());
+        // Escapes can make a record longer than the block: it is then written whole, as it is.
+        let escaped = "\u{1}".repeat(MAX_TEST_NAME);
+        let mut block = [b' '; RECORD_SIZE];
+        let record = encode_held_record(
+            &mut block,
+            // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
+            20001,
+            "127.0.0.1".parse().unwrap(),
+            1,
+            Some(&escaped),
+            Some("run-1"),
+            7,
+        );
+        let json = record.bytes();
+        assert!(
+            json.len() > RECORD_SIZE && json.ends_with(b"}\n"),
+            "{} bytes",
+            json.len()
+        );
+        let record: LeaseRecord = serde_json::from_slice(json).unwrap();
+        assert_eq!(
+            (record.test.as_deref(), record.run_id.as_deref(), record.since_ms),
+            (Some(&escaped[..]), Some("run-1"), 7)
+        );
     }
 
     #[test]

@@ -151,72 +151,77 @@ impl RecordFields<'_> {
     /// end [`process_fields`] wrote once for the process): the value `serde_json` writes for
     /// the [`RunRecord`], written by hand (see [`crate::json`]) except for the diagnoses and
     /// leaks, which only failing and leaking tests have.
-    fn to_json_line(&self, ports: impl Iterator<Item = u16>, process: &str) -> io::Result<Vec<u8>> {
-        use crate::json::{push_optional_string, push_string};
-        use std::fmt::Write as _;
+    fn to_json_line(&self, ports: impl Iterator<Item = u16>, process: &[u8]) -> io::Result<Vec<u8>> {
+        use crate::json::{Out, push_optional_string, push_socket_addr, push_string, push_u64};
 
-        let push_diagnoses = |json: &mut String, list: &[Diagnosis]| -> io::Result<()> {
+        let push_diagnoses = |json: &mut Vec<u8>, list: &[Diagnosis]| -> io::Result<()> {
             if list.is_empty() {
-                json.push_str("[]");
+                json.put(b"[]");
             } else {
-                json.push_str(&serde_json::to_string(list).map_err(io::Error::other)?);
+                serde_json::to_writer(&mut *json, list).map_err(io::Error::other)?;
             }
             Ok(())
         };
-        let mut json = String::with_capacity(256);
-        json.push_str(r#"{"name":"#);
+        let mut json = Vec::with_capacity(256);
+        json.put(br#"{"name":"#);
         push_string(&mut json, self.name);
         if let Some(outcome) = self.outcome {
-            json.push_str(r#","outcome":"#);
+            json.put(br#","outcome":"#);
             push_string(&mut json, outcome);
         }
-        json.push_str(r#","message":"#);
+        json.put(br#","message":"#);
         push_optional_string(&mut json, self.message);
-        json.push_str(r#","ports":["#);
+        json.put(br#","ports":["#);
         for (i, port) in ports.enumerate() {
-            // Writing to a String cannot fail.
-            let _ = write!(json, "{}{port}", if i == 0 { "" } else { "," });
-        }
-        json.push_str(r#"],"given":["#);
-        for (i, given) in self.given.iter().enumerate() {
-            let _ = write!(
-                json,
-                r#"{}{{"protocol":"{}","port":{},"addrs":["#,
-                if i == 0 { "" } else { "," },
-                given.protocol.as_str(),
-                given.port
-            );
-            for (j, addr) in given.addrs.iter().enumerate() {
-                let _ = write!(json, r#"{}"{addr}""#, if j == 0 { "" } else { "," });
+            if i > 0 {
+                json.put(b",");
             }
-            json.push_str("]}");
+            push_u64(&mut json, u64::from(port));
         }
-        json.push_str(r#"],"diagnoses":"#);
+        json.put(br#"],"given":["#);
+        for (i, given) in self.given.iter().enumerate() {
+            if i > 0 {
+                json.put(b",");
+            }
+            json.put(br#"{"protocol":""#);
+            json.put(given.protocol.as_str().as_bytes());
+            json.put(br#"","port":"#);
+            push_u64(&mut json, u64::from(given.port));
+            json.put(br#","addrs":["#);
+            for (j, addr) in given.addrs.iter().enumerate() {
+                json.put(if j == 0 { b"\"" } else { b",\"" });
+                push_socket_addr(&mut json, *addr);
+                json.put(b"\"");
+            }
+            json.put(b"]}");
+        }
+        json.put(br#"],"diagnoses":"#);
         push_diagnoses(&mut json, self.diagnoses)?;
-        json.push_str(r#","leaks":"#);
+        json.put(br#","leaks":"#);
         push_diagnoses(&mut json, self.leaks)?;
         if let Some(duration_ms) = self.duration_ms {
-            let _ = write!(json, r#","duration_ms":{duration_ms}"#);
+            json.put(br#","duration_ms":"#);
+            push_u64(&mut json, duration_ms);
         }
-        json.push_str(process);
-        Ok(json.into_bytes())
+        json.put(process);
+        Ok(json)
     }
 }
 
 /// The end of a record line, the same for every record of a process: its `pid` and `binary`,
 /// the closing brace and the newline. A path that is not UTF-8 is written as null, where
 /// `serde_json` would lose the record.
-pub(crate) fn process_fields(pid: Option<u32>, binary: Option<&Path>) -> String {
-    use std::fmt::Write as _;
+pub(crate) fn process_fields(pid: Option<u32>, binary: Option<&Path>) -> Vec<u8> {
+    use crate::json::{Out, push_optional_string, push_u64};
 
-    let mut json = String::new();
+    let mut json = Vec::new();
     if let Some(pid) = pid {
-        // Writing to a String cannot fail.
-        let _ = write!(json, r#","pid":{pid}"#);
+        json.put(br#","pid":"#);
+        push_u64(&mut json, u64::from(pid));
     }
-    json.push_str(r#","binary":"#);
-    crate::json::push_optional_string(&mut json, binary.and_then(Path::to_str));
-    json.push_str("}\n");
+    json.put(br#","binary":"#);
+    push_optional_string(&mut json, binary.and_then(Path::to_str));
+    json.put(b"}\n");
     json
 }
 
@@ -229,7 +234,7 @@ pub(crate) fn append_record(
     dir: &Path,
     record: &RecordFields<'_>,
     ports: impl Iterator<Item = u16>,
-    process: &str,
+    process: &[u8],
 ) -> io::Result<()> {
     use std::io::Write;
     use std::sync::Mutex;
