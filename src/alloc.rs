@@ -52,7 +52,7 @@ impl PortLease {
     /// listener is open.
     pub fn into_listener(self) -> Result<TcpListener> {
         let addr = self.addr();
-        let listener = TcpListener::bind(addr).map_err(|source| Error::socket("bind", addr, source))?;
+        let listener = bind_leased(addr, TcpListener::bind)?;
         hold_while_open(self.lease, &listener);
         Ok(listener)
     }
@@ -61,7 +61,7 @@ impl PortLease {
     /// socket is open.
     pub fn into_udp_socket(self) -> Result<UdpSocket> {
         let addr = self.addr();
-        let socket = UdpSocket::bind(addr).map_err(|source| Error::socket("bind", addr, source))?;
+        let socket = bind_leased(addr, UdpSocket::bind)?;
         hold_while_open(self.lease, &socket);
         Ok(socket)
     }
@@ -82,6 +82,29 @@ impl PortLease {
         let ip = self.ip;
         self.lease.hand_over(ip, pid);
     }
+}
+
+/// How long a bind of a leased port waits out `AddrInUse` (see [`bind_leased`]).
+const INHERITED_PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Binds the leased `addr`, trying again for up to [`INHERITED_PROBE_WAIT`] while it is in
+/// use. No loopcheck process holds a leased port, but the probe that proved it free may still
+/// be bound for a moment: a child that another thread of this process forked (tests spawn
+/// processes in parallel) has a copy of every descriptor until its `exec` closes them.
+fn bind_leased<S>(addr: SocketAddr, bind: impl Fn(SocketAddr) -> io::Result<S>) -> Result<S> {
+    let started = std::time::Instant::now();
+    // Bounded by the time above and by a count, whatever the clock does.
+    for _ in 0..200 {
+        match bind(addr) {
+            Err(err)
+                if err.kind() == io::ErrorKind::AddrInUse && started.elapsed() < INHERITED_PROBE_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            result => return result.map_err(|source| Error::socket("bind", addr, source)),
+        }
+    }
+    bind(addr).map_err(|source| Error::socket("bind", addr, source))
 }
 
 /// The lease's lock file: a child process that inherits this descriptor across `exec` (with

@@ -61,6 +61,32 @@ fn needs_no_escape(text: &str) -> bool {
     true
 }
 
+/// The longest prefix of `text`, cut at a character boundary, whose JSON string takes at most
+/// `max` bytes between its quotes: escapes count at their written length (a control character
+/// takes six bytes), so that a record built from cut fields has a known greatest length.
+pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
+    if needs_no_escape(text) {
+        let mut cut = text.len().min(max);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        return &text[..cut];
+    }
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        let len = match c {
+            '"' | '\\' | '\n' | '\t' | '\r' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if used + len > max {
+            return &text[..at];
+        }
+        used += len;
+    }
+    text
+}
+
 /// Appends `text` as a JSON string, or `null` when there is none.
 pub(crate) fn push_optional_string(json: &mut impl Out, text: Option<&str>) {
     match text {
@@ -134,6 +160,33 @@ mod tests {
             push_string(&mut json, text);
             let json = String::from_utf8(json).unwrap();
             assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_cut_string_stays_within_its_length_and_whole() {
+        for (text, max) in [
+            ("plain", 3),
+            ("plain", 10),
+            ("ü→🦀", 4),
+            ("ü→🦀", 5),
+            ("\"q\"", 3),
+            ("a\u{1}b", 6),
+            ("a\u{1}b", 7),
+            ("\u{1}\u{1}", 11),
+            ("", 0),
+        ] {
+            let cut = prefix_within(text, max);
+            let mut json = Vec::new();
+            push_string(&mut json, cut);
+            assert!(json.len() - 2 <= max, "{text:?} within {max}: {cut:?}");
+            assert!(text.starts_with(cut));
+            // The longest such prefix: one more character would not fit.
+            if let Some(next) = text[cut.len()..].chars().next() {
+                let mut longer = Vec::new();
+                push_string(&mut longer, &text[..cut.len() + next.len_utf8()]);
+                assert!(longer.len() - 2 > max, "{text:?} within {max}: {cut:?}");
+            }
         }
     }
 

@@ -40,9 +40,17 @@ pub use crate::run::{RUN_DIR_VAR, TEST_VAR};
 /// 67 us here, against 2.5 us for the whole block (`cargo bench --bench alloc -- cold-write`).
 const RECORD_SIZE: usize = 4096;
 
-/// The most a reader reads of a record; records are kept shorter by truncating test names.
+/// The most a reader reads of a record; records are kept shorter by cutting the test's name
+/// and the run id to these lengths of their JSON strings (escapes included).
 const MAX_RECORD: usize = RECORD_SIZE;
 const MAX_TEST_NAME: usize = 2048;
+const MAX_RUN_ID: usize = 1024;
+
+/// The most the other fields of a record take, rounded up: the keys, quotes and commas (73
+/// bytes), a port (5), an IPv6 address (45), a pid (10) and a time in milliseconds (20).
+const MAX_OTHER_FIELDS: usize = 160;
+// Every record, with its newline, fits in the block it is padded to.
+const _: () = assert!(MAX_OTHER_FIELDS + MAX_TEST_NAME + MAX_RUN_ID < RECORD_SIZE - 1);
 
 /// Offset of the state word in a record: records start with `{"state":"held"`.
 const STATE_OFFSET: u64 = 10;
@@ -336,7 +344,7 @@ impl Lease {
         // On this stack frame, and borrowed: a record moved by value would touch fresh stack
         // pages of the test's new thread, each a page fault.
         let mut block = [b' '; RECORD_SIZE];
-        let record = encode_held_record(
+        encode_held_record(
             &mut block,
             self.port,
             ip,
@@ -345,77 +353,54 @@ impl Lease {
             run_id(),
             since_ms,
         );
-        let _ = write_at(self.file(), record.bytes(), 0);
+        let _ = write_at(self.file(), &block, 0);
     }
 }
 
-/// A lease record as it is written: in a block of [`RECORD_SIZE`] bytes padded with spaces
+/// A lease record as it is written: into a block of [`RECORD_SIZE`] bytes padded with spaces
 /// and ending in a newline, so that rewriting it never needs a truncate (and a whole block
-/// written is never read from disk first); or, when longer (a long test name full of escapes),
-/// as it is, with its newline.
+/// written is never read from disk first).
 ///
 /// Written into the block in place rather than through a `String`: in the unoptimised builds
-/// tests run in, every `String` append is a chain of calls, and every allocation writes one.
+/// tests run in, every `String` append is a chain of calls, and every port allocation writes
+/// a record.
 struct RecordText<'a> {
     block: &'a mut [u8; RECORD_SIZE],
     len: usize,
-    longer: Option<Vec<u8>>,
-}
-
-impl RecordText<'_> {
-    /// The record's bytes, as they are written.
-    fn bytes(&self) -> &[u8] {
-        match &self.longer {
-            Some(longer) => longer,
-            None => &self.block[..],
-        }
-    }
 }
 
 impl crate::json::Out for RecordText<'_> {
     fn put(&mut self, bytes: &[u8]) {
-        if let Some(longer) = &mut self.longer {
-            longer.extend_from_slice(bytes);
-            return;
-        }
+        // Always fits: the fields are cut so that a record is shorter than the block (see
+        // `MAX_OTHER_FIELDS`), whose last byte is the newline.
         let end = self.len + bytes.len();
-        // The block's last byte is its newline.
         if end < RECORD_SIZE {
             self.block[self.len..end].copy_from_slice(bytes);
             self.len = end;
-        } else {
-            let mut longer = Vec::with_capacity(2 * end);
-            longer.extend_from_slice(&self.block[..self.len]);
-            longer.extend_from_slice(bytes);
-            self.longer = Some(longer);
         }
     }
 }
 
-/// A `held` [`LeaseRecord`] as JSON, starting `{"state":"held"` (see [`STATE_OFFSET`]).
+/// A `held` [`LeaseRecord`] as JSON, starting `{"state":"held"` (see [`STATE_OFFSET`]), in
+/// `block`, which must hold spaces: they are the padding.
 ///
-/// Written by hand rather than by `serde_json`: every allocation writes one, and in the
+/// Written by hand rather than by `serde_json`: every port allocation writes one, and in the
 /// unoptimised builds tests run in, serde's generic code cost more than the rest of the
-/// record's path together. A test's name is cut to [`MAX_TEST_NAME`] bytes, so that every
-/// record is readable in one [`MAX_RECORD`] read. `block` must hold spaces: they are the
-/// padding.
-fn encode_held_record<'a>(
-    block: &'a mut [u8; RECORD_SIZE],
+/// record's path together. The test's name and the run id are cut (to [`MAX_TEST_NAME`] and
+/// [`MAX_RUN_ID`] bytes of JSON), so that every record is readable in one [`MAX_RECORD`] read.
+fn encode_held_record(
+    block: &mut [u8; RECORD_SIZE],
     port: u16,
     ip: IpAddr,
     pid: u32,
     test: Option<&str>,
     run_id: Option<&str>,
     since_ms: u64,
-) -> RecordText<'a> {
-    use crate::json::{Out, push_ip, push_string, push_u64};
+) {
+    use crate::json::{Out, prefix_within, push_ip, push_string, push_u64};
 
     block[RECORD_SIZE - 1] = b'\n';
-    let mut record = RecordText {
-        block,
-        len: 0,
-        longer: None,
-    };
+    let mut record = RecordText { block, len: 0 };
     record.put(br#"{"state":"held","port":"#);
     push_u64(&mut record, u64::from(port));
     record.put(br#","ip":""#);
@@ -423,24 +408,16 @@ fn encode_held_record<'a>(
     record.put(br#"","pid":"#);
     push_u64(&mut record, u64::from(pid));
     if let Some(test) = test {
-        let mut cut = test.len().min(MAX_TEST_NAME);
-        while !test.is_char_boundary(cut) {
-            cut -= 1;
-        }
         record.put(br#","test":"#);
-        push_string(&mut record, &test[..cut]);
+        push_string(&mut record, prefix_within(test, MAX_TEST_NAME));
     }
     if let Some(run_id) = run_id {
         record.put(br#","run_id":"#);
-        push_string(&mut record, run_id);
+        push_string(&mut record, prefix_within(run_id, MAX_RUN_ID));
     }
     record.put(br#","since_ms":"#);
     push_u64(&mut record, since_ms);
     record.put(b"}");
-    if let Some(longer) = &mut record.longer {
-        longer.push(b'\n');
-    }
-    record
 }
 
 #[cfg(unix)]
@@ -836,6 +813,22 @@ mod tests {
         drop(acquire(&registry, 20002));
     }
 
+    /// A record of port 20001 with `test`, `run_id` and `since_ms`, as written to a lease file,
+    /// and what `read_record` reads back from that file.
+    fn written(
+        ip: IpAddr,
+        test: Option<&str>,
+        run_id: Option<&str>,
+        since_ms: u64,
+    ) -> ([u8; RECORD_SIZE], Option<LeaseRecord>) {
+        let mut block = [b' '; RECORD_SIZE];
+        // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
+        encode_held_record(&mut block, 20001, ip, 42, test, run_id, since_ms);
+        let file = tempfile::tempfile().unwrap();
+        write_at(&file, &block, 0).unwrap();
+        (block, read_record(&file))
+    }
+
     #[test]
     fn records_are_the_json_readers_expect() {
         let names = [
@@ -849,28 +842,15 @@ mod tests {
             .zip(["127.0.0.1", "::1", "127.3.2.1", "0.0.0.0"])
         {
             let ip: IpAddr = ip.parse().unwrap();
-            let mut block = [b' '; RECORD_SIZE];
-            let record = encode_held_record(
-                &mut block,
-                // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-                20001,
-                ip,
-                42,
-                Some(name),
-                Some("run-1.0.0"),
-                1_700_000_000_123,
-            );
-            let json = record.bytes();
-            assert_eq!(json.len(), RECORD_SIZE, "padded to the block");
-            assert_eq!(json.last(), Some(&b'\n'));
+            let (block, record) = written(ip, Some(name), Some("run-1.0.0"), 1_700_000_000_123);
+            assert_eq!(block.last(), Some(&b'\n'));
             assert!(
-                json.starts_with(br#"{"state":"held""#),
+                block.starts_with(br#"{"state":"held""#),
                 "the state word is at STATE_OFFSET"
             );
-            assert_eq!(&json[STATE_OFFSET as usize..STATE_OFFSET as usize + 4], b"held");
-            let record: LeaseRecord = serde_json::from_slice(json).expect("valid JSON");
+            assert_eq!(&block[STATE_OFFSET as usize..STATE_OFFSET as usize + 4], b"held");
             assert_eq!(
-                record,
+                record.expect("valid JSON"),
                 LeaseRecord {
                     state: RecordState::Held,
                     // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
@@ -883,75 +863,58 @@ mod tests {
                 }
             );
         }
-        let mut block = [b' '; RECORD_SIZE];
-        // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-        let bare = encode_held_record(&mut block, 20001, "127.0.0.1".parse().unwrap(), 1, None, None, 0);
-        let record: LeaseRecord = serde_json::from_slice(bare.bytes()).unwrap();
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let record = written(localhost, None, None, 0).1.unwrap();
         assert_eq!((record.test, record.run_id), (None, None));
-        // A name cut at the limit keeps whole characters.
-        let long = "é".repeat(MAX_TEST_NAME);
-        let mut block = [b' '; RECORD_SIZE];
-        let json = encode_held_record(
-            &mut block,
-            // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-            20001,
-            "127.0.0.1".parse().unwrap(),
-            1,
-            Some(&long),
-            None,
-            0,
-        );
-        let test = serde_json::from_slice::<LeaseRecord>(json.bytes())
-            .unwrap()
-            .test
-            .unwrap();
-        assert!(test.len() <= MAX_TEST_NAME && long.starts_with(&test) && !test.is_empty());
-        // Escapes can make a record longer than the block: it is then written whole, as it is.
-        let escaped = "\u{1}".repeat(MAX_TEST_NAME);
-        let mut block = [b' '; RECORD_SIZE];
-        let record = encode_held_record(
-            &mut block,
-            // loopcheck:allow(LC010): numbers of a record encoded in memory, never bound
-            20001,
-            "127.0.0.1".parse().unwrap(),
-            1,
-            Some(&escaped),
-            Some("run-1"),
-            7,
-        );
-        let json = record.bytes();
-        assert!(
-            json.len() > RECORD_SIZE && json.ends_with(b"}\n"),
-            "{} bytes",
-            json.len()
-        );
-        let record: LeaseRecord = serde_json::from_slice(json).unwrap();
-        assert_eq!(
-            (record.test.as_deref(), record.run_id.as_deref(), record.since_ms),
-            (Some(&escaped[..]), Some("run-1"), 7)
-        );
+    }
+
+    #[test]
+    fn long_names_and_run_ids_are_cut_to_keep_the_record_readable() {
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let escaped_len = |text: &str| {
+            let mut json = Vec::new();
+            crate::json::push_string(&mut json, text);
+            json.len() - 2
+        };
+        // Cut at the limit, keeping whole characters; escapes count at their written length
+        // (a control character's is six bytes), so that no record outgrows its block.
+        for (name, run_id) in [
+            ("é".repeat(MAX_TEST_NAME), "run-1".to_owned()),
+            ("\u{1}".repeat(MAX_TEST_NAME), "run-1".to_owned()),
+            ("\"\\".repeat(MAX_TEST_NAME), "\u{1f}".repeat(MAX_RUN_ID)),
+        ] {
+            let record = written(localhost, Some(&name), Some(&run_id), 7)
+                .1
+                .expect("read back whole");
+            let (test, run) = (record.test.unwrap(), record.run_id.unwrap());
+            assert!(!test.is_empty() && name.starts_with(&test) && escaped_len(&test) <= MAX_TEST_NAME);
+            assert!(!run.is_empty() && run_id.starts_with(&run) && escaped_len(&run) <= MAX_RUN_ID);
+            assert_eq!(record.since_ms, 7);
+        }
     }
 
     #[test]
     fn a_long_test_name_keeps_the_record_readable() {
         let (_root, registry) = registry();
-        let name = "module::".repeat(1000);
-        let record = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name(name.clone())
-                .spawn_scoped(scope, || {
-                    // loopcheck:allow(LC010): a lease file name in a temporary registry, never bound
-                    let lease = acquire(&registry, 20009);
-                    lease.write_record("127.0.0.1".parse().unwrap());
-                    // loopcheck:allow(LC010): a lease file name in a temporary registry, never bound
-                    registry.inspect(20009).unwrap().record
-                })
-                .unwrap()
-                .join()
-                .unwrap()
-        });
-        let test = record.expect("the record parses").test.unwrap();
-        assert!(test.len() <= MAX_TEST_NAME && name.starts_with(&test));
+        // The second name takes six times its length in JSON.
+        for name in ["module::".repeat(1000), "\u{1}::".repeat(1000)] {
+            let record = std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn_scoped(scope, || {
+                        // loopcheck:allow(LC010): a lease file name in a temporary registry, never bound
+                        let lease = acquire(&registry, 20009);
+                        lease.write_record("127.0.0.1".parse().unwrap());
+                        // loopcheck:allow(LC010): a lease file name in a temporary registry, never bound
+                        registry.inspect(20009).unwrap().record
+                    })
+                    .unwrap()
+                    .join()
+                    .unwrap()
+            });
+            let test = record.expect("the record parses").test.unwrap();
+            assert!(!test.is_empty() && test.len() <= MAX_TEST_NAME && name.starts_with(&test));
+        }
     }
 
     #[test]

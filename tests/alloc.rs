@@ -396,6 +396,46 @@ fn a_lease_turns_into_sockets_and_stays_held_while_they_live() {
     assert!(after.status == LeaseStatus::Free || !ours, "{after:?}");
 }
 
+/// A socket bound to `addr` the way the allocator's probe binds (no `SO_REUSEADDR`, not
+/// listening), closed after `held`.
+fn bound_for(addr: SocketAddr, ty: socket2::Type, held: Duration) -> std::thread::JoinHandle<()> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, ty, None).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(held);
+        drop(socket);
+    })
+}
+
+#[test]
+fn a_leased_port_still_bound_for_a_moment_is_bound_once_it_is_free() {
+    // As when a child that another thread forked still has the probe's socket until its
+    // `exec`: the port is leased, and bound for a moment by a socket of this process.
+    let lease = loopcheck::reserve_udp_port().unwrap();
+    let closer = bound_for(lease.addr(), socket2::Type::DGRAM, Duration::from_millis(20));
+    let addr = lease.addr();
+    assert_eq!(lease.into_udp_socket().unwrap().local_addr().unwrap(), addr);
+    closer.join().unwrap();
+
+    let lease = loopcheck::reserve_port().unwrap();
+    let closer = bound_for(lease.addr(), socket2::Type::STREAM, Duration::from_millis(20));
+    let addr = lease.addr();
+    assert_eq!(lease.into_listener().unwrap().local_addr().unwrap(), addr);
+    closer.join().unwrap();
+
+    // Held for longer than the wait, it is an error that names the address.
+    let lease = loopcheck::reserve_udp_port().unwrap();
+    let addr = lease.addr();
+    let closer = bound_for(addr, socket2::Type::DGRAM, Duration::from_millis(500));
+    let err = lease.into_udp_socket().unwrap_err();
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert!(
+        matches!(&err, loopcheck::Error::Socket { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse),
+        "{err:?}"
+    );
+    closer.join().unwrap();
+}
+
 #[test]
 fn pick_unused_port_keeps_its_lease() {
     let port = loopcheck::pick_unused_port().unwrap();
