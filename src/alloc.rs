@@ -498,9 +498,10 @@ mod held {
         )]
         lease: Lease,
         fd: RawFd,
-        /// The socket's inode: an fd number can be reused by another socket, an inode cannot
-        /// while the first socket lives.
-        inode: u64,
+        /// The socket's device and inode: an fd number can be reused by another socket, an
+        /// inode cannot while the first socket lives; the device tells a file of another file
+        /// system whose inode number happens to be the same.
+        identity: (u64, u64),
     }
 
     static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
@@ -512,25 +513,29 @@ mod held {
     const SWEEP_EVERY: usize = 8;
     const CHECKS_PER_SWEEP: usize = 16;
 
-    fn inode(fd: RawFd) -> Option<u64> {
+    fn identity(fd: RawFd) -> Option<(u64, u64)> {
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: `stat` is valid for writes; fstat on a closed fd fails with EBADF.
         let rc = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
         // SAFETY: fstat returned 0, so it initialised `stat`.
+        let stat = unsafe { stat.assume_init() };
         #[allow(
             clippy::unnecessary_cast,
-            reason = "st_ino is narrower than u64 on some platforms"
+            reason = "st_dev and st_ino are narrower than u64 on some platforms"
         )]
-        (rc == 0).then(|| unsafe { stat.assume_init() }.st_ino as u64)
+        Some((stat.st_dev as u64, stat.st_ino as u64))
     }
 
     pub(super) fn hold_while_open(lease: Lease, socket: &impl AsRawFd) {
         let fd = socket.as_raw_fd();
-        let Some(inode) = inode(fd) else { return };
+        let Some(identity) = identity(fd) else { return };
         super::release_at_exit();
         HELD.lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Held { lease, fd, inode });
+            .push(Held { lease, fd, identity });
     }
 
     /// Gives back every held lease; called at normal process exit.
@@ -554,7 +559,7 @@ mod held {
         let len = held.len();
         let mut index = NEXT.fetch_add(CHECKS_PER_SWEEP, Ordering::Relaxed) % len;
         for _ in 0..CHECKS_PER_SWEEP.min(len) {
-            if inode(held[index].fd) == Some(held[index].inode) {
+            if identity(held[index].fd) == Some(held[index].identity) {
                 index += 1;
             } else {
                 held.swap_remove(index);
