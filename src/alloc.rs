@@ -197,11 +197,13 @@ pub fn reserve_udp_port() -> Result<PortLease> {
 /// that a test binds by itself.
 pub(crate) fn reserve_on_loopback() -> Result<PortLease> {
     let (lease, ()) = allocate(Reuse::No, |port| {
-        probe(port, Protocols::Tcp)?;
-        // The address handed out must be bindable itself; on a host without the 127/8 route
-        // this first bind switches the process to 127.0.0.1.
-        bind_loopback(port, |addr| {
-            Socket::new(Domain::for_address(addr), Type::STREAM, None)?.bind(&addr.into())
+        crate::prober::isolated(move || {
+            probe_here(port, Protocols::Tcp)?;
+            // The address handed out must be bindable itself; on a host without the 127/8
+            // route this first bind switches the process to 127.0.0.1.
+            bind_loopback(port, |addr| {
+                Socket::new(Domain::for_address(addr), Type::STREAM, None)?.bind(&addr.into())
+            })
         })
     })?;
     let ip = loopback_ip();
@@ -345,6 +347,11 @@ fn reserve(protocols: Protocols, ip: IpAddr) -> Result<PortLease> {
 /// `SO_REUSEADDR`, so a port with connections in `TIME_WAIT` fails too: the number is safe
 /// for code that binds without that option.
 pub(crate) fn probe(port: u16, protocols: Protocols) -> io::Result<()> {
+    crate::prober::isolated(move || probe_here(port, protocols))
+}
+
+/// [`probe`] on this thread.
+fn probe_here(port: u16, protocols: Protocols) -> io::Result<()> {
     let ty = match protocols {
         Protocols::Tcp => Type::STREAM,
         Protocols::Udp => Type::DGRAM,

@@ -90,6 +90,7 @@ mod block;
 mod error;
 mod harness;
 mod json;
+mod prober;
 /// The run contract with `cargo loopcheck test`. Hidden from the docs: only the CLI reads the
 /// records; users see the variables as `loopcheck::lease::{TEST_VAR, RUN_DIR_VAR}`.
 #[doc(hidden)]
