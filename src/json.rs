@@ -26,23 +26,37 @@ pub(crate) fn push_string(json: &mut impl Out, text: &str) {
     if needs_no_escape(text) {
         json.put(text.as_bytes());
     } else {
+        let mut buf = [0; 6];
         for c in text.chars() {
-            match c {
-                '"' => json.put(b"\\\""),
-                '\\' => json.put(b"\\\\"),
-                '\n' => json.put(b"\\n"),
-                '\t' => json.put(b"\\t"),
-                '\r' => json.put(b"\\r"),
-                c if (c as u32) < 0x20 => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    let low = c as usize;
-                    json.put(&[b'\\', b'u', b'0', b'0', HEX[low >> 4], HEX[low & 0xf]]);
-                }
-                c => json.put(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            match escape(c, &mut buf) {
+                Some(escaped) => json.put(escaped),
+                None => json.put(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
     }
     json.put(b"\"");
+}
+
+/// The escape a JSON string holds for `c`, written into `buf`; `None` for a character that
+/// goes in as it is.
+fn escape(c: char, buf: &mut [u8; 6]) -> Option<&[u8]> {
+    let short = match c {
+        '"' => b'"',
+        '\\' => b'\\',
+        '\n' => b'n',
+        '\t' => b't',
+        '\r' => b'r',
+        c if (c as u32) < 0x20 => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let low = c as usize;
+            *buf = [b'\\', b'u', b'0', b'0', HEX[low >> 4], HEX[low & 0xf]];
+            return Some(&buf[..]);
+        }
+        _ => return None,
+    };
+    buf[0] = b'\\';
+    buf[1] = short;
+    Some(&buf[..2])
 }
 
 /// Whether `text` goes into a JSON string as it is: no control character, quote or backslash.
@@ -73,12 +87,9 @@ pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
         return &text[..cut];
     }
     let mut used = 0;
+    let mut buf = [0; 6];
     for (at, c) in text.char_indices() {
-        let len = match c {
-            '"' | '\\' | '\n' | '\t' | '\r' => 2,
-            c if (c as u32) < 0x20 => 6,
-            c => c.len_utf8(),
-        };
+        let len = escape(c, &mut buf).map_or(c.len_utf8(), <[u8]>::len);
         if used + len > max {
             return &text[..at];
         }
